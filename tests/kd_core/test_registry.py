@@ -1,0 +1,103 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import kd_core
+from kd_core.registry import FEATURE_LOSSES, LOSS_NAMES
+
+
+def test_available_lists_every_name():
+    names = kd_core.available()
+    assert names["projectors"] == ["orthogonal", "linear", "mlp", "identity", "aad"]
+    assert names["normalizers"] == ["none", "layernorm", "standardize", "whiten"]
+    assert names["losses"] == ["kd", "dkd", "fitnet", "vkd", "dcd", "rsd"]
+
+
+def test_available_from_the_command_line():
+    out = subprocess.run([sys.executable, "-c", "import kd_core; print(kd_core.available())"],
+                         capture_output=True, text=True, check=True).stdout
+    for name in ("orthogonal", "whiten", "vkd", "dcd", "rsd", "dkd"):
+        assert name in out
+
+
+@pytest.mark.parametrize("name", kd_core.available()["projectors"])
+def test_every_projector_builds_and_backpropagates(name):
+    projector = kd_core.build_projector(name, 6, 6 if name == "identity" else 9)
+    x = torch.randn(4, 6, requires_grad=True)
+    y = projector(x)
+    assert y.shape == (4, 6 if name == "identity" else 9)
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("name", kd_core.available()["normalizers"])
+def test_every_normalizer_builds(name):
+    z = kd_core.build_normalizer(name)(torch.randn(16, 8) * 3 + 1)
+    assert z.shape == (16, 8) and torch.isfinite(z).all()
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+@pytest.mark.parametrize("zscore", [False, True])
+def test_every_loss_builds_runs_and_backpropagates(name, zscore):
+    torch.manual_seed(0)
+    if name in FEATURE_LOSSES:
+        if zscore:
+            pytest.skip("zscore is a logit-loss option")
+        loss = kd_core.build_loss(name, student_dim=12, teacher_dim=20)
+        student = torch.randn(16, 12, requires_grad=True)
+        value = loss(student, torch.randn(16, 20))
+    else:
+        loss = kd_core.build_loss(name, zscore=zscore)
+        student = torch.randn(16, 10, requires_grad=True)
+        value = loss(student, torch.randn(16, 10), torch.randint(0, 10, (16,)))
+    assert value.dim() == 0 and torch.isfinite(value)
+    value.backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0
+    for parameter in loss.parameters():
+        if parameter.requires_grad and parameter is not getattr(loss, "bias", None):
+            assert parameter.grad is not None, f"{name}: a learnable part got no gradient"
+
+
+def test_vkd_options_are_routed_to_projector_and_normalizer():
+    loss = kd_core.build_loss("vkd", student_dim=4, teacher_dim=8, normalizer="whiten", group_size=2, eps=1e-3,
+                              orthogonal_map="cayley", distance="mse")
+    assert loss.projector.orthogonal_map == "cayley"
+    assert loss.normalizer.group_size == 2 and loss.normalizer.eps == 1e-3
+    assert loss.distance == "mse"
+
+
+def test_unknown_names_list_allowed_values():
+    with pytest.raises(ValueError, match="kd, dkd, fitnet, vkd, dcd, rsd"):
+        kd_core.build_loss("crd")
+    with pytest.raises(ValueError, match="orthogonal, linear, mlp, identity, aad"):
+        kd_core.build_projector("conv", 4, 4)
+    with pytest.raises(ValueError, match="none, layernorm, standardize, whiten"):
+        kd_core.build_normalizer("zca")
+    with pytest.raises(ValueError, match="none, layernorm, standardize, whiten"):
+        kd_core.build_loss("vkd", student_dim=4, teacher_dim=4, normalizer="batchnorm")
+
+
+def test_unknown_options_list_accepted_ones():
+    with pytest.raises(ValueError, match="temprature.*accepted: temperature"):
+        kd_core.build_loss("kd", temprature=2)
+    with pytest.raises(ValueError, match="group_size"):
+        kd_core.build_loss("vkd", student_dim=4, teacher_dim=4, normalizer="layernorm", group_size=3)
+
+
+@pytest.mark.parametrize("dims", [(None, 8), (8, None), (0, 8), (8, -2), (2.5, 8)])
+@pytest.mark.parametrize("name", FEATURE_LOSSES)
+def test_bad_dims(name, dims):
+    with pytest.raises(ValueError, match="student_dim|teacher_dim"):
+        kd_core.build_loss(name, student_dim=dims[0], teacher_dim=dims[1])
+
+
+def test_logit_losses_take_no_dims():
+    with pytest.raises(ValueError, match="takes no student_dim"):
+        kd_core.build_loss("kd", student_dim=4, teacher_dim=4)
+
+
+def test_identity_projector_needs_equal_dims():
+    with pytest.raises(ValueError, match="in_dim == out_dim"):
+        kd_core.build_loss("vkd", student_dim=4, teacher_dim=8, projector="identity")
