@@ -1,0 +1,354 @@
+"""Real images for the GAN: CIFAR-10/100 and Fashion-MNIST as 3x32x32 tensors in [-1, 1].
+
+What this module settles, and where it comes from (``shared/reference/gan.md`` sec. 2 and 4):
+
+* Pixels map as ``x / 127.5 - 1`` (the reference's ``ToTensor`` + ``Normalize(0.5, 0.5)``), so they share
+  the generator's ``tanh`` range.
+* The only augmentation of real images in the loader is a random horizontal flip (p = 0.5), the
+  reference's ``--mirror_augment``. DiffAugment is applied later, on the D input, by ``gan_kd.diffaug``.
+* Data-limited runs train on ``subset_indices(len(train), fraction, seed)`` from ``kd_core.runtime.seed``,
+  DiffAugment's own draw; the indices are saved in the run directory.
+* The loader is an endless, resumable stream of batches, sharded across DDP ranks.
+
+Fashion-MNIST (28x28 grey) is padded to 32x32 with its own background value and repeated to 3 channels, so
+the same BigGAN-32 and the same 3-channel teachers work on all three datasets. Offline, its files can come
+from Debian's ``dataset-fashion-mnist`` package (see :func:`find_fashion_mnist`).
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data.distributed import DistributedSampler
+from torchvision import datasets, transforms
+
+from kd_core.runtime.seed import subset_indices
+
+__all__ = [
+    "DATASETS",
+    "SYSTEM_FASHION_MNIST_DIR",
+    "DatasetNotFound",
+    "num_classes",
+    "load_dataset",
+    "image_transform",
+    "find_fashion_mnist",
+    "subset",
+    "subset_indices",
+    "save_indices",
+    "load_indices",
+    "batches_per_epoch",
+    "infinite_loader",
+]
+
+DATASETS = ("cifar10", "cifar100", "fashion_mnist")
+
+_NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "fashion_mnist": 10}
+_TORCHVISION_CLASS = {
+    "cifar10": datasets.CIFAR10,
+    "cifar100": datasets.CIFAR100,
+    "fashion_mnist": datasets.FashionMNIST,
+}
+_DISPLAY_NAME = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "fashion_mnist": "Fashion-MNIST"}
+
+# Where Debian's `dataset-fashion-mnist` package installs the original gzipped idx files
+# (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz).
+# Read at call time, so tests can point it elsewhere.
+SYSTEM_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+# Fashion-MNIST's background is black (pixel 0), i.e. -1 in [-1, 1]. Padding with it makes the 2-pixel
+# border indistinguishable from the image's own background: no artificial frame for D to key on.
+FASHION_MNIST_BACKGROUND = -1.0
+IMAGE_SIZE = 32
+
+
+class DatasetNotFound(FileNotFoundError):
+    """The dataset's files are not under the data root (and downloading was not asked for)."""
+
+
+def num_classes(name: str) -> int:
+    """Number of classes of a dataset in :data:`DATASETS` (the conditional G and D need it)."""
+    return _NUM_CLASSES[_check_name(name)]
+
+
+def _check_name(name: str) -> str:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return name
+
+
+# --------------------------------------------------------------------------------------------------------
+# Pixel conversions. Module-level functions (not lambdas) so the transform pickles for spawned workers.
+
+
+def uint8_to_signed_unit(image: torch.Tensor) -> torch.Tensor:
+    """uint8 (C, H, W) in [0, 255] -> float32 in [-1, 1] as ``x / 127.5 - 1``: the generator's tanh range."""
+    return image.to(torch.float32) / 127.5 - 1.0
+
+
+def pad_to_32(image: torch.Tensor) -> torch.Tensor:
+    """Pad a (C, 28, 28) Fashion-MNIST image to (C, 32, 32) with the background value.
+
+    Padding (2 px per side, as LeNet did for MNIST) keeps every original pixel exact, unlike resizing,
+    and lets the 32x32 BigGAN be used unchanged.
+    """
+    pad_h, pad_w = IMAGE_SIZE - image.shape[-2], IMAGE_SIZE - image.shape[-1]
+    if pad_h < 0 or pad_w < 0:
+        raise ValueError(f"image {tuple(image.shape)} is larger than {IMAGE_SIZE}x{IMAGE_SIZE}")
+    top, left = pad_h // 2, pad_w // 2
+    return F.pad(image, (left, pad_w - left, top, pad_h - top), value=FASHION_MNIST_BACKGROUND)
+
+
+def grey_to_rgb(image: torch.Tensor) -> torch.Tensor:
+    """Repeat a (1, H, W) grey image to (3, H, W): G, D and the (RGB) teachers all take 3 channels."""
+    return image.repeat(3, 1, 1)
+
+
+def image_transform(name: str, hflip: bool) -> transforms.Compose:
+    """PIL image -> float32 (3, 32, 32) in [-1, 1], with a random horizontal flip (p = 0.5) if ``hflip``.
+
+    The flip comes first, on the PIL image, as in the reference loader.
+    """
+    steps: list = [transforms.RandomHorizontalFlip(p=0.5)] if hflip else []
+    steps += [transforms.PILToTensor(), transforms.Lambda(uint8_to_signed_unit)]
+    if _check_name(name) == "fashion_mnist":
+        steps += [transforms.Lambda(pad_to_32), transforms.Lambda(grey_to_rgb)]
+    return transforms.Compose(steps)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Finding the files.
+
+
+def _expected_files(name: str, root: Path) -> tuple[Path, list[str]]:
+    """The folder torchvision reads for ``name`` under ``root`` and the file names it requires there."""
+    cls = _TORCHVISION_CLASS[name]
+    if name == "fashion_mnist":
+        # torchvision reads the decompressed idx files from <root>/FashionMNIST/raw.
+        return root / cls.__name__ / "raw", [_strip_gz(f) for f, _ in cls.resources]
+    files = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    return root / cls.base_folder, files
+
+
+def _strip_gz(filename: str) -> str:
+    return filename[: -len(".gz")] if filename.endswith(".gz") else filename
+
+
+def _not_found(name: str, root: Path) -> DatasetNotFound:
+    folder, files = _expected_files(name, root)
+    missing = [f for f in files if not (folder / f).is_file()]
+    hint = ""
+    if name == "fashion_mnist":
+        hint = (f" (or the same files gzipped in {SYSTEM_FASHION_MNIST_DIR}, e.g. from Debian's "
+                f"dataset-fashion-mnist package)")
+    status = "none of them is there" if len(missing) == len(files) else f"missing {', '.join(missing)}"
+    return DatasetNotFound(
+        f"{_DISPLAY_NAME[name]} not found under {root}: expected {folder}/{{{', '.join(files)}}}{hint}; "
+        f"{status}; pass --download to fetch it when online"
+    )
+
+
+def find_fashion_mnist(root: str | os.PathLike, system_dir: str | os.PathLike | None = None) -> Path | None:
+    """Make ``<root>/FashionMNIST/raw`` complete without a download, if the files exist anywhere locally.
+
+    torchvision's ``FashionMNIST`` reads the *decompressed* idx files from ``<root>/FashionMNIST/raw``. Each
+    missing one is taken from, in order: its ``.gz`` in that folder, ``<system_dir>/<name>.gz``, or
+    ``<system_dir>/<name>``. ``system_dir`` defaults to :data:`SYSTEM_FASHION_MNIST_DIR`, where Debian's
+    ``dataset-fashion-mnist`` installs the original gzipped files. (Their gzip checksums differ from the
+    ones torchvision's downloader checks, so they are decompressed here rather than handed to it.)
+    Files are written to a temporary name and renamed, so DDP ranks calling this at once do not read
+    half-written files.
+
+    Returns the raw folder when all four files are there afterwards, else ``None``.
+    """
+    raw, files = _expected_files("fashion_mnist", Path(root))
+    system = Path(SYSTEM_FASHION_MNIST_DIR if system_dir is None else system_dir)
+    for filename in files:
+        target = raw / filename
+        if target.is_file():
+            continue
+        for source in (raw / f"{filename}.gz", system / f"{filename}.gz", system / filename):
+            if source.is_file():
+                _copy_atomically(source, target, decompress=source.suffix == ".gz")
+                break
+    return raw if all((raw / f).is_file() for f in files) else None
+
+
+def _copy_atomically(source: Path, target: Path, decompress: bool) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    opener = gzip.open if decompress else open
+    try:
+        with opener(source, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_dataset(
+    name: str,
+    root: str | os.PathLike,
+    train: bool = True,
+    download: bool = False,
+    hflip: bool | None = None,
+) -> Dataset:
+    """The standard torchvision dataset for ``name`` with :func:`image_transform` attached.
+
+    Items are ``(float32 (3, 32, 32) in [-1, 1], int label)``. ``hflip=None`` flips the training split only:
+    real images are mirrored as in the reference, while the test split (the FID reference set) stays as is.
+
+    Offline and without the files, raises :class:`DatasetNotFound` naming the exact files expected under
+    ``root``. ``download=True`` lets torchvision fetch them (network needed). Fashion-MNIST is first looked
+    for locally with :func:`find_fashion_mnist`.
+    """
+    name = _check_name(name)
+    root = Path(root)
+    if hflip is None:
+        hflip = train
+    if name == "fashion_mnist":
+        find_fashion_mnist(root)
+    folder, files = _expected_files(name, root)
+    complete = all((folder / f).is_file() for f in files)
+    if not complete and not download:
+        raise _not_found(name, root)
+    cls = _TORCHVISION_CLASS[name]
+    try:
+        return cls(str(root), train=train, transform=image_transform(name, hflip), download=download and not complete)
+    except RuntimeError as err:
+        # The files are there but torchvision rejects them (CIFAR's md5 check).
+        raise RuntimeError(
+            f"{_DISPLAY_NAME[name]} files under {folder} failed torchvision's check ({err}); "
+            f"delete them and pass --download to fetch them again"
+        ) from err
+
+
+# --------------------------------------------------------------------------------------------------------
+# Data-limited subsets.
+
+
+def subset(dataset: Dataset, fraction: float, seed: int = 0) -> tuple[Subset, np.ndarray]:
+    """``fraction`` of ``dataset`` chosen exactly as DiffAugment does (:func:`subset_indices`).
+
+    Not stratified; for one seed the 10% subset is the first half of the 20% one. Returns the subset and
+    its indices (save them in the run with :func:`save_indices`).
+    """
+    indices = subset_indices(len(dataset), fraction, seed=seed)
+    return Subset(dataset, indices.tolist()), indices
+
+
+def save_indices(run_dir: str | os.PathLike, indices: np.ndarray) -> Path:
+    """Write ``<run_dir>/subset_indices.npy`` (int64), atomically; returns its path.
+
+    Saved so a run documents which images it trained on, and a resume can check it uses the same ones.
+    """
+    path = Path(run_dir) / "subset_indices.npy"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npy")
+    np.save(tmp, np.asarray(indices, dtype=np.int64))
+    os.replace(tmp, path)
+    return path
+
+
+def load_indices(run_dir: str | os.PathLike) -> np.ndarray:
+    """Read the indices :func:`save_indices` wrote into ``run_dir``."""
+    return np.load(Path(run_dir) / "subset_indices.npy")
+
+
+# --------------------------------------------------------------------------------------------------------
+# The endless loader.
+
+
+def batches_per_epoch(n_items: int, batch_size: int, world_size: int = 1, drop_last: bool = True) -> int:
+    """Batches one rank gets per epoch from :func:`infinite_loader`.
+
+    Each rank gets ``n_items // world_size`` items per epoch (the few left over are dropped, at random,
+    so shards stay disjoint); a last incomplete batch is dropped if ``drop_last``.
+    """
+    per_rank = n_items // world_size
+    return per_rank // batch_size if drop_last else -(-per_rank // batch_size)
+
+
+class _EndlessBatchSampler(Sampler):
+    """Index batches for one rank, epoch after epoch, starting ``skip_batches`` into ``start_epoch``.
+
+    Each epoch's order is DistributedSampler's: a permutation from a torch.Generator seeded with
+    ``seed + epoch``, cut to a multiple of ``world_size`` and dealt out round-robin, so ranks are disjoint.
+    Skipping works on indices, so no image is loaded for the skipped batches.
+    """
+
+    def __init__(self, n_items, batch_size, seed, rank, world_size, drop_last, start_epoch, skip_batches):
+        self.sampler = DistributedSampler(
+            range(n_items), num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
+        )
+        self.batch_size, self.drop_last = batch_size, drop_last
+        self.start_epoch, self.skip_batches = start_epoch, skip_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, skip = self.start_epoch, self.skip_batches
+        while True:
+            self.sampler.set_epoch(epoch)
+            indices = list(self.sampler)
+            batches = [indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
+            if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+                batches.pop()
+            yield from batches[skip:]
+            epoch, skip = epoch + 1, 0
+
+
+def infinite_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+    drop_last: bool = True,
+    start_epoch: int = 0,
+    skip_batches: int = 0,
+    pin_memory: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """An endless iterator of ``(images, labels)`` batches for this rank, reshuffled every epoch.
+
+    Order: epoch ``e`` is DistributedSampler's order for ``(seed, e)``, so it depends only on
+    ``(seed, epoch, rank, world_size)``, and ranks see disjoint items. One DataLoader serves all epochs,
+    so workers start once.
+
+    Resume: pass the number of batches already consumed as ``skip_batches`` (values past one epoch roll
+    over into later epochs), or ``start_epoch, skip_batches = divmod(done, batches_per_epoch(...))``; the
+    stream then continues with exactly the batch an uninterrupted run would have produced next.
+    The random flips are not part of that promise: with ``num_workers=0`` they come from the global torch
+    RNG (restore it with ``kd_core.runtime.seed.restore_rng_state``); workers are seeded from
+    ``(seed, rank, resume point)``.
+    """
+    n_per_epoch = batches_per_epoch(len(dataset), batch_size, world_size, drop_last)
+    if n_per_epoch < 1:
+        raise ValueError(
+            f"{len(dataset)} items over {world_size} rank(s) give no batch of {batch_size} per epoch"
+        )
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world of size {world_size}")
+    if start_epoch < 0 or skip_batches < 0:
+        raise ValueError("start_epoch and skip_batches must be >= 0")
+    extra_epochs, skip_batches = divmod(skip_batches, n_per_epoch)
+    start_epoch += extra_epochs
+    batch_sampler = _EndlessBatchSampler(
+        len(dataset), batch_size, seed, rank, world_size, drop_last, start_epoch, skip_batches
+    )
+    # The DataLoader draws its workers' base seed from this generator rather than the global RNG.
+    worker_seed = np.random.SeedSequence([seed, rank, start_epoch, skip_batches]).generate_state(1)[0]
+    loader = DataLoader(
+        dataset,
+        batch_sampler=batch_sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(int(worker_seed)),
+    )
+    return iter(loader)

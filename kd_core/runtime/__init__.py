@@ -1,0 +1,45 @@
+"""What both trainers need around the training loop: seeding, checkpoints, torchrun, logging."""
+from kd_core.runtime.checkpoint import CheckpointError, atomic_save, load_checkpoint
+from kd_core.runtime.distributed import (
+    DistributedContext,
+    all_reduce_mean,
+    barrier,
+    broadcast_object,
+    cleanup_distributed,
+    init_distributed,
+    is_main_process,
+    resolve_device,
+)
+from kd_core.runtime.logging import (
+    MetricsLogger,
+    Progress,
+    RunConfigMismatch,
+    get_logger,
+    prepare_run_dir,
+    validate_run_dir,
+)
+from kd_core.runtime.seed import capture_rng_state, restore_rng_state, seed_everything, subset_indices
+
+__all__ = [
+    "CheckpointError",
+    "DistributedContext",
+    "MetricsLogger",
+    "Progress",
+    "RunConfigMismatch",
+    "all_reduce_mean",
+    "atomic_save",
+    "barrier",
+    "broadcast_object",
+    "capture_rng_state",
+    "cleanup_distributed",
+    "get_logger",
+    "init_distributed",
+    "is_main_process",
+    "load_checkpoint",
+    "prepare_run_dir",
+    "resolve_device",
+    "restore_rng_state",
+    "seed_everything",
+    "subset_indices",
+    "validate_run_dir",
+]
