@@ -10,6 +10,11 @@ Our format (``FORMAT = "classifier_kd/1"``) is one ``torch.save``'d dict::
 "optimizer": ...}``) and bare state_dicts; those carry no architecture name, so ``arch`` is required
 and the class count is read off the final layer. Files are read with the safe (``weights_only``)
 unpickler of :mod:`kd_core.runtime.checkpoint`; ``trusted=True`` lifts that for files you trust.
+
+Input spec. What the model expects as input is stored under the extra ``input_spec``
+(``{"size": 32, "mean": [...], "std": [...]}``: images in [0, 1] resized to ``size`` x ``size``, then
+``(x - mean) / std``), written by the trainers from ``classifier_kd.data``; :func:`read_input_spec`
+reads it back, with the CIFAR-100 normalisation as the answer for files that have none.
 """
 from __future__ import annotations
 
@@ -27,13 +32,19 @@ FORMAT = "classifier_kd/1"
 _RESERVED_KEYS = ("model", "arch", "num_classes", "feature_dim", "format")
 _SHOWN_KEYS = 3  # how many offending keys an error message names
 
+# The input of files without an ``input_spec``: RepDistiller / mdistiller / CRD teachers are CIFAR-100
+# models at 32x32 normalised with these values (their ``dataset/cifar100.py``; the same numbers as
+# ``classifier_kd.data.NORMALIZATION["cifar100"]``, which a test checks).
+CIFAR100_INPUT_SPEC = {"size": 32, "mean": (0.5071, 0.4867, 0.4408), "std": (0.2675, 0.2565, 0.2761)}
+
 
 def save_classifier(path: str | os.PathLike, model: nn.Module, arch: str, num_classes: int, **extra: Any) -> None:
     """Write ``model`` in our format, atomically (a crash never leaves a truncated file at ``path``).
 
     ``extra`` entries (epoch, accuracy, ...) are stored next to the weights; keep them to plain Python
     values, tensors and NumPy scalars so the file stays loadable with the safe unpickler.
-    DataParallel / DDP wrappers are unwrapped; tensors are saved on the CPU.
+    Pass ``input_spec=`` (see the module docstring) so loaders know the model's input; it is checked
+    here and stored as plain lists. DataParallel / DDP wrappers are unwrapped; tensors are saved on the CPU.
     """
     clashes = [key for key in _RESERVED_KEYS if key in extra]
     if clashes:
@@ -43,6 +54,9 @@ def save_classifier(path: str | os.PathLike, model: nn.Module, arch: str, num_cl
     model_classes = getattr(model, "num_classes", num_classes)
     if model_classes != num_classes:
         raise ValueError(f"num_classes={num_classes} but the {arch} model has {model_classes} classes")
+    if "input_spec" in extra:
+        spec = _check_input_spec(extra["input_spec"], f"input_spec for {path}")
+        extra["input_spec"] = {"size": spec["size"], "mean": list(spec["mean"]), "std": list(spec["std"])}
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
     atomic_save({"model": state, "arch": arch, "num_classes": int(num_classes),
                  "feature_dim": int(model.feature_dim), "format": FORMAT, **extra}, path)
@@ -107,6 +121,41 @@ def load_classifier(
         raise ValueError(f"checkpoint {path} records feature_dim {checkpoint['feature_dim']}, "
                          f"but {arch} has {model.feature_dim}")
     return model
+
+
+def read_input_spec(path: str | os.PathLike, *, trusted: bool = False) -> dict:
+    """``{"size": int, "mean": tuple, "std": tuple}``: the input the classifier stored at ``path`` expects.
+
+    Our files record it (the ``input_spec`` extra). Files without one -- RepDistiller / mdistiller / CRD
+    teachers, bare state_dicts, and ours written before the spec was stored -- get
+    :data:`CIFAR100_INPUT_SPEC` (CIFAR-100 normalisation at 32x32): every teacher of that zoo is a
+    CIFAR-100 model. Raises FileNotFoundError for a missing file, ``CheckpointError`` (a ValueError) for
+    an unreadable one and ValueError for a malformed spec.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"classifier checkpoint not found: {path}")
+    checkpoint = load_checkpoint(path, trusted=trusted)
+    if "input_spec" not in checkpoint:
+        return dict(CIFAR100_INPUT_SPEC)
+    return _check_input_spec(checkpoint["input_spec"], f"checkpoint {path}: input_spec")
+
+
+def _check_input_spec(spec: Any, what: str) -> dict:
+    """``spec`` as ``{"size": int, "mean": tuple, "std": tuple}``, or a one-line ValueError saying what is wrong."""
+    if not isinstance(spec, Mapping) or not {"size", "mean", "std"} <= set(spec):
+        raise ValueError(f"{what} must be a dict with keys size, mean, std; got {spec!r}")
+    try:
+        size = int(spec["size"])
+        mean = tuple(float(v) for v in spec["mean"])
+        std = tuple(float(v) for v in spec["std"])
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} has non-numeric entries: {dict(spec)!r}") from None
+    if size < 1 or size != spec["size"]:
+        raise ValueError(f"{what}: size must be a positive integer, got {spec['size']!r}")
+    if not mean or len(mean) != len(std) or any(s <= 0 for s in std):
+        raise ValueError(f"{what}: mean and std need one entry per channel and positive stds, got {dict(spec)!r}")
+    return {"size": size, "mean": mean, "std": std}
 
 
 def _strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

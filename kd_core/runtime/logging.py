@@ -393,3 +393,27 @@ def get_logger(name: str, run_dir: str | os.PathLike | None = None, is_main: boo
         setattr(handler, _HANDLER_MARK, True)
         logger.addHandler(handler)
     return logger
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def hardware_summary(device: Any = None) -> str:
+    """One line naming the machine a number was measured on: CPU model and cores, GPU if used, torch version."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        if names:
+            cpu = names[0]
+    except OSError:
+        pass
+    parts = [f"{cpu} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"]
+    if device is not None and str(device).startswith("cuda") and torch.cuda.is_available():
+        parts.append(torch.cuda.get_device_name(torch.device(device)))
+    parts.append(f"torch {torch.__version__}")
+    return "; ".join(parts)

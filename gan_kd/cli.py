@@ -1,0 +1,225 @@
+"""``gan-kd``: train a BigGAN with (or without) teacher distillation, evaluate it, sample from it.
+
+Every problem with the input (a bad value, missing data, an unreadable file, a run directory made with other
+options) is reported in one line with exit code 2 before anything is written.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from gan_kd import data as gan_data
+from gan_kd.diffaug import AUGMENTATIONS
+
+PRESET_HELP = ("da: DiffAugment baseline, no teacher; da-kd: linear projector, no normalisation ('DA + KD (CLIP)'); "
+               "vkd: orthogonal projector, no normalisation ('DA + VkD'); vkd-whiten: orthogonal projector + "
+               "whitened teacher ('DA + VkD w/ whitening'). Explicit options override the preset.")
+
+
+def _fraction(ctx, param, value):
+    if value is not None and not 0 < value <= 1:
+        raise click.BadParameter(f"{value} is not in (0, 1]; use e.g. 0.1, 0.2 or 1.0", ctx=ctx, param=param)
+    return value
+
+
+def _policy(ctx, param, value):
+    from gan_kd.diffaug import parse_policy
+
+    try:
+        parse_policy(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), ctx=ctx, param=param) from None
+    return value
+
+
+def _metrics(ctx, param, value):
+    metrics = tuple(m.strip() for m in value.split(",") if m.strip())
+    bad = [m for m in metrics if m not in ("fid", "isc", "kid", "fd")]
+    if bad or not metrics:
+        raise click.BadParameter(f"{value!r}: allowed metrics are fid, isc, kid, fd (comma-separated)", ctx=ctx, param=param)
+    return metrics
+
+
+def _usage(error: Exception) -> click.UsageError:
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return click.UsageError(message)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def main():
+    """Data-limited BigGAN + DiffAugment with teacher -> discriminator distillation (VkD)."""
+
+
+@main.command()
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory (re-run the same command to resume).")
+@click.option("--preset", type=click.Choice(["da", "da-kd", "vkd", "vkd-whiten"]), default="vkd-whiten", show_default=True, help=PRESET_HELP)
+@click.option("--dataset", type=click.Choice(gan_data.DATASETS), default="cifar10", show_default=True, help="Training data.")
+@click.option("--data-root", default="data", show_default=True, type=click.Path(), help="Directory holding the datasets (torchvision layout).")
+@click.option("--download/--no-download", default=False, show_default=True, help="Download the dataset if missing (needs internet).")
+@click.option("--data-fraction", type=float, default=1.0, show_default=True, callback=_fraction, help="Fraction of the training split, in (0, 1]: 0.1, 0.2 or 1.0 in the papers.")
+@click.option("--subset-seed", type=int, default=0, show_default=True, help="Seed of the subset draw (0 = DiffAugment's and KD-DLGAN's subsets).")
+@click.option("--iterations", type=int, default=1000, show_default=True, help="Training length; one iteration = D steps + 1 G step. Paper lengths: see README.")
+@click.option("--batch-size", type=int, default=50, show_default=True, help="Global batch size of each D and G step.")
+@click.option("--d-steps", type=int, default=4, show_default=True, help="D steps per G step, each with its own real batch.")
+@click.option("--lr-g", type=float, default=2e-4, show_default=True, help="Adam learning rate of G.")
+@click.option("--lr-d", type=float, default=2e-4, show_default=True, help="Adam learning rate of D (and of the projector).")
+@click.option("--g-ch", type=int, default=64, show_default=True, help="G width multiplier (4*g_ch channels).")
+@click.option("--d-ch", type=int, default=64, show_default=True, help="D width multiplier (4*d_ch channels = distilled feature size).")
+@click.option("--spectral-norm", type=click.Choice(["own", "torch"]), default="own", show_default=True, help="Spectral norm implementation.")
+@click.option("--diffaug", default="translation,cutout", show_default=True, callback=_policy, help=f"DiffAugment policy, comma-separated from {', '.join(AUGMENTATIONS)}.")
+@click.option("--ema-decay", type=float, default=0.9999, show_default=True, help="EMA decay of the evaluated generator.")
+@click.option("--ema-start", type=int, default=1000, show_default=True, help="Iterations before which the EMA copies G.")
+@click.option("--lecam", type=float, default=0.0, show_default=True, help="LeCam regulariser weight (KD-DLGAN used 0.3).")
+@click.option("--teacher", default=None, help="Frozen teacher: clip:MODEL (open_clip, e.g. clip:ViT-B-32) or ckpt:PATH (classifier_kd checkpoint).")
+@click.option("--teacher-pretrained", default=None, help="open_clip pretrained tag for clip: teachers, e.g. openai (downloads once).")
+@click.option("--teacher-weights", default=None, type=click.Path(), help="Local open_clip checkpoint for clip: teachers (no network).")
+@click.option("--teacher-arch", default=None, help="Architecture of a ckpt: teacher file that does not record it (RepDistiller layout).")
+@click.option("--teacher-preprocessing", type=click.Choice(["kd-dlgan", "native"]), default="kd-dlgan", show_default=True, help="kd-dlgan: nearest upsampling of the [-1,1] D inputs; native: the teacher's own resize and mean/std.")
+@click.option("--teacher-bf16/--no-teacher-bf16", default=False, show_default=True, help="Run the teacher under bfloat16 autocast.")
+@click.option("--kd-weight", type=float, default=1.0, show_default=True, help="Weight of the distillation term in the D loss.")
+@click.option("--projector", type=click.Choice(["orthogonal", "linear", "mlp", "identity"]), default="orthogonal", show_default=True, help="Projector on D's features (set by the preset).")
+@click.option("--orthogonal-map", type=click.Choice(["matrix_exp", "cayley", "householder"]), default="matrix_exp", show_default=True, help="Parametrisation of the orthogonal projector.")
+@click.option("--normalizer", type=click.Choice(["none", "layernorm", "standardize", "whiten"]), default="whiten", show_default=True, help="Teacher-feature normaliser (set by the preset).")
+@click.option("--whiten-group-size", type=int, default=None, help="Group size for whitening (default: min(dim, batch // 2)).")
+@click.option("--distance", type=click.Choice(["mse", "smooth_l1"]), default="mse", show_default=True, help="Distance between projected and teacher features (paper: L2).")
+@click.option("--eval-every", type=int, default=0, show_default=True, help="Evaluate the EMA generator every N iterations and keep the best (0 = never).")
+@click.option("--eval-samples", type=int, default=10_000, show_default=True, help="Generated samples per evaluation (reference: 10,000 vs the test split).")
+@click.option("--metrics", default="fid", show_default=True, callback=_metrics, help="Comma-separated from fid, isc, kid, fd; the best checkpoint follows fid, else fd.")
+@click.option("--inception-weights", default=None, type=click.Path(), help="Local torch-fidelity Inception weights file (offline).")
+@click.option("--fd-features", default=None, help="ckpt:PATH of a classifier whose features give the domain Fréchet distance 'fd'.")
+@click.option("--fd-arch", default=None, help="Architecture of an --fd-features file that does not record it.")
+@click.option("--sample-every", type=int, default=500, show_default=True, help="Save a sample grid every N iterations (0 = only at the end).")
+@click.option("--checkpoint-every", type=int, default=500, show_default=True, help="Save checkpoints/last.pt every N iterations (and at the end).")
+@click.option("--log-every", type=int, default=50, show_default=True, help="Progress line and metrics.csv row every N iterations.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, noise and data order.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA (ignored on CPU).")
+@click.option("--threads", type=int, default=None, help="torch.set_num_threads for this process.")
+@click.option("--workers", "num_workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
+@click.pass_context
+def train(ctx, out, **options):
+    """Train a BigGAN on (a fraction of) a dataset, optionally distilling a frozen teacher into D.
+
+    \b
+    Example (offline, Fashion-MNIST 10%, classifier teacher, whitened VkD):
+      gan-kd train --out runs/fm10 --dataset fashion_mnist --data-fraction 0.1 \\
+          --preset vkd-whiten --teacher ckpt:runs/teachers/fmnist/checkpoints/best.pt \\
+          --iterations 2000 --eval-every 500 --metrics fd --fd-features ckpt:runs/teachers/fmnist/checkpoints/best.pt
+    """
+    from gan_kd.train import PRESETS, TrainConfig, Trainer
+    from kd_core.runtime.distributed import cleanup_distributed
+
+    preset = PRESETS[options["preset"]]
+    for key, value in preset.items():
+        if key == "distill" or ctx.get_parameter_source(key) != click.core.ParameterSource.COMMANDLINE:
+            options[key] = value
+    try:
+        config = TrainConfig(**options)
+        trainer = Trainer(config, out)
+    except (ValueError, FileNotFoundError, OSError) as error:  # nothing has been written yet
+        cleanup_distributed()
+        raise _usage(error) from None
+    try:
+        trainer.run()
+    finally:
+        cleanup_distributed()
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True, help="Which EMA generator to evaluate.")
+@click.option("--num-samples", type=int, default=10_000, show_default=True, help="Generated samples per repeat (reference: 10,000).")
+@click.option("--repeats", type=int, default=1, show_default=True, help="Repeats with different sample seeds; result.json gives mean ± std.")
+@click.option("--metrics", default="fid,isc", show_default=True, callback=_metrics, help="Comma-separated from fid, isc, kid, fd.")
+@click.option("--inception-weights", default=None, type=click.Path(), help="Local torch-fidelity Inception weights (offline).")
+@click.option("--fd-features", default=None, help="ckpt:PATH of the classifier for the 'fd' metric.")
+@click.option("--fd-arch", default=None, help="Architecture of an --fd-features file that does not record it.")
+@click.option("--data-root", default=None, type=click.Path(), help="Dataset root (default: the run's).")
+@click.option("--kid-subset-size", type=int, default=1000, show_default=True, help="KID subset size (capped at the sample count).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first repeat's samples.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def evaluate(run_dir, checkpoint, num_samples, repeats, metrics, inception_weights, fd_features, fd_arch, data_root,
+             kid_subset_size, seed, device):
+    """FID / IS / KID (torch-fidelity) and domain FD of a run's EMA generator against the test split; writes RUN_DIR/result.json.
+
+    \b
+    Example: gan-kd evaluate runs/c10_10 --repeats 3 --metrics fid,isc
+    """
+    from gan_kd.evaluate import Evaluator, mean_std
+    from gan_kd.snapshot import load_ema_generator
+    from kd_core.runtime.distributed import resolve_device
+    from kd_core.runtime.logging import hardware_summary
+
+    if num_samples < 2 or repeats < 1:
+        raise click.UsageError(f"--num-samples must be >= 2 and --repeats >= 1, got {num_samples} and {repeats}")
+    try:
+        resolved = resolve_device(device)
+        generator, config, iteration = load_ema_generator(run_dir, checkpoint)
+        evaluator = Evaluator(dataset=config["dataset"], data_root=data_root or config["data_root"], metrics=metrics,
+                              num_samples=num_samples, inception_weights=inception_weights, fd_features=fd_features,
+                              fd_arch=fd_arch, device=resolved, kid_subset_size=kid_subset_size)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        raise _usage(error) from None
+    started = time.monotonic()
+    runs = []
+    for repeat in range(repeats):
+        runs.append(evaluator(generator.to(resolved), n_classes=generator.n_classes, dim_z=config["dim_z"], seed=seed + repeat))
+        click.echo(f"repeat {repeat + 1}/{repeats}: " + ", ".join(f"{k} {v:.4f}" for k, v in runs[-1].items()), err=True)
+    summary = {}
+    for key in runs[0]:
+        mean, std = mean_std([r[key] for r in runs])
+        summary[key] = {"mean": mean, "std": std, "values": [r[key] for r in runs]}
+    labels = {"fid": "FID (Inception-v3, torch-fidelity)", "isc": "IS", "is_mean": "IS", "kid_mean": "KID"}
+    if "fd" in summary:
+        labels["fd"] = evaluator.fd_label
+    result = {
+        "run_dir": str(run_dir), "checkpoint": checkpoint, "iteration": iteration, "dataset": config["dataset"],
+        "data_fraction": config["data_fraction"], "preset": config["preset"], "num_samples": num_samples,
+        "reference": f"{config['dataset']} test split ({len(evaluator.real)} images)", "repeats": repeats,
+        "seeds": [seed + r for r in range(repeats)], "metrics": summary, "labels": labels,
+        "inception_weights": inception_weights or ("torch-fidelity default" if {"fid", "isc", "kid"} & set(metrics) else None),
+        "fd_features": fd_features, "hardware": hardware_summary(resolved),
+        "wall_time_s": round(time.monotonic() - started, 1),
+    }
+    path = Path(run_dir) / "result.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    for key, value in summary.items():
+        click.echo(f"{labels.get(key, key)}: {value['mean']:.4f} ± {value['std']:.4f}")
+    click.echo(f"wrote {path}", err=True)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False), help="PNG to write (default RUN_DIR/samples/<checkpoint>_grid.png).")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="last", show_default=True, help="Which EMA generator.")
+@click.option("--rows", type=int, default=10, show_default=True, help="Rows = classes 0..rows-1 (capped at the class count).")
+@click.option("--columns", type=int, default=10, show_default=True, help="Samples per class.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Noise seed.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def sample(run_dir, out_path, checkpoint, rows, columns, seed, device):
+    """Write a PNG grid from a run's EMA generator, one row per class.
+
+    \b
+    Example: gan-kd sample runs/c10_10 --checkpoint best --out grid.png
+    """
+    from gan_kd.snapshot import load_ema_generator
+    from gan_kd.train import sample_grid
+    from kd_core.runtime.distributed import resolve_device
+
+    if rows < 1 or columns < 1:
+        raise click.UsageError(f"--rows and --columns must be >= 1, got {rows} and {columns}")
+    try:
+        resolved = resolve_device(device)
+        generator, config, _ = load_ema_generator(run_dir, checkpoint)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        raise _usage(error) from None
+    path = Path(out_path) if out_path else Path(run_dir) / "samples" / f"{checkpoint}_grid.png"
+    sample_grid(generator, generator.n_classes, config["dim_z"], path, rows=rows, columns=columns, seed=seed, device=resolved)
+    click.echo(str(path))
+
+
+if __name__ == "__main__":
+    main()

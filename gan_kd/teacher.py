@@ -1,0 +1,183 @@
+"""Frozen teachers for the discriminator: images in [-1, 1] -> feature vectors.
+
+Two kinds, chosen by a spec string (``--teacher``):
+
+* ``clip:<open_clip model name>`` — an open_clip image encoder (VkD / KD-DLGAN use OpenAI's ViT-B/32).
+  Weights come from an open_clip pretrained tag (``--teacher-pretrained openai``, needs the internet the
+  first time) or from a local file (``--teacher-weights FILE``, no network at all).
+* ``ckpt:<path>`` — a classifier checkpoint written by ``classifier_kd`` (or a RepDistiller-layout file with
+  ``--teacher-arch``); its pooled penultimate feature is the teacher feature. This is how runs are made
+  offline here.
+
+Preprocessing. ``kd-dlgan`` (default) is what KD-DLGAN did and VkD kept (``shared/reference/gan.md`` §6): the
+DiffAugmented D inputs in [-1, 1] are upsampled by nearest neighbour to the teacher's resolution and given to
+the teacher as they are, without the teacher's mean/std. ``native`` does what the teacher was trained with:
+for CLIP, map to [0, 1], bicubic resize to 224 and CLIP's mean/std; for a classifier, its recorded
+normalisation at its input size.
+
+The teacher is frozen: eval mode, ``requires_grad_(False)``, called under ``no_grad``; ``train()`` on the
+wrapper never puts the network back in training mode. ``bf16=True`` runs it under bfloat16 autocast (on CUDA
+or CPU) and returns float32 features.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PREPROCESSING = ("kd-dlgan", "native")
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class TeacherError(ValueError):
+    """A teacher that cannot be built from the given spec or files (one-line message)."""
+
+
+class FrozenTeacher(nn.Module):
+    """Base: holds a frozen network and turns [-1, 1] images into ``(B, feature_dim)`` features."""
+
+    feature_dim: int
+    description: str
+
+    def __init__(self, network: nn.Module, preprocessing: str, bf16: bool):
+        super().__init__()
+        if preprocessing not in PREPROCESSING:
+            raise TeacherError(f"unknown teacher preprocessing {preprocessing!r}; allowed: {', '.join(PREPROCESSING)}")
+        self.network = network.eval().requires_grad_(False)
+        self.preprocessing = preprocessing
+        self.bf16 = bf16
+
+    def train(self, mode: bool = True) -> "FrozenTeacher":
+        # A frozen teacher stays in eval mode: BN statistics and dropout must not change with the student's mode.
+        super().train(False)
+        return self
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def embed(self, inputs: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        inputs = self.preprocess(images.detach())
+        with torch.autocast(device_type=inputs.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            features = self.embed(inputs)
+        return features.float()
+
+
+def nearest_upsample(images: torch.Tensor, size: int) -> torch.Tensor:
+    """KD-DLGAN's input: nearest-neighbour resize of the [-1, 1] images (7x for 32 -> 224)."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="nearest")
+
+
+def normalise(images01: torch.Tensor, mean, std) -> torch.Tensor:
+    mean = torch.tensor(mean, device=images01.device, dtype=images01.dtype).view(1, -1, 1, 1)
+    std = torch.tensor(std, device=images01.device, dtype=images01.dtype).view(1, -1, 1, 1)
+    return (images01 - mean) / std
+
+
+class ClipTeacher(FrozenTeacher):
+    """open_clip image encoder; features are ``encode_image`` outputs, not L2-normalised (as KD-DLGAN)."""
+
+    def __init__(self, model_name: str = "ViT-B-32", pretrained: str | None = None, weights: str | os.PathLike | None = None,
+                 preprocessing: str = "kd-dlgan", bf16: bool = False):
+        import open_clip
+
+        if model_name not in open_clip.list_models():
+            raise TeacherError(f"unknown open_clip model {model_name!r}; e.g. ViT-B-32, ViT-B-32-quickgelu, ViT-B-16, RN50 "
+                               f"(open_clip.list_models() lists all)")
+        if weights is not None and pretrained is not None:
+            raise TeacherError("give either a pretrained tag or a weights file for the CLIP teacher, not both")
+        source = None
+        if weights is not None:
+            weights = Path(weights)
+            if not weights.is_file():
+                raise TeacherError(f"CLIP weights file not found: {weights}")
+            source = str(weights)
+        elif pretrained is not None:
+            tags = [tag for name, tag in open_clip.list_pretrained() if name == model_name]
+            if pretrained not in tags:
+                raise TeacherError(f"unknown pretrained tag {pretrained!r} for {model_name}; allowed: {', '.join(tags) or 'none'}")
+            source = pretrained
+        try:
+            model = open_clip.create_model(model_name, pretrained=source, device="cpu")
+        except Exception as error:  # open_clip raises RuntimeError/KeyError on bad files and failed downloads
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise TeacherError(f"could not load CLIP {model_name} from {source}: {first_line}") from error
+        if source is None:
+            raise TeacherError("a CLIP teacher needs --teacher-pretrained TAG or --teacher-weights FILE "
+                               "(a random CLIP is no teacher)")
+        super().__init__(model.visual, preprocessing, bf16)
+        size = model.visual.image_size
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.feature_dim = int(model.visual.output_dim)
+        self.description = f"clip:{model_name} ({source})"
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        if self.preprocessing == "kd-dlgan":
+            return nearest_upsample(images, self.image_size)
+        resized = F.interpolate((images + 1) / 2, size=(self.image_size, self.image_size), mode="bicubic",
+                                align_corners=False, antialias=True)
+        return normalise(resized, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+
+    def embed(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.network(inputs)
+
+
+class ClassifierTeacher(FrozenTeacher):
+    """A ``classifier_kd`` checkpoint; features are its ``forward_features`` (pooled penultimate embedding)."""
+
+    def __init__(self, path: str | os.PathLike, arch: str | None = None, preprocessing: str = "kd-dlgan", bf16: bool = False):
+        from classifier_kd.models.checkpoint import load_classifier, read_input_spec
+
+        path = Path(path)
+        if not path.is_file():
+            raise TeacherError(f"teacher checkpoint not found: {path}")
+        try:
+            network = load_classifier(path, arch=arch)
+            spec = read_input_spec(path)
+        except (ValueError, KeyError, RuntimeError) as error:
+            raise TeacherError(f"could not load teacher checkpoint {path}: {error}") from error
+        super().__init__(network, preprocessing, bf16)
+        self.input_spec = spec
+        self.feature_dim = int(network.feature_dim)
+        self.description = f"ckpt:{path} ({type(network).__name__})"
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        size = self.input_spec["size"]
+        if self.preprocessing == "kd-dlgan":
+            return nearest_upsample(images, size)
+        resized = F.interpolate((images + 1) / 2, size=(size, size), mode="bilinear", align_corners=False) \
+            if images.shape[-1] != size else (images + 1) / 2
+        return normalise(resized, self.input_spec["mean"], self.input_spec["std"])
+
+    def embed(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.network.forward_features(inputs)
+
+
+def parse_teacher_spec(spec: str) -> tuple[str, str]:
+    """``clip:ViT-B-32`` -> ("clip", "ViT-B-32"); ``ckpt:PATH`` -> ("ckpt", "PATH"); errors name the forms."""
+    kind, sep, value = spec.partition(":")
+    if not sep or kind not in ("clip", "ckpt") or not value:
+        raise TeacherError(f"bad teacher {spec!r}; expected clip:<open_clip model> (e.g. clip:ViT-B-32) or ckpt:<path>")
+    return kind, value
+
+
+def build_teacher(spec: str, *, pretrained: str | None = None, weights: str | None = None, arch: str | None = None,
+                  preprocessing: str = "kd-dlgan", bf16: bool = False) -> FrozenTeacher:
+    """A frozen teacher from a ``--teacher`` spec and its options."""
+    kind, value = parse_teacher_spec(spec)
+    if kind == "clip":
+        if arch is not None:
+            raise TeacherError("--teacher-arch applies to ckpt: teachers only")
+        return ClipTeacher(value, pretrained=pretrained, weights=weights, preprocessing=preprocessing, bf16=bf16)
+    if pretrained is not None or weights is not None:
+        raise TeacherError("--teacher-pretrained/--teacher-weights apply to clip: teachers; a ckpt: teacher is the file itself")
+    return ClassifierTeacher(value, arch=arch, preprocessing=preprocessing, bf16=bf16)

@@ -1,0 +1,462 @@
+"""The GAN training loop: D steps with the distillation term, a G step, the EMA generator, eval, resume.
+
+One iteration (DiffAugment BigGAN-CIFAR schedule, ``shared/reference/gan.md`` §2):
+
+* ``d_steps`` (4) discriminator steps, each with its own real batch: fake images from G (no grad) and real
+  images are concatenated, DiffAugmented per sample, and go through D once. Loss = hinge + LeCam (optional)
+  + ``kd_weight`` × distillation. The distillation term (VkD §3.4, §4.3; ARCHITECTURE.md data flow): D's
+  pooled features of the augmented fake *and* real images -> kd_core projector -> distance to the normalised
+  teacher features of the same augmented images. The teacher batch (fake and real together) is normalised
+  jointly, so whitening keeps the difference between real and fake teacher features. The projector belongs
+  to the :class:`Critic` and is stepped by D's optimiser, so its gradients flow in every D step (the VkD
+  authors' snippet attached it to G, whose parameters are frozen during D steps: gan.md §6).
+* one generator step: hinge loss ``-mean(D(aug(G(z, y))))``, no distillation term.
+* EMA of G's whole state (parameters and buffers), decay 0.9999, plain copy before ``ema_start``.
+
+Under torchrun each rank takes ``batch_size / world_size`` of every batch (the global batch stays 50),
+G and the critic are DDP-wrapped, rank 0 does all I/O, and per-rank RNG states are saved for resume.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Subset
+from torchvision.utils import save_image
+
+import kd_core
+from gan_kd import data as gan_data
+from gan_kd.diffaug import diff_augment, parse_policy
+from gan_kd.evaluate import Evaluator
+from gan_kd.models.biggan import Discriminator, Generator, count_parameters
+from gan_kd.objectives import LeCamRegularizer, discriminator_hinge, generator_hinge
+from gan_kd.snapshot import CHECKPOINT_FORMAT
+from gan_kd.teacher import build_teacher
+from kd_core.runtime.checkpoint import CheckpointError, atomic_save, load_checkpoint
+from kd_core.runtime.distributed import DistributedContext, barrier, cleanup_distributed, init_distributed
+from kd_core.runtime.logging import MetricsLogger, Progress, get_logger, prepare_run_dir, validate_run_dir
+from kd_core.runtime.seed import capture_rng_state, restore_rng_state, seed_everything
+
+# VkD Table 4 rows. Explicit options given with a preset win over its values.
+PRESETS: dict[str, dict] = {
+    "da": {"distill": False},                                                   # DA (baseline)
+    "da-kd": {"distill": True, "projector": "linear", "normalizer": "none"},    # DA + KD (CLIP)
+    "vkd": {"distill": True, "projector": "orthogonal", "normalizer": "none"},  # DA + VkD
+    "vkd-whiten": {"distill": True, "projector": "orthogonal", "normalizer": "whiten"},  # DA + VkD w/ whitening
+}
+
+# Options that may change when a run is resumed: they do not change what is being trained.
+RESUMABLE_KEYS = ("iterations", "eval_every", "sample_every", "checkpoint_every", "log_every", "device",
+                  "num_workers", "threads", "eval_samples")
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a run; ``config.json`` records it. Defaults are the reference's where it has one."""
+
+    dataset: str = "cifar10"
+    data_root: str = "data"
+    data_fraction: float = 1.0
+    subset_seed: int = 0
+    download: bool = False
+    preset: str = "vkd-whiten"
+    distill: bool = True
+    # models (DiffAugment BigGAN-CIFAR config)
+    g_ch: int = 64
+    d_ch: int = 64
+    dim_z: int = 128
+    spectral_norm: str = "own"
+    # schedule
+    iterations: int = 1000
+    batch_size: int = 50
+    d_steps: int = 4
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.0
+    beta2: float = 0.999
+    ema_decay: float = 0.9999
+    ema_start: int = 1000
+    diffaug: str = "translation,cutout"
+    lecam: float = 0.0
+    # distillation
+    teacher: str | None = None
+    teacher_pretrained: str | None = None
+    teacher_weights: str | None = None
+    teacher_arch: str | None = None
+    teacher_preprocessing: str = "kd-dlgan"
+    teacher_bf16: bool = False
+    kd_weight: float = 1.0
+    projector: str = "orthogonal"
+    orthogonal_map: str = "matrix_exp"
+    normalizer: str = "whiten"
+    whiten_group_size: int | None = None
+    distance: str = "mse"
+    # evaluation and logging
+    eval_every: int = 0
+    eval_samples: int = 10_000
+    metrics: tuple[str, ...] = ("fid",)
+    inception_weights: str | None = None
+    fd_features: str | None = None
+    fd_arch: str | None = None
+    sample_every: int = 500
+    checkpoint_every: int = 500
+    log_every: int = 50
+    # runtime
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    threads: int | None = None
+    num_workers: int = 0
+
+    def to_dict(self) -> dict:
+        record = dataclasses.asdict(self)
+        record["metrics"] = list(self.metrics)
+        return record
+
+
+class Critic(nn.Module):
+    """D and the distillation loss (projector + normaliser) as one module, so DDP and D's optimiser see both."""
+
+    def __init__(self, discriminator: Discriminator, distill_loss: nn.Module | None):
+        super().__init__()
+        self.discriminator = discriminator
+        self.distill_loss = distill_loss
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, teacher_features: torch.Tensor | None = None):
+        logits, features = self.discriminator.forward_with_features(images, labels)
+        if self.distill_loss is None or teacher_features is None:
+            return logits, None
+        return logits, self.distill_loss(features, teacher_features)
+
+
+def build_models(config: TrainConfig, n_classes: int, teacher_dim: int | None) -> tuple[Generator, Critic]:
+    generator = Generator(n_classes=n_classes, g_ch=config.g_ch, dim_z=config.dim_z, spectral_norm=config.spectral_norm)
+    discriminator = Discriminator(n_classes=n_classes, d_ch=config.d_ch, spectral_norm=config.spectral_norm)
+    distill_loss = None
+    if config.distill:
+        options = {"projector": config.projector, "normalizer": config.normalizer, "distance": config.distance}
+        if config.projector == "orthogonal":
+            options["orthogonal_map"] = config.orthogonal_map
+        if config.normalizer == "whiten" and config.whiten_group_size is not None:
+            options["group_size"] = config.whiten_group_size
+        distill_loss = kd_core.build_loss("vkd", student_dim=discriminator.feature_dim, teacher_dim=teacher_dim, **options)
+    return generator, Critic(discriminator, distill_loss)
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """``ema = decay * ema + (1 - decay) * model`` over the whole state dict (integer buffers copied)."""
+    model_state = model.state_dict()
+    for name, value in ema.state_dict().items():
+        source = model_state[name]
+        if value.dtype.is_floating_point and decay > 0:
+            value.mul_(decay).add_(source, alpha=1 - decay)
+        else:
+            value.copy_(source)
+
+
+def validate_config(config: TrainConfig) -> None:
+    """Range checks that need no file; every message names the bad value and what is allowed."""
+    if config.dataset not in gan_data.DATASETS:
+        raise ValueError(f"unknown dataset {config.dataset!r}; allowed: {', '.join(gan_data.DATASETS)}")
+    if not 0 < config.data_fraction <= 1:
+        raise ValueError(f"data fraction must be in (0, 1], got {config.data_fraction}")
+    if config.preset not in PRESETS:
+        raise ValueError(f"unknown preset {config.preset!r}; allowed: {', '.join(PRESETS)}")
+    for name in ("iterations", "batch_size", "d_steps", "g_ch", "d_ch", "dim_z", "eval_samples", "log_every"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    for name in ("eval_every", "sample_every", "checkpoint_every", "ema_start", "num_workers"):
+        if getattr(config, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(config, name)}")
+    if not 0 <= config.ema_decay < 1:
+        raise ValueError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
+    if config.lecam < 0 or config.kd_weight < 0:
+        raise ValueError("lecam and kd_weight must be >= 0")
+    parse_policy(config.diffaug)
+    if config.distill and not config.teacher:
+        raise ValueError(f"preset {config.preset!r} distils from a teacher: pass --teacher clip:MODEL or ckpt:PATH")
+    if config.distill:
+        kd_core.registry._lookup("projector", kd_core.registry.PROJECTORS, config.projector)
+        kd_core.registry._lookup("normalizer", kd_core.registry.NORMALIZERS, config.normalizer)
+
+
+def grid_labels(n_classes: int, rows: int, columns: int) -> torch.Tensor:
+    """Labels for a per-class grid: row r shows class r (the first ``rows`` classes)."""
+    return torch.arange(min(rows, n_classes)).repeat_interleave(columns)
+
+
+@torch.no_grad()
+def sample_grid(generator: nn.Module, n_classes: int, dim_z: int, path: Path, *, rows: int = 10, columns: int = 10,
+                seed: int = 0, device: torch.device | str = "cpu") -> Path:
+    """A PNG with one row per class, from a copy of ``generator`` in train mode (batch statistics, as in eval)."""
+    labels = grid_labels(n_classes, rows, columns)
+    z = torch.randn(labels.shape[0], dim_z, generator=torch.Generator().manual_seed(seed))
+    sampler = copy.deepcopy(generator).to(device).train()
+    images = sampler(z.to(device), labels.to(device)).float().cpu()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images, path, nrow=columns, normalize=True, value_range=(-1, 1))
+    return path
+
+
+def gather_rng_states(context: DistributedContext) -> list:
+    state = capture_rng_state()
+    if not context.distributed:
+        return [state]
+    states = [None] * context.world_size
+    dist.all_gather_object(states, state)
+    return states
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+class Trainer:
+    """Builds everything from a config (checking it before any file is written), then runs the loop."""
+
+    def __init__(self, config: TrainConfig, out: str | Path):
+        validate_config(config)
+        self.config, self.out = config, Path(out)
+        self.context = init_distributed(config.device)
+        self.device = self.context.device
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        world = self.context.world_size
+        if config.batch_size % world:
+            raise ValueError(f"batch size {config.batch_size} is not divisible by the {world} processes")
+        self.local_batch = config.batch_size // world
+        self.resuming = validate_run_dir(self.out, config.to_dict(), RESUMABLE_KEYS)
+
+        seed_everything(config.seed)  # same initial weights on every rank (DDP also broadcasts them)
+        dataset = gan_data.load_dataset(config.dataset, config.data_root, train=True, download=config.download, hflip=True)
+        self.indices = gan_data.subset_indices(len(dataset), config.data_fraction, config.subset_seed)
+        self.train_set = Subset(dataset, self.indices.tolist())
+        self.n_classes = gan_data.num_classes(config.dataset)
+        self.teacher = None
+        if config.distill:
+            self.teacher = build_teacher(config.teacher, pretrained=config.teacher_pretrained, weights=config.teacher_weights,
+                                         arch=config.teacher_arch, preprocessing=config.teacher_preprocessing,
+                                         bf16=config.teacher_bf16).to(self.device)
+        self.generator, self.critic = build_models(config, self.n_classes, self.teacher.feature_dim if self.teacher else None)
+        self.generator.to(self.device)
+        self.critic.to(self.device)
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+        betas = (config.beta1, config.beta2)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=betas, eps=1e-8)
+        self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=config.lr_d, betas=betas, eps=1e-8)
+        self.lecam = LeCamRegularizer(config.lecam)
+        self.use_amp = config.amp and self.device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.evaluator = None
+        if config.eval_every > 0 and self.context.is_main:
+            self.evaluator = Evaluator(dataset=config.dataset, data_root=config.data_root, metrics=config.metrics,
+                                       num_samples=config.eval_samples, inception_weights=config.inception_weights,
+                                       fd_features=config.fd_features, fd_arch=config.fd_arch, device=self.device,
+                                       seed=config.seed)
+        self.start_iteration = 0
+        self.best: dict = {}
+        if self.resuming and (self.out / "checkpoints" / "last.pt").is_file():
+            self._load(self.out / "checkpoints" / "last.pt")
+        elif not self.resuming:
+            self.resuming = False
+
+    # ------------------------------------------------------------------ state
+    def _state(self, iteration: int) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "iteration": iteration,
+            "config": self.config.to_dict(),
+            "n_classes": self.n_classes,
+            "generator": unwrap(self.generator).state_dict(),
+            "critic": unwrap(self.critic).state_dict(),
+            "generator_ema": self.generator_ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "lecam": self.lecam.state_dict(),
+            "best": self.best,
+            "rng": gather_rng_states(self.context),
+        }
+
+    def _load(self, path: Path) -> None:
+        state = load_checkpoint(path, map_location=self.device, required_keys=("format", "iteration", "generator", "critic",
+                                                                                "generator_ema", "opt_g", "opt_d", "rng"))
+        if state["format"] != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"checkpoint {path} has format {state['format']!r}, expected {CHECKPOINT_FORMAT!r}")
+        try:
+            self.generator.load_state_dict(state["generator"])
+            self.critic.load_state_dict(state["critic"])
+            self.generator_ema.load_state_dict(state["generator_ema"])
+            self.opt_g.load_state_dict(state["opt_g"])
+            self.opt_d.load_state_dict(state["opt_d"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise CheckpointError(f"checkpoint {path} does not fit these models: {str(error).splitlines()[0]}") from error
+        self.scaler.load_state_dict(state.get("scaler", {}))
+        self.lecam.load_state_dict(state["lecam"])
+        self.best = state.get("best", {})
+        self.start_iteration = int(state["iteration"])
+        states = state["rng"]
+        self._rng_to_restore = states[self.context.rank] if self.context.rank < len(states) else None
+
+    def _save(self, iteration: int) -> None:
+        state = self._state(iteration)  # every rank joins the RNG all-gather
+        if self.context.is_main:
+            atomic_save(state, self.out / "checkpoints" / "last.pt")
+
+    def _save_best(self, iteration: int, results: dict) -> None:
+        atomic_save({"format": CHECKPOINT_FORMAT, "iteration": iteration, "config": self.config.to_dict(),
+                     "n_classes": self.n_classes, "generator_ema": self.generator_ema.state_dict(), "metrics": results},
+                    self.out / "checkpoints" / "best.pt")
+
+    # ------------------------------------------------------------------ steps
+    def _noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        z = torch.randn(n, self.config.dim_z, device=self.device)
+        labels = torch.randint(0, self.n_classes, (n,), device=self.device)
+        return z, labels
+
+    def _autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp)
+
+    def discriminator_step(self, real: torch.Tensor, real_labels: torch.Tensor, iteration: int) -> dict:
+        config = self.config
+        z, fake_labels = self._noise(real.shape[0])
+        with torch.no_grad(), self._autocast():
+            fake = self.generator(z, fake_labels).float()
+        images = diff_augment(torch.cat([fake, real]), config.diffaug)
+        labels = torch.cat([fake_labels, real_labels])
+        teacher_features = self.teacher(images) if self.teacher is not None else None
+        with self._autocast():
+            logits, distill = self.critic(images, labels, teacher_features)
+        logits = logits.float()
+        fake_logits, real_logits = logits[: fake.shape[0]], logits[fake.shape[0]:]
+        hinge = discriminator_hinge(real_logits, fake_logits)
+        lecam = self.lecam(real_logits, fake_logits, iteration)
+        loss = hinge + lecam + (config.kd_weight * distill if distill is not None else 0.0)
+        self.opt_d.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt_d)
+        self.scaler.update()
+        self.lecam.update(real_logits, fake_logits, iteration)
+        terms = {"d_loss": hinge.detach(), "d_real": real_logits.detach().mean(), "d_fake": fake_logits.detach().mean()}
+        if config.lecam:
+            terms["lecam"] = lecam.detach()
+        if distill is not None:
+            terms["kd_loss"] = distill.detach()
+        return terms
+
+    def generator_step(self) -> dict:
+        z, labels = self._noise(self.local_batch)
+        with self._autocast():
+            fake = self.generator(z, labels)
+            logits = unwrap(self.critic).discriminator(diff_augment(fake.float(), self.config.diffaug), labels)
+        loss = generator_hinge(logits.float())
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt_g)
+        self.scaler.update()
+        return {"g_loss": loss.detach()}
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> dict:
+        config, context = self.config, self.context
+        out = prepare_run_dir(self.out, config.to_dict(), ignore_keys=RESUMABLE_KEYS, is_main=context.is_main)
+        logger = get_logger("gan_kd.train", out, context.is_main)
+        if context.is_main:
+            gan_data.save_indices(out, self.indices)
+        logger.info("G parameters: %s; D parameters: %s; distillation parameters: %s",
+                    f"{count_parameters(self.generator):,}", f"{count_parameters(self.critic.discriminator):,}",
+                    f"{count_parameters(self.critic.distill_loss) if self.critic.distill_loss else 0:,}")
+        logger.info("data: %s, %d of %d training images (fraction %g, subset seed %d); teacher: %s; preset %s",
+                    config.dataset, len(self.train_set), len(self.train_set.dataset), config.data_fraction,
+                    config.subset_seed, self.teacher.description if self.teacher else "none", config.preset)
+        if self.start_iteration:
+            logger.info("resuming from %s at iteration %d", out / "checkpoints" / "last.pt", self.start_iteration)
+        if self.start_iteration >= config.iterations:
+            logger.info("nothing to do: the run already has %d iterations", self.start_iteration)
+            return self.best
+
+        if context.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.generator = DistributedDataParallel(self.generator, device_ids=ids)
+            self.critic = DistributedDataParallel(self.critic, device_ids=ids)
+        # Noise differs per rank; restored exactly on resume.
+        seed_everything(config.seed + 1000 * context.rank + self.start_iteration)
+        if getattr(self, "_rng_to_restore", None) is not None:
+            restore_rng_state(self._rng_to_restore)
+        loader = gan_data.infinite_loader(self.train_set, self.local_batch, seed=config.seed, rank=context.rank,
+                                          world_size=context.world_size, num_workers=config.num_workers,
+                                          skip_batches=self.start_iteration * config.d_steps,
+                                          pin_memory=self.device.type == "cuda")
+        metrics_log = MetricsLogger(out, enabled=context.is_main)
+        metrics_log.truncate_after(self.start_iteration)
+        progress = Progress(config.iterations, start=self.start_iteration, every=config.log_every)
+        started = time.monotonic()
+        running: dict[str, float] = {}
+        count = 0
+        for iteration in range(self.start_iteration + 1, config.iterations + 1):
+            self.generator.requires_grad_(False)
+            self.critic.requires_grad_(True)
+            for _ in range(config.d_steps):
+                real, real_labels = next(loader)
+                terms = self.discriminator_step(real.to(self.device, non_blocking=True),
+                                                real_labels.to(self.device, non_blocking=True), iteration)
+            self.critic.requires_grad_(False)
+            self.generator.requires_grad_(True)
+            terms.update(self.generator_step())
+            ema_update(self.generator_ema, unwrap(self.generator), 0.0 if iteration < config.ema_start else config.ema_decay)
+
+            for name, value in terms.items():
+                running[name] = running.get(name, 0.0) + float(value)
+            count += 1
+            if iteration % config.log_every == 0 or iteration == config.iterations:
+                averages = {name: total / count for name, total in running.items()}
+                metrics_log.log(iteration, averages)
+                progress.update(iteration, **{k: v for k, v in averages.items() if k in ("d_loss", "g_loss", "kd_loss")})
+                running, count = {}, 0
+            if context.is_main and config.sample_every and iteration % config.sample_every == 0:
+                sample_grid(self.generator_ema, self.n_classes, config.dim_z, out / "samples" / f"iter_{iteration:06d}.png",
+                            device=self.device)
+            last = iteration == config.iterations
+            if config.eval_every and (iteration % config.eval_every == 0 or last):
+                self._evaluate(iteration, metrics_log, logger)
+            if (config.checkpoint_every and iteration % config.checkpoint_every == 0) or last:
+                self._save(iteration)
+        metrics_log.close()
+        if context.is_main:
+            sample_grid(self.generator_ema, self.n_classes, config.dim_z, out / "samples" / "final.png", device=self.device)
+            summary = {"iterations": config.iterations, "best": self.best, "wall_time_s": round(time.monotonic() - started, 1),
+                       "resumed_from": self.start_iteration, "world_size": context.world_size, "device": str(self.device)}
+            (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+            logger.info("done: %d iterations; best %s", config.iterations, self.best or "not evaluated")
+        barrier()
+        return self.best
+
+    def _evaluate(self, iteration: int, metrics_log: MetricsLogger, logger) -> None:
+        if self.evaluator is not None:
+            results = self.evaluator(self.generator_ema, n_classes=self.n_classes, dim_z=self.config.dim_z)
+            metrics_log.log(iteration, {f"eval/{k}": v for k, v in results.items()})
+            key = self.evaluator.selection_metric()
+            logger.info("iteration %d: %s", iteration, ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+            if not self.best or results[key] < self.best["value"]:
+                self.best = {"metric": key, "value": results[key], "iteration": iteration, "all": results}
+                self._save_best(iteration, results)
+        barrier()
+
+
+def train(config: TrainConfig, out: str | Path) -> dict:
+    """Train (or resume) a run in ``out``; returns the best evaluation record (empty if never evaluated)."""
+    trainer = Trainer(config, out)
+    try:
+        return trainer.run()
+    finally:
+        cleanup_distributed()

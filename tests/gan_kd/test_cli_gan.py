@@ -1,0 +1,160 @@
+"""End-to-end `gan-kd` runs on tiny fixture data at tiny width (marked slow: CI runs them)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from classifier_kd.models import create_model
+from classifier_kd.models.checkpoint import save_classifier
+from gan_kd.cli import main
+from gan_kd.data import find_fashion_mnist
+from gan_kd.train import PRESETS
+
+pytestmark = pytest.mark.slow
+TINY = ["--g-ch", "4", "--d-ch", "4", "--batch-size", "10", "--d-steps", "2", "--log-every", "1", "--threads", "1"]
+
+
+@pytest.fixture
+def teacher_ckpt(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "teacher.pt"
+    save_classifier(path, create_model("resnet20", num_classes=10), "resnet20", 10,
+                    input_spec={"size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]})
+    return path
+
+
+def run(args, expect=0):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == expect, result.output
+    return result
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    import csv
+
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_train_each_preset_then_evaluate_fd_and_sample(preset, cifar10_root, teacher_ckpt, tmp_path):
+    out = tmp_path / f"run_{preset}"
+    teacher = [] if preset == "da" else ["--teacher", f"ckpt:{teacher_ckpt}"]
+    run(["train", "--out", out, "--preset", preset, "--data-root", cifar10_root, "--iterations", 4, "--sample-every", 2,
+         "--checkpoint-every", 2, "--eval-every", 2, "--eval-samples", 30, "--metrics", "fd",
+         "--fd-features", f"ckpt:{teacher_ckpt}", *TINY, *teacher])
+    config = json.loads((out / "config.json").read_text())
+    assert config["preset"] == preset and config["distill"] == (preset != "da")
+    assert {"package_version", "git_commit"} <= set(config)
+    rows = read_metrics(out)
+    assert [int(r["step"]) for r in rows if r.get("d_loss")] == [1, 2, 3, 4]
+    assert all(r.get("kd_loss") for r in rows if r.get("d_loss")) == (preset != "da")
+    assert sum(1 for r in rows if r.get("eval/fd")) == 2
+    assert (out / "checkpoints" / "last.pt").is_file() and (out / "checkpoints" / "best.pt").is_file()
+    assert (out / "samples" / "iter_000002.png").is_file() and (out / "samples" / "final.png").is_file()
+    assert len(torch.load(out / "subset_indices.npy", weights_only=False) if False else
+               __import__("numpy").load(out / "subset_indices.npy")) == 100
+    assert list(out.glob("events.out.tfevents.*"))
+
+    run(["evaluate", out, "--metrics", "fd", "--fd-features", f"ckpt:{teacher_ckpt}", "--num-samples", 30, "--repeats", 2])
+    result = json.loads((out / "result.json").read_text())
+    fd = result["metrics"]["fd"]
+    assert len(fd["values"]) == 2 and fd["std"] >= 0 and all(v > 0 for v in fd["values"])
+    assert result["labels"]["fd"] == "FD (CifarResNet)" or result["labels"]["fd"].startswith("FD (")
+    assert "FID" not in result["labels"]["fd"]
+
+    grid = tmp_path / f"grid_{preset}.png"
+    run(["sample", out, "--out", grid, "--rows", 3, "--columns", 4, "--checkpoint", "best"])
+    width, height = Image.open(grid).size
+    assert width > height  # 4 columns, 3 rows (plus padding)
+
+
+def test_resume_equals_uninterrupted_run(cifar10_root, teacher_ckpt, tmp_path):
+    common = ["--preset", "vkd-whiten", "--teacher", f"ckpt:{teacher_ckpt}", "--data-root", cifar10_root,
+              "--checkpoint-every", 2, "--sample-every", 0, *TINY]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run(["train", "--out", straight, "--iterations", 4, *common])
+    run(["train", "--out", resumed, "--iterations", 2, *common])
+    result = run(["train", "--out", resumed, "--iterations", 4, *common])
+    assert "resuming from" in result.output and "at iteration 2" in result.output
+    a = torch.load(straight / "checkpoints" / "last.pt", weights_only=False)
+    b = torch.load(resumed / "checkpoints" / "last.pt", weights_only=False)
+    assert a["iteration"] == b["iteration"] == 4
+    for key in ("generator", "critic", "generator_ema"):
+        for name, value in a[key].items():
+            assert torch.equal(value, b[key][name]), f"{key}.{name} differs after resume"
+    steps = [int(r["step"]) for r in read_metrics(resumed)]
+    assert steps == sorted(set(steps)) == [1, 2, 3, 4]
+
+
+def test_killed_run_resumes_from_saved_iteration(fashion_mnist_raw_dir, tmp_path):
+    root = tmp_path / "data"
+    find_fashion_mnist(root, system_dir=fashion_mnist_raw_dir)
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "gan_kd.cli", "train", "--out", str(out), "--preset", "da", "--dataset", "fashion_mnist",
+               "--data-root", str(root), "--iterations", "400", "--checkpoint-every", "1", "--sample-every", "0", *TINY]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = out / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and not (last.is_file() and
+                                                    torch.load(last, weights_only=False)["iteration"] >= 3):
+            time.sleep(0.5)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    saved = torch.load(last, weights_only=False)["iteration"]
+    assert 3 <= saved < 400
+    finish = command[:command.index("--iterations") + 1] + [str(saved + 2)] + command[command.index("--iterations") + 2:]
+    done = subprocess.run(finish, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"at iteration {saved}" in done.stderr
+    assert torch.load(last, weights_only=False)["iteration"] == saved + 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--data-fraction", "0"], "not in (0, 1]"),
+    (["--data-fraction", "1.5"], "not in (0, 1]"),
+    (["--preset", "kd-dlgan"], "kd-dlgan"),
+    (["--preset", "da", "--dataset", "cifar100"], "CIFAR-100 not found"),
+    (["--preset", "vkd", "--teacher", "clip:ViT-B-32", "--teacher-weights", "/nonexistent/clip.pt"], "not found"),
+    (["--preset", "vkd"], "--teacher"),
+    (["--teacher", "ckpt:/nonexistent.pt"], "not found"),
+    (["--teacher", "resnet"], "clip:<open_clip model>"),
+    (["--diffaug", "flip"], "flip"),
+    (["--preset", "da", "--eval-every", "2", "--metrics", "fd"], "--fd-features"),
+])
+def test_bad_input_one_line_exit_2_nothing_written(args, message, cifar10_root, tmp_path):
+    out = tmp_path / "never"
+    result = CliRunner().invoke(main, ["train", "--out", str(out), "--data-root", str(cifar10_root), *TINY, *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    error_lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(error_lines) == 1
+    assert not out.exists()
+
+
+def test_resume_with_other_options_is_refused(cifar10_root, tmp_path):
+    out = tmp_path / "run"
+    run(["train", "--out", out, "--preset", "da", "--data-root", cifar10_root, "--iterations", 1, *TINY])
+    before = sorted(p.name for p in out.rglob("*"))
+    result = CliRunner().invoke(main, ["train", "--out", str(out), "--preset", "da", "--data-root", str(cifar10_root),
+                                       "--iterations", "2", *TINY, "--lr-d", "1e-3"])
+    assert result.exit_code == 2 and "lr_d: 0.0002 -> 0.001" in result.output
+    assert sorted(p.name for p in out.rglob("*")) == before
+
+
+def test_evaluate_and_sample_refuse_bad_run_dirs(tmp_path):
+    for command in (["evaluate", str(tmp_path), "--metrics", "fd", "--fd-features", "ckpt:x"], ["sample", str(tmp_path)]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 2 and "does not exist" in result.output
+    assert not (tmp_path / "result.json").exists()

@@ -1,0 +1,137 @@
+import pytest
+import torch
+
+from gan_kd.models.biggan import Discriminator, Generator
+from gan_kd.objectives import LeCamRegularizer, discriminator_hinge, generator_hinge
+from gan_kd.train import PRESETS, Critic, TrainConfig, build_models, ema_update, grid_labels, validate_config
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    options = dict(g_ch=4, d_ch=4, teacher="ckpt:unused", normalizer="whiten", projector="orthogonal")
+    options.update(overrides)
+    return TrainConfig(**options)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_build_the_table_rows(preset):
+    config = tiny_config(**{k: v for k, v in PRESETS[preset].items()})
+    generator, critic = build_models(config, n_classes=10, teacher_dim=24)
+    if preset == "da":
+        assert critic.distill_loss is None
+        return
+    loss = critic.distill_loss
+    expected_projector = {"da-kd": "LinearProjector", "vkd": "OrthogonalProjector", "vkd-whiten": "OrthogonalProjector"}[preset]
+    expected_normalizer = {"da-kd": "NoNormalizer", "vkd": "NoNormalizer", "vkd-whiten": "Whitener"}[preset]
+    assert type(loss.projector).__name__ == expected_projector
+    assert type(loss.normalizer).__name__ == expected_normalizer
+    assert loss.distance == "mse"
+
+
+def test_d_step_gradients_reach_discriminator_and_projector():
+    torch.manual_seed(0)
+    _, critic = build_models(tiny_config(), n_classes=10, teacher_dim=24)
+    optimiser = torch.optim.Adam(critic.parameters(), lr=1e-3)
+    # the projector is optimised by D's optimiser
+    optimised = {id(p) for group in optimiser.param_groups for p in group["params"]}
+    assert all(id(p) in optimised for p in critic.distill_loss.parameters())
+    images, labels = torch.rand(20, 3, 32, 32) * 2 - 1, torch.randint(0, 10, (20,))
+    logits, distill = critic(images, labels, torch.randn(20, 24))
+    (discriminator_hinge(logits[10:], logits[:10]) + distill).backward()
+    for name, parameter in critic.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_projector_alone_reduces_distillation_on_fixed_features():
+    torch.manual_seed(0)
+    _, critic = build_models(tiny_config(normalizer="whiten"), n_classes=10, teacher_dim=24)
+    images, labels = torch.rand(40, 3, 32, 32) * 2 - 1, torch.randint(0, 10, (40,))
+    teacher = torch.randn(40, 24) @ torch.randn(24, 24)
+    with torch.no_grad():
+        features = critic.discriminator.forward_features(images)
+    features = (features - features.mean(0)) / (features.std(0) + 1e-3)  # on the teacher's scale
+    loss = critic.distill_loss
+    optimiser = torch.optim.Adam(loss.projector.parameters(), lr=0.05)
+    first = loss(features, teacher).item()
+    for _ in range(60):
+        optimiser.zero_grad()
+        value = loss(features, teacher)
+        value.backward()
+        optimiser.step()
+    assert value.item() < first - 0.05
+
+
+def test_generator_step_has_no_distillation_and_reaches_generator():
+    torch.manual_seed(0)
+    generator, critic = build_models(tiny_config(), n_classes=10, teacher_dim=24)
+    critic.requires_grad_(False)
+    z, labels = torch.randn(8, 128), torch.randint(0, 10, (8,))
+    generator_hinge(critic.discriminator(generator(z, labels), labels)).backward()
+    assert all(p.grad is not None for p in generator.parameters())
+    assert all(p.grad is None for p in critic.parameters())
+
+
+def test_ema_update_blends_parameters_and_buffers():
+    a, b = Generator(g_ch=4), Generator(g_ch=4)
+    for p in b.parameters():
+        p.data.add_(1.0)
+    before = {k: v.clone() for k, v in a.state_dict().items()}
+    source = b.state_dict()
+    ema_update(a, b, decay=0.9)
+    for name, value in a.state_dict().items():
+        if value.dtype.is_floating_point:
+            assert torch.allclose(value, 0.9 * before[name] + 0.1 * source[name], atol=1e-6), name
+        else:
+            assert torch.equal(value, source[name])
+    ema_update(a, b, decay=0.0)
+    assert all(torch.equal(v, source[k]) for k, v in a.state_dict().items())
+
+
+def test_lecam_tracks_then_regularises():
+    reg = LeCamRegularizer(weight=0.3, decay=0.9, start=10)
+    real, fake = torch.full((4,), 2.0), torch.full((4,), -1.0)
+    reg.update(real, fake, iteration=1)
+    assert reg.ema_real == 2.0 and reg.ema_fake == -1.0  # copies before start
+    assert reg(real, fake, iteration=5) == 0
+    value = reg(torch.full((4,), 0.5), torch.full((4,), 1.0), iteration=11)
+    # relu(0.5 - (-1))^2 + relu(2 - 1)^2 = 2.25 + 1
+    assert value.item() == pytest.approx(0.3 * 3.25)
+    reg.update(torch.full((4,), 0.0), fake, iteration=11)
+    assert reg.ema_real == pytest.approx(0.9 * 2.0)
+
+
+def test_hinge_losses():
+    assert discriminator_hinge(torch.tensor([2.0, 0.0]), torch.tensor([-2.0, 0.5])).item() == pytest.approx(0.5 + 0.75)
+    assert generator_hinge(torch.tensor([1.0, 3.0])).item() == -2.0
+
+
+def test_grid_labels_one_row_per_class():
+    assert grid_labels(10, rows=3, columns=2).tolist() == [0, 0, 1, 1, 2, 2]
+    assert grid_labels(2, rows=5, columns=1).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"data_fraction": 0.0}, "data fraction"),
+    ({"data_fraction": 1.5}, "data fraction"),
+    ({"preset": "kd-dlgan"}, "allowed: da, da-kd, vkd, vkd-whiten"),
+    ({"dataset": "mnist"}, "allowed: cifar10, cifar100, fashion_mnist"),
+    ({"teacher": None}, "--teacher"),
+    ({"diffaug": "color,rotate"}, "rotate"),
+    ({"iterations": 0}, "iterations"),
+])
+def test_validate_config_names_the_bad_value(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        validate_config(tiny_config(**overrides))
+
+
+def test_critic_without_teacher_features_skips_distillation():
+    critic = Critic(Discriminator(d_ch=4), None)
+    logits, distill = critic(torch.rand(2, 3, 32, 32), torch.tensor([0, 1]))
+    assert logits.shape == (2, 1) and distill is None
