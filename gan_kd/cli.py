@@ -221,5 +221,29 @@ def sample(run_dir, out_path, checkpoint, rows, columns, seed, device):
     click.echo(str(path))
 
 
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--metric", default="fid", show_default=True, help="Metric key of result.json to tabulate (fid, fd, is_mean, kid_mean).")
+@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False), help="Write the markdown here (default: print).")
+def table(run_dirs, metric, out_path):
+    """Markdown table (preset x dataset/fraction, mean ± std over runs) of evaluated runs, with their provenance.
+
+    \b
+    Example: gan-kd table runs/c10_*_seed* --metric fid --out results/gan_cifar10.md
+    """
+    from gan_kd.report import build_table, provenance
+
+    try:
+        text = build_table([Path(d) for d in run_dirs], metric) + "\n" + provenance([Path(d) for d in run_dirs])
+    except (ValueError, FileNotFoundError, KeyError) as error:
+        raise _usage(error) from None
+    if out_path:
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(out_path).write_text(text)
+        click.echo(f"wrote {out_path}", err=True)
+    else:
+        click.echo(text)
+
+
 if __name__ == "__main__":
     main()

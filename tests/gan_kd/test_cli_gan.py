@@ -158,3 +158,23 @@ def test_evaluate_and_sample_refuse_bad_run_dirs(tmp_path):
         result = CliRunner().invoke(main, command)
         assert result.exit_code == 2 and "does not exist" in result.output
     assert not (tmp_path / "result.json").exists()
+
+
+def test_table_of_evaluated_runs(cifar10_root, teacher_ckpt, tmp_path):
+    runs = []
+    for preset, seed in (("da", 0), ("da", 1), ("vkd-whiten", 0)):
+        out = tmp_path / f"{preset}_{seed}"
+        teacher = [] if preset == "da" else ["--teacher", f"ckpt:{teacher_ckpt}"]
+        run(["train", "--out", out, "--preset", preset, "--seed", seed, "--data-root", cifar10_root, "--iterations", 2,
+             "--sample-every", 0, *TINY, *teacher])
+        run(["evaluate", out, "--checkpoint", "last", "--metrics", "fd", "--fd-features", f"ckpt:{teacher_ckpt}",
+             "--num-samples", 20])
+        runs.append(out)
+    table_path = tmp_path / "results" / "table.md"
+    run(["table", *runs, "--metric", "fd", "--out", table_path])
+    text = table_path.read_text()
+    assert "FD (" in text and "FID" not in text
+    assert "| DA (baseline) |" in text and "(n=2)" in text and "| DA + VkD w/ whitening |" in text
+    assert text.index("DA (baseline)") < text.index("DA + VkD w/ whitening")
+    result = CliRunner().invoke(main, ["table", str(runs[0]), "--metric", "fid"])
+    assert result.exit_code == 2 and "has no 'fid'" in result.output
