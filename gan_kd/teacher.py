@@ -12,7 +12,7 @@ Two kinds, chosen by a spec string (``--teacher``):
 Preprocessing. ``kd-dlgan`` (default) is what KD-DLGAN did and VkD kept (``shared/reference/gan.md`` §6): the
 DiffAugmented D inputs in [-1, 1] are upsampled by nearest neighbour to the teacher's resolution and given to
 the teacher as they are, without the teacher's mean/std. ``native`` does what the teacher was trained with:
-for CLIP, map to [0, 1], bicubic resize to 224 and CLIP's mean/std; for a classifier, its recorded
+for CLIP, map to [0, 1], resize to 224 (bicubic) and the model's own mean/std (open_clip's preprocess_cfg); for a classifier, its recorded
 normalisation at its input size.
 
 The teacher is frozen: eval mode, ``requires_grad_(False)``, called under ``no_grad``; ``train()`` on the
@@ -106,26 +106,32 @@ class ClipTeacher(FrozenTeacher):
             if pretrained not in tags:
                 raise TeacherError(f"unknown pretrained tag {pretrained!r} for {model_name}; allowed: {', '.join(tags) or 'none'}")
             source = pretrained
+        if source is None:
+            raise TeacherError("a CLIP teacher needs --teacher-pretrained TAG or --teacher-weights FILE "
+                               "(a random CLIP is no teacher)")
         try:
             model = open_clip.create_model(model_name, pretrained=source, device="cpu")
         except Exception as error:  # open_clip raises RuntimeError/KeyError on bad files and failed downloads
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise TeacherError(f"could not load CLIP {model_name} from {source}: {first_line}") from error
-        if source is None:
-            raise TeacherError("a CLIP teacher needs --teacher-pretrained TAG or --teacher-weights FILE "
-                               "(a random CLIP is no teacher)")
         super().__init__(model.visual, preprocessing, bf16)
         size = model.visual.image_size
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        # The mean/std and interpolation this model was trained with (OpenAI's unless a tag says otherwise).
+        config = getattr(model.visual, "preprocess_cfg", {}) or {}
+        self.image_mean = tuple(config.get("mean", OPENAI_CLIP_MEAN))
+        self.image_std = tuple(config.get("std", OPENAI_CLIP_STD))
+        self.interpolation = config.get("interpolation", "bicubic")
         self.feature_dim = int(model.visual.output_dim)
         self.description = f"clip:{model_name} ({source})"
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         if self.preprocessing == "kd-dlgan":
             return nearest_upsample(images, self.image_size)
-        resized = F.interpolate((images + 1) / 2, size=(self.image_size, self.image_size), mode="bicubic",
+        mode = "bilinear" if self.interpolation == "bilinear" else "bicubic"
+        resized = F.interpolate((images + 1) / 2, size=(self.image_size, self.image_size), mode=mode,
                                 align_corners=False, antialias=True)
-        return normalise(resized, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+        return normalise(resized, self.image_mean, self.image_std)
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.network(inputs)

@@ -178,3 +178,23 @@ def test_table_of_evaluated_runs(cifar10_root, teacher_ckpt, tmp_path):
     assert text.index("DA (baseline)") < text.index("DA + VkD w/ whitening")
     result = CliRunner().invoke(main, ["table", str(runs[0]), "--metric", "fid"])
     assert result.exit_code == 2 and "has no 'fid'" in result.output
+
+
+def test_clip_teacher_from_local_weights_and_inception_evaluation(cifar10_root, clip_model_name, clip_weights_file,
+                                                                  random_inception_weights, no_network, tmp_path,
+                                                                  monkeypatch):
+    """Offline: a random-weight open_clip file as --teacher-weights, then FID/IS/KID with a local Inception file."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    out = tmp_path / "clip_run"
+    result = run(["train", "--out", out, "--preset", "vkd-whiten", "--teacher", f"clip:{clip_model_name}",
+                  "--teacher-weights", clip_weights_file, "--data-root", cifar10_root, "--iterations", 1,
+                  "--batch-size", 4, "--d-steps", 1, "--g-ch", 4, "--d-ch", 4, "--sample-every", 0, "--threads", 1])
+    assert f"clip:{clip_model_name}" in result.output
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["critic"]
+    run(["evaluate", out, "--checkpoint", "last", "--metrics", "fid,isc,kid", "--inception-weights",
+         random_inception_weights, "--num-samples", 20])
+    metrics = json.loads((out / "result.json").read_text())["metrics"]
+    assert {"fid", "is_mean", "kid_mean"} <= set(metrics)
+    assert all(torch.isfinite(torch.tensor(m["mean"])) for m in metrics.values())
+    assert metrics["is_mean"]["mean"] >= 1.0
+    assert no_network == []

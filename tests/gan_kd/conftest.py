@@ -1,0 +1,121 @@
+"""Fixtures shared by the GAN tests: offline stand-ins for the big networks, and a network guard.
+
+The expensive ones are session-scoped and built lazily (only when a test asks for them):
+
+* ``random_inception_weights``: a state dict for torch-fidelity's ``inception-v3-compat`` with random weights
+  (``shared/reference/eval-and-teacher.md`` §1). With PyTorch's default init the features die out over the
+  94 conv+BN blocks (FID ~1e-16, IS exactly 1), so the convolutions are re-initialised with Kaiming.
+* ``clip_model`` / ``clip_weights_file``: a randomly initialised open_clip model of a small registered
+  architecture, and its state dict as ``--teacher-weights`` would read it.
+* ``classifier_ckpt``: a tiny ``classifier_kd`` checkpoint (resnet8x4, 10 classes) with an ``input_spec``.
+
+``no_network`` makes every connection / DNS attempt raise and records it, so a test can assert that none
+was made even when the code under test swallows the error.
+"""
+from __future__ import annotations
+
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+CLIP_MODEL = "ViT-S-32-alt"  # smallest registered open_clip ViT (22.6M visual params, 256-d embedding, 224x224)
+CLASSIFIER_ARCH = "resnet8x4"
+CLASSIFIER_INPUT_SPEC = {"size": 32, "mean": [0.5071, 0.4865, 0.4409], "std": [0.2673, 0.2564, 0.2762]}
+
+
+@pytest.fixture(scope="session")
+def clip_model_name() -> str:
+    return CLIP_MODEL
+
+
+@pytest.fixture(scope="session")
+def classifier_input_spec() -> dict:
+    return dict(CLASSIFIER_INPUT_SPEC)
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every socket connect / DNS lookup / urlopen raises; returns the list of attempts (should stay empty)."""
+    attempts: list[str] = []
+
+    def refuse(what: str):
+        def blocked(*args, **kwargs):
+            attempts.append(f"{what}{args[1:2] if what == 'connect' else args[:1]}")
+            raise OSError(f"network access blocked in tests ({what})")
+        return blocked
+
+    monkeypatch.setattr(socket.socket, "connect", refuse("connect"))
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse("connect_ex"))
+    monkeypatch.setattr(socket, "create_connection", refuse("create_connection"))
+    monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
+    monkeypatch.setattr(urllib.request, "urlopen", refuse("urlopen"))
+    return attempts
+
+
+@pytest.fixture(scope="session")
+def random_inception_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A torch-fidelity Inception-v3 state dict (all 566 tensors) with random, non-vanishing weights."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class _KeepRandomInit(FeatureExtractorInceptionV3):
+        def load_state_dict(self, state_dict, strict=True, assign=False):
+            return None
+
+    path = tmp_path_factory.mktemp("inception") / "inception-random.pth"
+    torch.save({}, path)  # the constructor torch.loads the file before calling load_state_dict
+    torch.manual_seed(0)
+    extractor = _KeepRandomInit("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
+    for module in extractor.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    nn.init.normal_(extractor.fc.weight, std=0.1)
+    torch.save({key: value.detach().cpu() for key, value in extractor.state_dict().items()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def clip_model() -> nn.Module:
+    """A random-weight open_clip model (eval mode); the reference the teacher is compared with."""
+    import open_clip
+
+    torch.manual_seed(0)
+    return open_clip.create_model(CLIP_MODEL, pretrained=None, device="cpu").eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="session")
+def clip_preprocess_val():
+    """open_clip's own validation transform for CLIP_MODEL (works on batched [0, 1] tensors too)."""
+    import open_clip
+
+    _, _, preprocess_val = open_clip.create_model_and_transforms(CLIP_MODEL, pretrained=None, device="cpu")
+    return preprocess_val
+
+
+@pytest.fixture(scope="session")
+def clip_weights_file(clip_model: nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``clip_model``'s state dict, written with ``torch.save`` (what --teacher-weights reads)."""
+    path = tmp_path_factory.mktemp("clip") / f"{CLIP_MODEL}-random.pt"
+    torch.save(clip_model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def classifier_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A resnet8x4 (10 classes) in our checkpoint format, with ``input_spec``; BN running stats are non-trivial."""
+    from classifier_kd.models import create_model, save_classifier
+
+    torch.manual_seed(0)
+    model = create_model(CLASSIFIER_ARCH, 10)
+    # A few train-mode passes move BN's running statistics away from (0, 1), so eval mode and train mode
+    # give different features and a teacher left in train mode would be caught.
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(16, 3, 32, 32) * 0.5 + 0.3)
+    path = tmp_path_factory.mktemp("classifier") / f"{CLASSIFIER_ARCH}.pt"
+    save_classifier(path, model, CLASSIFIER_ARCH, 10, input_spec=CLASSIFIER_INPUT_SPEC)
+    return path
