@@ -122,7 +122,7 @@ def load_checkpoint(
                 "load it with trusted=True only if you trust its source"
             ) from err
         raise CheckpointError(f"cannot read checkpoint {path}: {_weights_only_reason(err)}") from err
-    except (OSError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, ImportError) as err:
+    except (OSError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError, KeyError) as err:
         raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(err)}") from err
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict")

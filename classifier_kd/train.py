@@ -1,0 +1,392 @@
+"""The classifier training loop: SGD with a multi-step schedule, evaluation every epoch, best/last checkpoints.
+
+One function, :func:`fit`, reads top to bottom: check (nothing written yet) -> run directory -> optimiser
+and schedule (restored on resume) -> data loaders -> epochs (train, evaluate, log, checkpoint) -> result.
+
+What it trains is a *training target*: an ``nn.Module`` whose ``forward(images, labels)`` returns
+``(logits, {name: loss})`` and whose ``model`` attribute is the classifier that is evaluated and saved as
+``best.pt``. The loop sums the named losses, logs each, and optimises every parameter of the target that
+requires grad. :class:`CrossEntropyTarget` is the teacher-training target; a distiller (student + frozen
+teacher + kd_core losses, with ``model`` = the student) is another, with no change to the loop.
+
+A run directory holds ``config.json``, ``checkpoints/last.pt`` (everything needed to resume, written
+after every epoch), ``checkpoints/best.pt`` (the classifier with the best test top-1, in the
+``classifier_kd`` checkpoint format with its input spec), ``metrics.csv`` + TensorBoard events (one row
+per epoch) and ``result.json``. Re-running the same command on the same directory resumes from
+``last.pt``; options listed in :data:`RESUMABLE_KEYS` may change (e.g. more epochs).
+
+Under ``torchrun`` every rank trains on its ``DistributedSampler`` shard, the target is wrapped in DDP,
+metrics are averaged over ranks and only rank 0 writes files. On CUDA the forward pass runs under
+float16 autocast with a gradient scaler (``amp=True``); on the CPU in float32.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data.distributed import DistributedSampler
+
+from classifier_kd.models.checkpoint import save_classifier
+from kd_core.runtime.checkpoint import CheckpointError, atomic_save, load_checkpoint
+from kd_core.runtime.distributed import DistributedContext, all_reduce_mean, barrier, init_distributed
+from kd_core.runtime.logging import (
+    MetricsLogger, Progress, RunConfigMismatch, format_duration, get_logger, prepare_run_dir, validate_run_dir,
+)
+from kd_core.runtime.seed import capture_rng_state, restore_rng_state, seed_everything
+
+__all__ = [
+    "RECIPES",
+    "RESUMABLE_KEYS",
+    "CrossEntropyTarget",
+    "RunSetupError",
+    "TrainConfig",
+    "evaluate",
+    "fit",
+    "recipe_values",
+]
+
+# Named recipes: the optimiser and schedule each expands to (losses.md sec. 2). CIFAR-100 is the recipe of
+# RepDistiller / mdistiller / CRD, for teachers and students alike: SGD momentum 0.9, batch 64, 240 epochs,
+# lr 0.05 (0.01 for MobileNetV2 / ShuffleV1 / ShuffleV2), x0.1 at epochs 150, 180, 210, weight decay 5e-4.
+RECIPES: dict[str, dict[str, Any]] = {
+    "cifar100": {
+        "epochs": 240,
+        "batch_size": 64,
+        "lr": 0.05,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "milestones": [150, 180, 210],
+        "lr_decay": 0.1,
+    },
+}
+_LOW_LR_MODELS = {"cifar100": ("MobileNetV2", "ShuffleV1", "ShuffleV2")}  # lr 0.01 in the recipe
+
+# Options that may differ when a run directory is resumed: they change where and how fast the run goes,
+# or how long it is, not what the finished epochs computed.
+RESUMABLE_KEYS = ("epochs", "device", "workers", "download", "data_root", "out", "log_every")
+
+CHECKPOINT_DIR = "checkpoints"
+LAST, BEST, RESULT = "last.pt", "best.pt", "result.json"
+_LAST_KEYS = ("target", "optimizer", "scheduler", "scaler", "epoch", "best_top1", "best_epoch", "rng", "wall_time")
+
+
+class RunSetupError(ValueError):
+    """A run that cannot start (one-line reason); raised by :func:`fit` before anything is written."""
+
+
+def recipe_values(recipe: str, model: str) -> dict[str, Any]:
+    """The optimiser and schedule ``recipe`` prescribes for ``model`` (a fresh dict; override freely)."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; available: {', '.join(RECIPES)}")
+    values = {key: (list(value) if isinstance(value, list) else value) for key, value in RECIPES[recipe].items()}
+    if model in _LOW_LR_MODELS.get(recipe, ()):
+        values["lr"] = 0.01
+    return values
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run; ``asdict`` of it is the run's ``config.json`` (plus metadata).
+
+    ``max_steps_per_epoch`` caps the optimisation steps of each epoch (tiny CPU runs, smoke tests);
+    ``None`` means the whole training set. ``extra`` holds what the caller wants recorded and compared
+    on resume (e.g. the recipe's expansion, the data root); it does not change the loop.
+    """
+
+    model: str
+    dataset: str
+    num_classes: int
+    out: str
+    epochs: int = 240
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    milestones: list[int] = field(default_factory=lambda: [150, 180, 210])
+    lr_decay: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 2
+    amp: bool = True
+    max_steps_per_epoch: int | None = None
+    log_every: int = 50
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        record = asdict(self)
+        record.update(record.pop("extra"))
+        return record
+
+
+class CrossEntropyTarget(nn.Module):
+    """The teacher-training target: ``forward(images, labels) -> (logits, {"loss_ce": cross-entropy})``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits = self.model(images)
+        return logits, {"loss_ce": F.cross_entropy(logits, labels)}
+
+
+# --------------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def _topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]) -> list[float]:
+    """How many rows have their label among the top-k logits, for each k (k capped at the class count)."""
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+    hits = top == labels[:, None]
+    return [float(hits[:, : min(k, logits.shape[1])].any(dim=1).sum()) for k in ks]
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    workers: int = 0,
+    amp: bool = False,
+    ctx: DistributedContext | None = None,
+) -> dict[str, float]:
+    """Top-1 / top-5 accuracy (percent) and mean cross-entropy of ``model`` on every item of ``dataset``.
+
+    Under torchrun each rank evaluates a disjoint shard (``rank::world_size``, no padding, no duplicate)
+    and the counts are combined, so the numbers are exact on any number of ranks. The model is put in
+    eval mode and left there.
+    """
+    device = torch.device(device)
+    rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=range(rank, len(dataset), world),
+                        num_workers=workers, pin_memory=device.type == "cuda")
+    model.eval()
+    totals = {"correct1": 0.0, "correct5": 0.0, "loss_sum": 0.0, "count": 0.0}
+    for images, labels in loader:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+            logits = model(images)
+        logits = logits.float()
+        correct1, correct5 = _topk_correct(logits, labels, (1, 5))
+        totals["correct1"] += correct1
+        totals["correct5"] += correct5
+        totals["loss_sum"] += float(F.cross_entropy(logits, labels, reduction="sum"))
+        totals["count"] += len(labels)
+    # Means over ranks of the per-rank sums: the world-size factor cancels in every ratio below.
+    totals = all_reduce_mean(totals)
+    count = max(totals["count"], 1.0)
+    return {
+        "top1": 100.0 * totals["correct1"] / count,
+        "top5": 100.0 * totals["correct5"] / count,
+        "loss": totals["loss_sum"] / count,
+        "images": round(totals["count"] * world),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------
+# The loop
+
+
+def fit(
+    target: nn.Module,
+    train_set: Dataset,
+    test_set: Dataset,
+    config: TrainConfig,
+    *,
+    input_spec: dict,
+    ctx: DistributedContext | None = None,
+) -> dict[str, Any]:
+    """Train ``target`` (see the module docstring) on ``train_set``, evaluate on ``test_set`` every epoch.
+
+    Returns the run's result (also written to ``result.json``). Raises :class:`RunSetupError` -- before
+    writing anything -- for a run that cannot start: no full batch per epoch, a run directory created
+    with other options, an unreadable ``last.pt``.
+    """
+    ctx = ctx if ctx is not None else init_distributed(config.device)
+    device, is_main = ctx.device, ctx.is_main
+    run_dir = Path(config.out)
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    amp = config.amp and device.type == "cuda"
+
+    # ---- 1. Check everything that can be checked before a file is written.
+    per_rank = len(train_set) // ctx.world_size
+    steps_per_epoch = per_rank // config.batch_size  # drop_last: BN needs more than one image per batch
+    if config.max_steps_per_epoch is not None:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunSetupError(f"run directory {run_dir} exists and is not a directory")
+    if steps_per_epoch < 1:
+        raise RunSetupError(f"{len(train_set)} training images over {ctx.world_size} process(es) give no full "
+                            f"batch of {config.batch_size}; lower --batch-size")
+    if list(config.milestones) != sorted(set(config.milestones)) or any(m < 1 for m in config.milestones):
+        raise RunSetupError(f"milestones must be increasing positive epochs, got {config.milestones}")
+    try:
+        resuming = validate_run_dir(run_dir, config.to_dict(), ignore_keys=RESUMABLE_KEYS)
+    except (RunConfigMismatch, ValueError) as err:
+        raise RunSetupError(str(err)) from err
+    state = None
+    if (ckpt_dir / LAST).exists():
+        try:
+            state = load_checkpoint(ckpt_dir / LAST, required_keys=_LAST_KEYS)
+        except CheckpointError as err:
+            raise RunSetupError(f"cannot resume: {err}") from err
+    elif resuming and (run_dir / RESULT).exists():
+        raise RunSetupError(f"{run_dir} holds a finished run but no {CHECKPOINT_DIR}/{LAST} to continue from")
+
+    # ---- 2. Run directory, text log, subset indices.
+    prepare_run_dir(run_dir, config.to_dict(), ignore_keys=RESUMABLE_KEYS, is_main=is_main)
+    barrier()  # the other ranks wait for rank 0's directory
+    log = get_logger("classifier_kd.train", run_dir if is_main else None, is_main=is_main)
+    if is_main and isinstance(train_set, Subset) and not (run_dir / "subset_indices.npy").exists():
+        np.save(run_dir / "subset_indices.npy", np.asarray(train_set.indices, dtype=np.int64))
+    # Model init happens before fit() (seeded by the caller); this seeds augmentation and dropout, per rank.
+    seed_everything(config.seed + ctx.rank)
+
+    # ---- 3. Optimiser and schedule, restored from last.pt on resume.
+    target.to(device)
+    parameters = [p for p in target.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.milestones),
+                                                     gamma=config.lr_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    start_epoch, best_top1, best_epoch, wall_before = 0, -math.inf, 0, 0.0
+    if state is not None:
+        target.load_state_dict(state["target"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, best_top1, best_epoch = state["epoch"], state["best_top1"], state["best_epoch"]
+        wall_before = state["wall_time"]
+        restore_rng_state(state["rng"])
+        log.info("resuming from %s at epoch %d (best top-1 %.2f at epoch %d)",
+                 ckpt_dir / LAST, start_epoch, best_top1, best_epoch)
+    trainable = sum(p.numel() for p in parameters)
+    log.info("%s on %s: %d trainable parameters, %d training images, %d steps/epoch, device %s x%d%s",
+             config.model, config.dataset, trainable, len(train_set), steps_per_epoch, device,
+             ctx.world_size, ", AMP" if amp else "")
+    if config.milestones and config.milestones[0] >= config.epochs:
+        log.warning("no lr milestone (%s) falls within %d epochs: the lr stays %g; pass --milestones",
+                    config.milestones, config.epochs, config.lr)
+    network = target
+    if ctx.distributed:
+        network = nn.parallel.DistributedDataParallel(
+            target, device_ids=[device.index] if device.type == "cuda" else None)
+
+    # ---- 4. Data. The sampler's order depends only on (seed, epoch, rank), so a resumed epoch sees
+    # exactly the batches an uninterrupted run would have.
+    sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                 seed=config.seed, drop_last=True)
+    train_loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, drop_last=True,
+                              num_workers=config.workers, pin_memory=device.type == "cuda",
+                              persistent_workers=config.workers > 0)
+
+    # ---- 5. Epochs: train, evaluate, log, checkpoint.
+    metrics = MetricsLogger(run_dir, enabled=is_main)
+    metrics.truncate_after(start_epoch)  # rows past last.pt (a crash mid-epoch) are redone, not duplicated
+    progress = Progress(total=config.epochs * steps_per_epoch, start=start_epoch * steps_per_epoch,
+                        every=config.log_every)
+    session_start = time.monotonic()
+    test_metrics: dict[str, float] = {}
+    for epoch in range(start_epoch, config.epochs):
+        epoch_start = time.monotonic()
+        sampler.set_epoch(epoch)
+        target.train()
+        lr = optimizer.param_groups[0]["lr"]
+        sums: dict[str, float] = defaultdict(float)
+        for step, (images, labels) in enumerate(train_loader):
+            if step >= steps_per_epoch:
+                break
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                logits, losses = network(images, labels)
+                loss = sum(losses.values())
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
+            sums["loss"] += loss.item()
+            for name, value in losses.items():
+                sums[name] += value.item()
+            sums["top1"] += 100.0 * _topk_correct(logits.detach().float(), labels, (1,))[0] / len(labels)
+            if is_main:
+                progress.update(epoch * steps_per_epoch + step + 1, loss=sums["loss"] / (step + 1), lr=lr)
+        scheduler.step()  # the schedule counts epochs, as the recipe's milestones do
+
+        train_metrics = all_reduce_mean({f"train/{name}": total / steps_per_epoch for name, total in sums.items()})
+        test_metrics = evaluate(target.model, test_set, batch_size=max(config.batch_size, 256), device=device,
+                                workers=config.workers, amp=amp, ctx=ctx)
+        is_best = test_metrics["top1"] > best_top1
+        if is_best:
+            best_top1, best_epoch = test_metrics["top1"], epoch + 1
+        epoch_time = time.monotonic() - epoch_start
+        log.info("epoch %d/%d | loss %.4f | train top-1 %.2f | test top-1 %.2f top-5 %.2f%s | lr %g | %s",
+                 epoch + 1, config.epochs, train_metrics["train/loss"], train_metrics["train/top1"],
+                 test_metrics["top1"], test_metrics["top5"], " (best)" if is_best else "", lr,
+                 format_duration(epoch_time))
+        if is_main:
+            metrics.log(epoch + 1, {"lr": lr, **train_metrics, "test/top1": test_metrics["top1"],
+                                    "test/top5": test_metrics["top5"], "test/loss": test_metrics["loss"],
+                                    "epoch_time_s": epoch_time})
+            if is_best:
+                save_classifier(ckpt_dir / BEST, target.model, config.model, config.num_classes,
+                                input_spec=input_spec, dataset=config.dataset, epoch=epoch + 1,
+                                top1=test_metrics["top1"], top5=test_metrics["top5"])
+            # last.pt after best.pt: a crash in between redoes this epoch instead of losing a best.
+            atomic_save({"target": target.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                         "epoch": epoch + 1, "best_top1": best_top1, "best_epoch": best_epoch,
+                         "rng": capture_rng_state(),
+                         "wall_time": wall_before + time.monotonic() - session_start},
+                        ckpt_dir / LAST)
+        barrier()
+    metrics.close()
+
+    # ---- 6. Result. A resume of a finished run only re-reports it (final accuracy re-evaluated).
+    if not test_metrics:
+        test_metrics = evaluate(target.model, test_set, batch_size=max(config.batch_size, 256), device=device,
+                                workers=config.workers, amp=amp, ctx=ctx)
+    wall_time = wall_before + time.monotonic() - session_start
+    result = {
+        "model": config.model,
+        "dataset": config.dataset,
+        "best_top1": best_top1,
+        "best_epoch": best_epoch,
+        "final_top1": test_metrics["top1"],
+        "final_top5": test_metrics["top5"],
+        "epochs": max(config.epochs, start_epoch),
+        "trainable_parameters": trainable,
+        "wall_time_s": round(wall_time, 1),
+        "wall_time": format_duration(wall_time),
+        "best_checkpoint": str(ckpt_dir / BEST),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "hardware": {"device": str(device), "world_size": ctx.world_size, "torch_threads": torch.get_num_threads(),
+                     "cpu": platform.processor() or platform.machine(),
+                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+        "torch_version": torch.__version__,
+        "config": config.to_dict(),
+    }
+    if is_main:
+        tmp = run_dir / f".{RESULT}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, run_dir / RESULT)
+        log.info("done: best top-1 %.2f (epoch %d), final top-1 %.2f, %s", best_top1, best_epoch,
+                 test_metrics["top1"], format_duration(wall_time))
+    barrier()
+    return result

@@ -1,0 +1,181 @@
+"""The ``classifier-kd`` CLI: train-teacher -> evaluate -> resume on fixture data, and refusals of bad input."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner, Result
+
+from classifier_kd.cli import cli
+from classifier_kd.models import create_model, load_classifier, save_classifier
+from classifier_kd.models.checkpoint import read_input_spec
+
+TINY = ["--model", "resnet8x4", "--batch-size", "16", "--max-steps-per-epoch", "2", "--milestones", "1",
+        "--workers", "0", "--device", "cpu", "--log-every", "1"]
+
+
+def invoke(*args) -> Result:
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def assert_refused(result, *fragments: str) -> None:
+    """Exit code 2 and exactly one line on stderr naming the problem; nothing on stdout."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert result.stdout == ""
+
+
+def steps(run_dir: Path) -> list[str]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [row["step"] for row in csv.DictReader(f)]
+
+
+@pytest.mark.slow
+def test_train_evaluate_resume(cifar10_root, tmp_path):
+    out = tmp_path / "teacher"
+    common = ["train-teacher", *TINY, "--dataset", "cifar10", "--data-root", cifar10_root, "--out", out]
+    result = invoke(*common, "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    assert "best top-1" in result.stdout and "it 2/4" in result.stderr  # progress lines
+    for name in ("config.json", "metrics.csv", "result.json", "log.txt", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (out / name).is_file(), name
+    config = json.loads((out / "config.json").read_text())
+    # The recipe's expansion is recorded next to the values used.
+    assert config["recipe"] == "cifar100" and config["recipe_values"]["epochs"] == 240
+    assert config["epochs"] == 2 and config["batch_size"] == 16 and config["lr"] == 0.05 and config["weight_decay"] == 5e-4
+    trained = json.loads((out / "result.json").read_text())
+    assert trained["epochs"] == 2 and steps(out) == ["1", "2"]
+
+    # best.pt is what `gan-kd --teacher ckpt:...` loads.
+    best = out / "checkpoints" / "best.pt"
+    assert load_classifier(best).num_classes == 10
+    assert read_input_spec(best) == {"size": 32, "mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)}
+
+    result = invoke("evaluate", best, "--data-root", cifar10_root, "--device", "cpu", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "checkpoints" / "best_eval_cifar10.json").read_text())  # dataset read from best.pt
+    assert report["images"] == 20 and report["arch"] == "resnet8x4"
+    assert report["top1"] == pytest.approx(trained["best_top1"])
+    assert f"top-1 {report['top1']:.2f}" in result.stdout
+
+    # Same command, more epochs: continues from last.pt's epoch; metrics.csv gets one new row.
+    result = invoke(*common, "--epochs", "3")
+    assert result.exit_code == 0, result.output
+    assert "resuming from" in result.stderr and "it 5/6" in result.stderr and "it 1/6" not in result.stderr
+    assert steps(out) == ["1", "2", "3"]
+    assert json.loads((out / "result.json").read_text())["epochs"] == 3
+
+    # Other options on the same directory: refused, nothing touched.
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    assert_refused(invoke(*common, "--epochs", "3", "--lr", "0.1"), "lr: 0.05 -> 0.1")
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+
+@pytest.mark.slow
+def test_fashion_mnist_teacher_from_debian_folder(fashion_system_dir, tmp_path):
+    out = tmp_path / "fmnist"
+    result = invoke("train-teacher", *TINY, "--dataset", "fashion_mnist", "--data-root", tmp_path / "empty",
+                    "--epochs", "1", "--data-fraction", "0.5", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert len(np.load(out / "subset_indices.npy")) == 30  # half of the 60 fixture images
+    assert read_input_spec(out / "checkpoints" / "best.pt")["mean"] == (0.2860,) * 3
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--model", "resnet9000"], ["--model", "resnet9000"]),
+    (["--model", "resnet8x4", "--data-fraction", "0"], ["--data-fraction"]),
+    (["--model", "resnet8x4", "--data-fraction", "1.5"], ["--data-fraction"]),
+    (["--model", "resnet8x4", "--milestones", "180,150"], ["--milestones", "increasing"]),
+    (["--model", "resnet8x4", "--milestones", "a,b"], ["--milestones"]),
+    (["--model", "resnet8x4", "--device", "tpu"], ["--device", "tpu"]),
+    (["--model", "resnet8x4", "--epochs", "0"], ["--epochs"]),
+    (["--model", "resnet8x4", "--recipe", "imagenet-xl"], ["--recipe"]),
+])
+def test_train_teacher_refuses_bad_options(tmp_path, args, fragments):
+    out = tmp_path / "run"
+    assert_refused(invoke("train-teacher", *args, "--out", out, "--data-root", tmp_path / "data"), *fragments)
+    assert not out.exists() and not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("dataset, fragment", [("cifar10", "cifar-10-batches-py"), ("cifar100", "cifar-100-python"),
+                                                ("fashion_mnist", "train-images-idx3-ubyte")])
+def test_train_teacher_refuses_missing_data(tmp_path, no_system_fashion_mnist, dataset, fragment):
+    out = tmp_path / "run"
+    result = invoke("train-teacher", "--model", "resnet8x4", "--dataset", dataset, "--data-root", tmp_path / "data",
+                    "--device", "cpu", "--out", out)
+    assert_refused(result, "not found", fragment)
+    assert not out.exists()
+
+
+def test_train_teacher_refuses_batch_larger_than_data(cifar10_root, tmp_path):
+    out = tmp_path / "run"
+    result = invoke("train-teacher", "--model", "resnet8x4", "--dataset", "cifar10", "--data-root", cifar10_root,
+                    "--device", "cpu", "--batch-size", "128", "--out", out)
+    assert_refused(result, "no full batch of 128")
+    assert not out.exists()
+
+
+def test_train_teacher_refuses_a_file_as_out(cifar10_root, tmp_path):
+    out = tmp_path / "a-file"
+    out.write_text("x")
+    result = invoke("train-teacher", "--model", "resnet8x4", "--dataset", "cifar10", "--data-root", cifar10_root,
+                    "--device", "cpu", "--batch-size", "16", "--out", out)
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def cifar10_resnet20(tmp_path) -> Path:
+    """A 10-class resnet20 in our format, with the CIFAR-10 input spec and the dataset recorded."""
+    torch.manual_seed(0)
+    path = tmp_path / "ckpt" / "resnet20.pt"
+    spec = {"size": 32, "mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]}
+    save_classifier(path, create_model("resnet20", 10), "resnet20", 10, input_spec=spec, dataset="cifar10")
+    return path
+
+
+def test_evaluate_our_checkpoint_and_a_repdistiller_file(cifar10_root, cifar10_resnet20, tmp_path):
+    report_path = tmp_path / "reports" / "eval.json"
+    result = invoke("evaluate", cifar10_resnet20, "--data-root", cifar10_root, "--device", "cpu", "--workers", "0",
+                    "--out", report_path)
+    assert result.exit_code == 0, result.output
+    ours = json.loads(report_path.read_text())
+    assert ours["dataset"] == "cifar10" and ours["images"] == 20 and ours["arch"] == "resnet20"
+
+    # The same weights in RepDistiller's layout (no arch, no spec: --arch needed, CIFAR-100 spec assumed).
+    repdistiller = tmp_path / "resnet20_vanilla" / "ckpt_epoch_240.pth"
+    repdistiller.parent.mkdir()
+    torch.save({"epoch": 240, "model": load_classifier(cifar10_resnet20).state_dict()}, repdistiller)
+    result = invoke("evaluate", repdistiller, "--arch", "resnet20", "--dataset", "cifar10", "--data-root",
+                    cifar10_root, "--device", "cpu", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    theirs = json.loads((repdistiller.parent / "ckpt_epoch_240_eval_cifar10.json").read_text())
+    assert theirs["input_spec"]["mean"] == [0.5071, 0.4867, 0.4408]
+
+
+def test_evaluate_refuses_bad_checkpoints(cifar10_root, cifar10_resnet20, tmp_path):
+    base = ["--data-root", cifar10_root, "--device", "cpu"]
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    assert_refused(invoke("evaluate", garbage, *base), "CKPT", "garbage.pt")
+    assert_refused(invoke("evaluate", tmp_path / "absent.pt", *base), "absent.pt")
+    assert_refused(invoke("evaluate", cifar10_resnet20, "--arch", "resnet8x4", *base), "resnet8x4")
+    assert_refused(invoke("evaluate", cifar10_resnet20, "--dataset", "cifar100", *base), "10 classes", "cifar100")
+    bare = tmp_path / "bare.pth"
+    torch.save(create_model("resnet20", 10).state_dict(), bare)
+    assert_refused(invoke("evaluate", bare, *base), "arch")
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_every_option_has_help():
+    for command in cli.commands.values():
+        for param in command.params:
+            if isinstance(param, click.Option):
+                assert param.help, f"{command.name} {param.opts} has no help text"
