@@ -265,10 +265,9 @@ class Trainer:
                                        seed=config.seed)
         self.start_iteration = 0
         self.best: dict = {}
+        self._rng_to_restore = None
         if self.resuming and (self.out / "checkpoints" / "last.pt").is_file():
             self._load(self.out / "checkpoints" / "last.pt")
-        elif not self.resuming:
-            self.resuming = False
 
     # ------------------------------------------------------------------ state
     def _state(self, iteration: int) -> dict:
@@ -391,7 +390,7 @@ class Trainer:
             self.critic = DistributedDataParallel(self.critic, device_ids=ids)
         # Noise differs per rank; restored exactly on resume.
         seed_everything(config.seed + 1000 * context.rank + self.start_iteration)
-        if getattr(self, "_rng_to_restore", None) is not None:
+        if self._rng_to_restore is not None:
             restore_rng_state(self._rng_to_restore)
         loader = gan_data.infinite_loader(self.train_set, self.local_batch, seed=config.seed, rank=context.rank,
                                           world_size=context.world_size, num_workers=config.num_workers,
