@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from classifier_kd.models.base import CifarClassifier
+
 
 def _init_kaiming(model: nn.Module) -> None:
     # RepDistiller's init for both ResNet files: He-normal (fan_out) convs, BN scale 1 / shift 0.
@@ -50,7 +52,7 @@ class BasicBlock(nn.Module):
         return F.relu(out + identity)
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(CifarClassifier):
     """3-stage CIFAR ResNet with ``(depth - 2) / 6`` basic blocks per stage.
 
     ``widths = (stem, stage1, stage2, stage3)``; stages 2 and 3 halve the resolution.
@@ -94,14 +96,6 @@ class CifarResNet(nn.Module):
         s3 = self.layer3(s2)
         return [stem, s1, s2, s3]
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_stages(x)[-1].mean(dim=(2, 3))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 class Bottleneck(nn.Module):
@@ -132,7 +126,7 @@ class Bottleneck(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class CifarBottleneckResNet(nn.Module):
+class CifarBottleneckResNet(CifarClassifier):
     """ImageNet-style bottleneck ResNet adapted to 32x32: 3x3 stride-1 stem, no max-pool, 4 stages."""
 
     head_weight_key = "linear.weight"
@@ -167,14 +161,6 @@ class CifarBottleneckResNet(nn.Module):
         s4 = self.layer4(s3)
         return [stem, s1, s2, s3, s4]
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_stages(x)[-1].mean(dim=(2, 3))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def resnet20(num_classes: int = 100) -> CifarResNet:

@@ -15,6 +15,8 @@ import math
 import torch
 from torch import nn
 
+from classifier_kd.models.base import CifarClassifier
+
 # (expansion t, output channels c, repeats n, first stride s) of each group, before the width multiplier;
 # t=None means "the model's expansion".
 INVERTED_RESIDUAL_SETTING = (
@@ -59,7 +61,7 @@ class InvertedResidual(nn.Module):
         return x + out if self.use_residual else out
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(CifarClassifier):
     head_weight_key = "classifier.0.weight"
 
     def __init__(self, num_classes: int = 100, width_mult: float = 0.5, expand_ratio: int = 6) -> None:
@@ -98,14 +100,8 @@ class MobileNetV2(nn.Module):
         f4 = self.blocks[6](self.blocks[5](f3))
         return [stem, f1, f2, f3, f4]
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.forward_stages(x)[-1]).mean(dim=(2, 3))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def pre_pool(self, last_map: torch.Tensor) -> torch.Tensor:
+        return self.conv2(last_map)
 
 
 def mobilenetv2(num_classes: int = 100) -> MobileNetV2:

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from classifier_kd.models.base import CifarClassifier
+
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """(N, g*k, H, W) -> view as (N, g, k) channels -> transpose to (N, k, g) -> flatten back."""
@@ -54,7 +56,7 @@ class ShuffleV1Unit(nn.Module):
         return F.relu(out + x)
 
 
-class ShuffleNetV1(nn.Module):
+class ShuffleNetV1(CifarClassifier):
     head_weight_key = "linear.weight"
 
     def __init__(self, stage_widths: tuple[int, int, int] = (240, 480, 960),
@@ -86,14 +88,6 @@ class ShuffleNetV1(nn.Module):
         s3 = self.layer3(s2)
         return [stem, s1, s2, s3]
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_stages(x)[-1].mean(dim=(2, 3))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 class ShuffleV2BasicUnit(nn.Module):
@@ -148,7 +142,7 @@ class ShuffleV2DownUnit(nn.Module):
         return channel_shuffle(torch.cat([left, right], dim=1), 2)
 
 
-class ShuffleNetV2(nn.Module):
+class ShuffleNetV2(CifarClassifier):
     head_weight_key = "linear.weight"
 
     def __init__(self, stage_widths: tuple[int, int, int] = (116, 232, 464), final_width: int = 1024,
@@ -180,15 +174,8 @@ class ShuffleNetV2(nn.Module):
         s3 = self.layer3(s2)
         return [stem, s1, s2, s3]
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn2(self.conv2(self.forward_stages(x)[-1])))
-        return out.mean(dim=(2, 3))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def pre_pool(self, last_map: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn2(self.conv2(last_map)))
 
 
 def shufflenet_v1(num_classes: int = 100) -> ShuffleNetV1:

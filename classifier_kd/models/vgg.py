@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from classifier_kd.models.base import CifarClassifier
+
 # Output channels of the convs in each of the five blocks.
 VGG_CONFIGS = {
     "vgg8": ((64,), (128,), (256,), (512,), (512,)),
@@ -30,7 +32,7 @@ def _conv_block(in_channels: int, widths: tuple[int, ...]) -> nn.Sequential:
     return nn.Sequential(*layers[:-1])  # the block's last ReLU runs in forward, after the stage map is taken
 
 
-class VGG(nn.Module):
+class VGG(CifarClassifier):
     head_weight_key = "classifier.weight"
 
     def __init__(self, config: tuple[tuple[int, ...], ...], num_classes: int = 100) -> None:
@@ -73,14 +75,6 @@ class VGG(nn.Module):
         f4 = F.relu(self.block4(f3_pooled))
         return [f0, f1, f2, f3, f4]
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_stages(x)[-1].mean(dim=(2, 3))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def vgg8(num_classes: int = 100) -> VGG:

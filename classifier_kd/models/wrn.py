@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from classifier_kd.models.base import CifarClassifier
+
 
 class WideBasicBlock(nn.Module):
     """BN-ReLU-conv3x3 (strided), BN-ReLU-conv3x3, plus the shortcut; no activation after the sum.
@@ -52,7 +54,7 @@ class NetworkBlock(nn.Module):
         return self.layer(x)
 
 
-class WideResNet(nn.Module):
+class WideResNet(CifarClassifier):
     head_weight_key = "fc.weight"
 
     def __init__(self, depth: int, widen_factor: int, num_classes: int = 100) -> None:
@@ -86,14 +88,8 @@ class WideResNet(nn.Module):
         g3 = self.block3(g2)
         return [stem, g1, g2, g3]
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn1(self.forward_stages(x)[-1])).mean(dim=(2, 3))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def pre_pool(self, last_map: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn1(last_map))
 
 
 def wrn_40_2(num_classes: int = 100) -> WideResNet:

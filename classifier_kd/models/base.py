@@ -1,0 +1,31 @@
+"""The seams every CIFAR zoo model shares, in one place.
+
+A model lists its maps in ``forward_stages`` (stem first; FitNet's hint is index 2) and names its final
+layer in ``head_weight_key``; this base class derives the rest:
+``forward_features`` = global average of the last map after ``pre_pool`` (identity unless the architecture
+has a last conv/BN/ReLU that only serves the head), ``forward_head`` = the final layer,
+``forward`` = head of features. Global average pooling equals RepDistiller's fixed-size pools on 32x32 inputs.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class CifarClassifier(nn.Module):
+    head_weight_key: str  # state-dict key of the final layer's weight, e.g. "fc.weight"
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def pre_pool(self, last_map: torch.Tensor) -> torch.Tensor:
+        return last_map
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pre_pool(self.forward_stages(x)[-1]).mean(dim=(2, 3))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.get_submodule(self.head_weight_key.rsplit(".", 1)[0])(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
