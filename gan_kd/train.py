@@ -184,6 +184,14 @@ def validate_config(config: TrainConfig) -> None:
     parse_policy(config.diffaug)
     if config.distill and not config.teacher:
         raise ValueError(f"preset {config.preset!r} distils from a teacher: pass --teacher clip:MODEL or ckpt:PATH")
+    if config.inception_weights is not None and not Path(config.inception_weights).is_file():
+        raise ValueError(f"Inception weights file not found: {config.inception_weights}")
+    if config.teacher_weights is not None and not Path(config.teacher_weights).is_file():
+        raise ValueError(f"teacher weights file not found: {config.teacher_weights}")
+    if config.fd_features is not None:
+        kind, _, path = config.fd_features.partition(":")
+        if kind != "ckpt" or not Path(path).is_file():
+            raise ValueError(f"--fd-features must be ckpt:PATH of an existing classifier checkpoint, got {config.fd_features!r}")
     if config.distill:
         kd_core.registry._lookup("projector", kd_core.registry.PROJECTORS, config.projector)
         kd_core.registry._lookup("normalizer", kd_core.registry.NORMALIZERS, config.normalizer)

@@ -132,6 +132,8 @@ def test_killed_run_resumes_from_saved_iteration(fashion_mnist_raw_dir, tmp_path
     (["--teacher", "resnet"], "clip:<open_clip model>"),
     (["--diffaug", "flip"], "flip"),
     (["--preset", "da", "--eval-every", "2", "--metrics", "fd"], "--fd-features"),
+    (["--preset", "da", "--inception-weights", "/nonexistent/inception.pth"], "Inception weights file not found"),
+    (["--preset", "da", "--fd-features", "ckpt:/nonexistent.pt"], "--fd-features must be ckpt:PATH"),
 ])
 def test_bad_input_one_line_exit_2_nothing_written(args, message, cifar10_root, tmp_path):
     out = tmp_path / "never"
