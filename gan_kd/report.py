@@ -57,6 +57,33 @@ def build_table(run_dirs: list[Path], metric: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def train_command(config: dict, run_dir: str) -> str:
+    """The ``gan-kd train`` command that reproduces a run: every option that differs from the defaults."""
+    import dataclasses
+
+    from gan_kd.train import PRESETS, TrainConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    preset = PRESETS.get(config.get("preset"), {})
+    parts = ["gan-kd train", f"--out {run_dir}", f"--preset {config['preset']}"]
+    for key, value in config.items():
+        if key not in defaults or key in ("preset", "distill") or key in preset and preset[key] == value:
+            continue
+        default = defaults[key]
+        if isinstance(default, tuple):
+            default = list(default)
+        if value == default:
+            continue
+        flag = "--workers" if key == "num_workers" else "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, list):
+            parts.append(f"{flag} {','.join(map(str, value))}")
+        else:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
+
+
 def provenance(run_dirs: list[Path]) -> str:
     """Per run: preset, seed, iterations, wall time, hardware and the evaluation settings."""
     lines = ["| run | preset | seed | data | iterations | train wall time | eval samples | hardware |", "|---|---|---|---|---|---|---|---|"]
@@ -66,4 +93,8 @@ def provenance(run_dirs: list[Path]) -> str:
         lines.append(f"| {run['dir']} | {config['preset']} | {config['seed']} | {config['dataset']} {config['data_fraction']:g} "
                      f"| {config['iterations']} (best at {result['iteration']}) | {f'{wall:.0f} s' if wall else '?'} "
                      f"| {result['num_samples']} × {result['repeats']} | {result['hardware']} |")
+    lines += ["", "Commands (each followed by `gan-kd evaluate RUN --checkpoint best` with the sample count and repeats above;",
+              "`config.json` in each run directory records every option and the git commit):", "", "```"]
+    lines += [train_command(load_run(d)["config"], str(d)) for d in run_dirs]
+    lines.append("```")
     return "\n".join(lines) + "\n"
