@@ -117,7 +117,8 @@ class Evaluator:
             from gan_kd.teacher import build_teacher
 
             self.fd_extractor = build_teacher(fd_features, arch=fd_arch, preprocessing="native").to(self.device)
-            self.fd_name = type(self.fd_extractor.network).__name__
+            network = self.fd_extractor.network
+            self.fd_name = getattr(network, "arch", type(network).__name__)
             self.real_fd_features = self._fd_features(self.real)
 
     @property

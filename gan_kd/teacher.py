@@ -154,7 +154,7 @@ class ClassifierTeacher(FrozenTeacher):
         super().__init__(network, preprocessing, bf16)
         self.input_spec = spec
         self.feature_dim = int(network.feature_dim)
-        self.description = f"ckpt:{path} ({type(network).__name__})"
+        self.description = f"ckpt:{path} ({getattr(network, 'arch', type(network).__name__)})"
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         size = self.input_spec["size"]

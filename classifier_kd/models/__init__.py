@@ -80,6 +80,6 @@ def create_model(
         )
     if weights is not None:
         return load_classifier(weights, arch=name, num_classes=num_classes)
-    if name in CIFAR_MODELS:
-        return CIFAR_MODELS[name](num_classes)
-    return IMAGENET_MODELS[name](num_classes, pretrained)
+    model = CIFAR_MODELS[name](num_classes) if name in CIFAR_MODELS else IMAGENET_MODELS[name](num_classes, pretrained)
+    model.arch = name  # the registry name, e.g. for labelling "FD (resnet32)"
+    return model

@@ -143,3 +143,12 @@ def test_unknown_name_lists_available():
 def test_pretrained_cifar_model_asks_for_weights_path():
     with pytest.raises(ValueError, match="weights=PATH"):
         create_model("resnet32x4", 100, pretrained=True)
+
+
+def test_models_know_their_registry_name(tmp_path):
+    from classifier_kd.models import create_model, load_classifier, save_classifier
+
+    model = create_model("resnet20", num_classes=10)
+    assert model.arch == "resnet20"
+    save_classifier(tmp_path / "m.pt", model, "resnet20", 10)
+    assert load_classifier(tmp_path / "m.pt").arch == "resnet20"

@@ -68,7 +68,7 @@ def test_train_each_preset_then_evaluate_fd_and_sample(preset, cifar10_root, tea
     result = json.loads((out / "result.json").read_text())
     fd = result["metrics"]["fd"]
     assert len(fd["values"]) == 2 and fd["std"] >= 0 and all(v > 0 for v in fd["values"])
-    assert result["labels"]["fd"] == "FD (CifarResNet)" or result["labels"]["fd"].startswith("FD (")
+    assert result["labels"]["fd"] == "FD (resnet20)"
     assert "FID" not in result["labels"]["fd"]
 
     grid = tmp_path / f"grid_{preset}.png"

@@ -242,7 +242,7 @@ def test_evaluator_fd_with_classifier_features(cifar10_root, classifier_ckpt, no
     evaluator = Evaluator(dataset="cifar10", data_root=cifar10_root, metrics=("fd",), num_samples=15,
                           fd_features=f"ckpt:{classifier_ckpt}", cache_root=tmp_path / "cache")
     assert evaluator.selection_metric() == "fd"
-    assert evaluator.fd_label == "FD (CifarResNet)"
+    assert evaluator.fd_label == "FD (resnet8x4)"  # the registry name, not the class
     real = evaluator.real.float() / 127.5 - 1
     assert real.shape[0] == 20
 
