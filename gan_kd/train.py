@@ -41,7 +41,8 @@ from gan_kd.objectives import LeCamRegularizer, discriminator_hinge, generator_h
 from gan_kd.snapshot import CHECKPOINT_FORMAT
 from gan_kd.teacher import build_teacher
 from kd_core.runtime.checkpoint import CheckpointError, atomic_save, load_checkpoint
-from kd_core.runtime.distributed import DistributedContext, barrier, cleanup_distributed, init_distributed
+from kd_core.runtime.distributed import (DistributedContext, all_reduce_mean, barrier, cleanup_distributed,
+                                         init_distributed)
 from kd_core.runtime.logging import MetricsLogger, Progress, get_logger, prepare_run_dir, validate_run_dir
 from kd_core.runtime.seed import capture_rng_state, restore_rng_state, seed_everything
 
@@ -417,18 +418,20 @@ class Trainer:
                 real, real_labels = next(loader)
                 terms = self.discriminator_step(real.to(self.device, non_blocking=True),
                                                 real_labels.to(self.device, non_blocking=True), iteration)
+                for name, value in terms.items():  # D terms are averaged over the D steps
+                    running[name] = running.get(name, 0.0) + float(value) / config.d_steps
             self.critic.requires_grad_(False)
             self.generator.requires_grad_(True)
-            terms.update(self.generator_step())
+            for name, value in self.generator_step().items():
+                running[name] = running.get(name, 0.0) + float(value)
             ema_update(self.generator_ema, unwrap(self.generator), 0.0 if iteration < config.ema_start else config.ema_decay)
 
-            for name, value in terms.items():
-                running[name] = running.get(name, 0.0) + float(value)
             count += 1
             if iteration % config.log_every == 0 or iteration == config.iterations:
-                averages = {name: total / count for name, total in running.items()}
+                averages = all_reduce_mean({name: total / count for name, total in running.items()})
                 metrics_log.log(iteration, averages)
-                progress.update(iteration, **{k: v for k, v in averages.items() if k in ("d_loss", "g_loss", "kd_loss")})
+                if context.is_main:
+                    progress.update(iteration, **{k: v for k, v in averages.items() if k in ("d_loss", "g_loss", "kd_loss")})
                 running, count = {}, 0
             if context.is_main and config.sample_every and iteration % config.sample_every == 0:
                 sample_grid(self.generator_ema, self.n_classes, config.dim_z, out / "samples" / f"iter_{iteration:06d}.png",

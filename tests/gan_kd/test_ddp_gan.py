@@ -34,6 +34,7 @@ def test_two_process_run_completes_and_saves_once(fashion_mnist_raw_dir, tmp_pat
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", **__import__("os").environ})
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.count("G parameters:") == 1  # rank 0 logs, rank 1 stays quiet
+    assert done.stderr.count("it 3/3") == 1  # one progress line per step, not one per rank
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
     assert state["iteration"] == 3 and len(state["rng"]) == 2  # both ranks' RNG states for an exact resume
     summary = (out / "training.json").read_text()
