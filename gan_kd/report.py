@@ -36,13 +36,13 @@ def build_table(run_dirs: list[Path], metric: str) -> str:
         row = config["preset"]
         columns += [column] if column not in columns else []
         rows += [row] if row not in rows else []
-        cells[row, column].append(metrics[metric]["mean"])
+        cells[row, column].append((metrics[metric]["mean"], metrics[metric]["std"], len(metrics[metric]["values"])))
         labels.add(run["result"]["labels"].get(metric, metric))
     if len(labels) != 1:
         raise ValueError(f"runs measured {metric!r} with different networks: {', '.join(sorted(labels))}")
     label = labels.pop()
     rows.sort(key=lambda r: list(PRESET_ROWS).index(r) if r in PRESET_ROWS else len(PRESET_ROWS))
-    header = [f"{label} ↓ (mean ± std over runs)"] + [f"{d} {f:g}" for d, f in columns]
+    header = [f"{label} ↓ (mean ± std over n runs)"] + [f"{d} {f:g}" for d, f in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         values = []
@@ -51,7 +51,11 @@ def build_table(run_dirs: list[Path], metric: str) -> str:
             if not found:
                 values.append("—")
                 continue
-            mean, std = mean_std(found)
+            if len(found) == 1:  # one run: no spread over runs to report, only over its evaluation sample sets
+                value, repeat_std, repeats = found[0]
+                values.append(f"{value:.2f} (n=1; ±{repeat_std:.2f} over {repeats} sample sets)")
+                continue
+            mean, std = mean_std([value for value, _, _ in found])
             values.append(f"{mean:.2f} ± {std:.2f} (n={len(found)})")
         lines.append("| " + " | ".join([PRESET_ROWS.get(row, row)] + values) + " |")
     return "\n".join(lines) + "\n"
@@ -86,7 +90,7 @@ def train_command(config: dict, run_dir: str) -> str:
 
 def provenance(run_dirs: list[Path]) -> str:
     """Per run: preset, seed, iterations, wall time, hardware and the evaluation settings."""
-    lines = ["| run | preset | seed | data | iterations | train wall time | eval samples | hardware |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | preset | seed | data | iterations | train wall time | eval samples | hardware (evaluation) |", "|---|---|---|---|---|---|---|---|"]
     for run in (load_run(d) for d in run_dirs):
         config, result, training = run["config"], run["result"], run["training"]
         wall = training.get("wall_time_s")

@@ -43,7 +43,8 @@ from gan_kd.teacher import build_teacher
 from kd_core.runtime.checkpoint import CheckpointError, atomic_save, load_checkpoint
 from kd_core.runtime.distributed import (DistributedContext, all_reduce_mean, barrier, cleanup_distributed,
                                          init_distributed)
-from kd_core.runtime.logging import MetricsLogger, Progress, get_logger, prepare_run_dir, validate_run_dir
+from kd_core.runtime.logging import (MetricsLogger, Progress, get_logger, hardware_summary, prepare_run_dir,
+                                     validate_run_dir)
 from kd_core.runtime.seed import capture_rng_state, restore_rng_state, seed_everything
 
 # VkD Table 4 rows. Explicit options given with a preset win over its values.
@@ -445,7 +446,8 @@ class Trainer:
         if context.is_main:
             sample_grid(self.generator_ema, self.n_classes, config.dim_z, out / "samples" / "final.png", device=self.device)
             summary = {"iterations": config.iterations, "best": self.best, "wall_time_s": round(time.monotonic() - started, 1),
-                       "resumed_from": self.start_iteration, "world_size": context.world_size, "device": str(self.device)}
+                       "resumed_from": self.start_iteration, "world_size": context.world_size, "device": str(self.device),
+                       "hardware": hardware_summary(self.device)}
             (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
             logger.info("done: %d iterations; best %s", config.iterations, self.best or "not evaluated")
         barrier()

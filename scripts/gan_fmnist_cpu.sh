@@ -38,13 +38,12 @@ run_gan() {  # preset seed
     >> "$out.log" 2>&1
 }
 mkdir -p "$RUNS"
-runs=()
 for seed in $SEEDS; do
   for preset in $PRESETS; do
     run_gan "$preset" "$seed" &
-    runs+=("$RUNS/fmnist_${FRACTION}_${preset}_seed${seed}")
     while [ "$(jobs -rp | wc -l)" -ge "$PARALLEL" ]; do sleep 5; done
   done
 done
 wait
-gan-kd table "${runs[@]}" --metric fd --out results/gan_fmnist_cpu.md
+# every evaluated run of this fraction in $RUNS (earlier invocations with other SEEDS/PRESETS included)
+gan-kd table "$RUNS"/fmnist_"${FRACTION}"_*_seed*/ --metric fd --out results/gan_fmnist_cpu.md

@@ -177,6 +177,7 @@ def test_table_of_evaluated_runs(cifar10_root, teacher_ckpt, tmp_path):
     text = table_path.read_text()
     assert "FD (" in text and "FID" not in text
     assert "| DA (baseline) |" in text and "(n=2)" in text and "| DA + VkD w/ whitening |" in text
+    assert "(n=1; ±" in text  # a single run reports only its evaluation spread
     assert text.index("DA (baseline)") < text.index("DA + VkD w/ whitening")
     assert f"gan-kd train --out {runs[2]} --preset vkd-whiten" in text and "--seed 1" in text
     result = CliRunner().invoke(main, ["table", str(runs[0]), "--metric", "fid"])
