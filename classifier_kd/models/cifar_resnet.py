@@ -97,7 +97,6 @@ class CifarResNet(CifarClassifier):
         return [stem, s1, s2, s3]
 
 
-
 class Bottleneck(nn.Module):
     """1x1 reduce, 3x3 (strided), 1x1 expand x4, each with BN; ReLU after the residual sum."""
 
@@ -160,7 +159,6 @@ class CifarBottleneckResNet(CifarClassifier):
         s3 = self.layer3(s2)
         s4 = self.layer4(s3)
         return [stem, s1, s2, s3, s4]
-
 
 
 def resnet20(num_classes: int = 100) -> CifarResNet:

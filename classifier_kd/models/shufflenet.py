@@ -89,7 +89,6 @@ class ShuffleNetV1(CifarClassifier):
         return [stem, s1, s2, s3]
 
 
-
 class ShuffleV2BasicUnit(nn.Module):
     """Split channels in half; the second half goes 1x1-BN-ReLU, 3x3 depthwise-BN, 1x1-BN-ReLU;
     concatenate with the untouched first half and shuffle with 2 groups."""

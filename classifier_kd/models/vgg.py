@@ -76,7 +76,6 @@ class VGG(CifarClassifier):
         return [f0, f1, f2, f3, f4]
 
 
-
 def vgg8(num_classes: int = 100) -> VGG:
     """``vgg8_bn`` of RepDistiller (one conv per block)."""
     return VGG(VGG_CONFIGS["vgg8"], num_classes)
