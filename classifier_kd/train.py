@@ -306,6 +306,8 @@ def fit(
     for epoch in range(start_epoch, config.epochs):
         epoch_start = time.monotonic()
         sampler.set_epoch(epoch)
+        if hasattr(target, "set_epoch"):
+            target.set_epoch(epoch + 1)  # 1-based, for warm-ups such as DKD's (mdistiller counts from 1)
         target.train()
         lr = optimizer.param_groups[0]["lr"]
         sums: dict[str, float] = defaultdict(float)

@@ -1,0 +1,106 @@
+"""Student + frozen teacher + weighted ``kd_core`` losses: the target the classifier training loop optimises.
+
+``Distiller.forward(images, labels)`` returns the student's logits and a dict of named, already weighted
+loss terms (``loss_ce``, ``loss_kd``, ...), the interface of ``classifier_kd.train.fit`` (mdistiller's
+``forward_train`` shape). Logit losses see ``(student_logits, teacher_logits, labels)``, feature losses the
+pooled penultimate features ``(student_features, teacher_features)``; their learnable parts (projectors,
+heads, temperature, decoupler) are parameters of this module and are optimised with the student.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import kd_core
+
+# method name -> the kd_core losses it uses (weights and options come from the recipe or the command line)
+METHODS: dict[str, tuple[str, ...]] = {
+    "ce": (),
+    "kd": ("kd",),
+    "dkd": ("dkd",),
+    "fitnet": ("fitnet",),
+    "vkd": ("vkd",),
+    "dcd": ("dcd",),
+    "dcd+kd": ("kd", "dcd"),
+    "rsd": ("rsd",),
+}
+
+
+def parse_loss_spec(spec: str) -> tuple[str, float]:
+    """``"kd:0.9"`` -> ``("kd", 0.9)``; a bare name has weight 1. Errors name the allowed losses."""
+    name, _, weight = spec.partition(":")
+    if name not in kd_core.available()["losses"]:
+        raise ValueError(f"unknown loss {name!r} in {spec!r}; allowed: {', '.join(kd_core.available()['losses'])}")
+    try:
+        value = float(weight) if weight else 1.0
+    except ValueError:
+        raise ValueError(f"bad weight {weight!r} in {spec!r}; expected NAME:WEIGHT, e.g. kd:0.9") from None
+    if value < 0:
+        raise ValueError(f"loss weight must be >= 0, got {value} in {spec!r}")
+    return name, value
+
+
+class Distiller(nn.Module):
+    """Trains ``student`` with cross-entropy (weight ``ce_weight``) plus ``losses`` against a frozen ``teacher``.
+
+    ``losses``: ``[(name, weight, options), ...]`` built by :func:`kd_core.build_loss`; feature losses get the
+    two models' ``feature_dim``. ``teacher=None`` is allowed only without distillation losses (method ``ce``).
+    """
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None,
+                 losses: list[tuple[str, float, dict]] = (), ce_weight: float = 1.0):
+        super().__init__()
+        if losses and teacher is None:
+            raise ValueError("distillation losses need a teacher")
+        self.student = student
+        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
+        self.ce_weight = float(ce_weight)
+        self.weights: dict[str, float] = {}
+        self.losses = nn.ModuleDict()
+        for name, weight, options in losses:
+            if name in self.losses:
+                raise ValueError(f"loss {name!r} given twice")
+            dims = {}
+            if name in kd_core.registry.FEATURE_LOSSES:
+                dims = {"student_dim": student.feature_dim, "teacher_dim": teacher.feature_dim}
+            self.losses[name] = kd_core.build_loss(name, **dims, **options)
+            self.weights[name] = float(weight)
+        self.epoch: int | None = None
+
+    @property
+    def model(self) -> nn.Module:
+        """What is evaluated and saved: the student."""
+        return self.student
+
+    def extra_parameters(self) -> int:
+        """Learnable parameters outside the student (projectors, heads, temperatures): reported in the log."""
+        return sum(p.numel() for p in self.losses.parameters() if p.requires_grad)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The 1-based epoch, for losses with a warm-up (DKD)."""
+        self.epoch = epoch
+
+    def train(self, mode: bool = True) -> "Distiller":
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # frozen: its BN statistics never move
+        return self
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        student_features = self.student.forward_features(images)
+        student_logits = self.student.forward_head(student_features)
+        terms = {"loss_ce": self.ce_weight * F.cross_entropy(student_logits, labels)}
+        if not self.losses:
+            return student_logits, terms
+        with torch.no_grad():
+            teacher_features = self.teacher.forward_features(images)
+            teacher_logits = self.teacher.forward_head(teacher_features)
+        for name, loss in self.losses.items():
+            if loss.kind == "logit":
+                extra = {"epoch": self.epoch} if name == "dkd" else {}
+                value = loss(student_logits, teacher_logits, labels, **extra)
+            else:
+                value = loss(student_features, teacher_features)
+            terms[f"loss_{name}"] = self.weights[name] * value
+        return student_logits, terms
