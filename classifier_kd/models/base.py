@@ -29,3 +29,24 @@ class CifarClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+def init_repdistiller(model: nn.Module, linear: str = "default") -> None:
+    """The zoo's initialisation (RepDistiller's, shared by every family).
+
+    Convs: He-normal with fan_out (std sqrt(2 / (k*k*out))), bias zero where there is one; BatchNorm:
+    scale 1, shift 0. ``linear``: ``default`` keeps PyTorch's init (ResNets), ``zero_bias`` zeroes the bias
+    (WRN), ``normal`` draws the weight from N(0, 0.01) and zeroes the bias (VGG, MobileNetV2).
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear) and linear != "default":
+            if linear == "normal":
+                nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)

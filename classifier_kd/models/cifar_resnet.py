@@ -18,17 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from classifier_kd.models.base import CifarClassifier
+from classifier_kd.models.base import CifarClassifier, init_repdistiller
 
-
-def _init_kaiming(model: nn.Module) -> None:
-    # RepDistiller's init for both ResNet files: He-normal (fan_out) convs, BN scale 1 / shift 0.
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 class BasicBlock(nn.Module):
@@ -74,7 +65,7 @@ class CifarResNet(CifarClassifier):
         self.layer2 = self._make_stage(widths[2], blocks_per_stage, stride=2)
         self.layer3 = self._make_stage(widths[3], blocks_per_stage, stride=2)
         self.fc = nn.Linear(widths[3], num_classes)
-        _init_kaiming(self)
+        init_repdistiller(self)
 
     def _make_stage(self, channels: int, num_blocks: int, stride: int) -> nn.Sequential:
         downsample = None
@@ -142,7 +133,7 @@ class CifarBottleneckResNet(CifarClassifier):
         self.layer3 = self._make_stage(256, blocks_per_stage[2], stride=2)
         self.layer4 = self._make_stage(512, blocks_per_stage[3], stride=2)
         self.linear = nn.Linear(self.feature_dim, num_classes)
-        _init_kaiming(self)
+        init_repdistiller(self)
 
     def _make_stage(self, channels: int, num_blocks: int, stride: int) -> nn.Sequential:
         blocks = []

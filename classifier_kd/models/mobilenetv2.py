@@ -10,12 +10,11 @@ Parameter count with 100 classes: 812,836.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
 
-from classifier_kd.models.base import CifarClassifier
+from classifier_kd.models.base import CifarClassifier, init_repdistiller
 
 # (expansion t, output channels c, repeats n, first stride s) of each group, before the width multiplier;
 # t=None means "the model's expansion".
@@ -80,16 +79,7 @@ class MobileNetV2(CifarClassifier):
         self.feature_dim = int(1280 * width_mult) if width_mult > 1.0 else 1280
         self.conv2 = _conv_bn_relu(in_channels, self.feature_dim, 1, stride=1)
         self.classifier = nn.Sequential(nn.Linear(self.feature_dim, num_classes))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_repdistiller(self, linear="normal")
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Stem, then the outputs of groups 1, 2, 4 and 6 (RepDistiller's feature taps; FitNet hint = index 2)."""

@@ -9,13 +9,12 @@ Parameter counts with 100 classes: vgg13 9,462,180; vgg8 3,965,028.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from classifier_kd.models.base import CifarClassifier
+from classifier_kd.models.base import CifarClassifier, init_repdistiller
 
 # Output channels of the convs in each of the five blocks.
 VGG_CONFIGS = {
@@ -49,17 +48,7 @@ class VGG(CifarClassifier):
         self.pool3 = nn.MaxPool2d(2, 2)
         self.block4 = _conv_block(config[3][-1], config[4])
         self.classifier = nn.Linear(config[4][-1], num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_repdistiller(self, linear="normal")
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each block's (activated) output (FitNet's hint is index 2)."""

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from classifier_kd.models.base import CifarClassifier
+from classifier_kd.models.base import CifarClassifier, init_repdistiller
 
 
 class WideBasicBlock(nn.Module):
@@ -71,14 +71,7 @@ class WideResNet(CifarClassifier):
         self.block3 = NetworkBlock(blocks_per_group, widths[2], widths[3], stride=2)
         self.bn1 = nn.BatchNorm2d(widths[3])  # the final pre-pooling BN, named as in RepDistiller
         self.fc = nn.Linear(widths[3], num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_repdistiller(self, linear="zero_bias")
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Stem conv output and each group's output, before the final BN-ReLU (FitNet's hint is index 2)."""
