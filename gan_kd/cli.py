@@ -172,7 +172,7 @@ def evaluate(run_dir, checkpoint, num_samples, repeats, metrics, inception_weigh
     for key in runs[0]:
         mean, std = mean_std([r[key] for r in runs])
         summary[key] = {"mean": mean, "std": std, "values": [r[key] for r in runs]}
-    labels = {"fid": "FID (Inception-v3, torch-fidelity)", "isc": "IS", "is_mean": "IS", "kid_mean": "KID"}
+    labels = {"fid": "FID (Inception-v3, torch-fidelity)", "is_mean": "IS", "kid_mean": "KID"}
     if "fd" in summary:
         labels["fd"] = evaluator.fd_label
     result = {

@@ -194,9 +194,6 @@ def validate_config(config: TrainConfig) -> None:
         kind, _, path = config.fd_features.partition(":")
         if kind != "ckpt" or not Path(path).is_file():
             raise ValueError(f"--fd-features must be ckpt:PATH of an existing classifier checkpoint, got {config.fd_features!r}")
-    if config.distill:
-        kd_core.registry._lookup("projector", kd_core.registry.PROJECTORS, config.projector)
-        kd_core.registry._lookup("normalizer", kd_core.registry.NORMALIZERS, config.normalizer)
 
 
 def grid_labels(n_classes: int, rows: int, columns: int) -> torch.Tensor:
