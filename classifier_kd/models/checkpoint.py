@@ -15,6 +15,8 @@ Input spec. What the model expects as input is stored under the extra ``input_sp
 (``{"size": 32, "mean": [...], "std": [...]}``: images in [0, 1] resized to ``size`` x ``size``, then
 ``(x - mean) / std``), written by the trainers from ``classifier_kd.data``; :func:`read_input_spec`
 reads it back, with the CIFAR-100 normalisation as the answer for files that have none.
+:func:`load_classifier` builds models whose construction depends on the input size (ViTs) for the
+recorded ``size``, so e.g. a ViT trained on 32 px images reloads.
 """
 from __future__ import annotations
 
@@ -69,6 +71,7 @@ def load_classifier(
     map_location: str | torch.device = "cpu",
     *,
     trusted: bool = False,
+    image_size: int | None = None,
 ) -> nn.Module:
     """Build the classifier stored at ``path`` and load its weights with ``strict=True``.
 
@@ -76,6 +79,9 @@ def load_classifier(
     RepDistiller/mdistiller ``{"model": state_dict, ...}`` layout, or a bare state_dict (both need
     ``arch``; ``num_classes`` defaults to the final layer's output size). A ``module.`` prefix
     (DataParallel) is stripped. The model is returned as built (train mode); call ``.eval()`` as needed.
+
+    ``image_size`` is passed to :func:`~classifier_kd.models.create_model` (it matters for ViT-like models
+    only); by default our files' recorded ``input_spec["size"]``, else the model's native size.
 
     Raises FileNotFoundError for a missing file and a one-line ValueError when the file does not fit
     the architecture (naming the first few missing / unexpected / mis-shaped keys).
@@ -94,6 +100,8 @@ def load_classifier(
             raise ValueError(f"checkpoint {path} has {checkpoint['num_classes']} classes, "
                              f"but num_classes={num_classes} was requested")
         arch, num_classes, state = checkpoint["arch"], checkpoint["num_classes"], checkpoint["model"]
+        if image_size is None and "input_spec" in checkpoint:
+            image_size = _check_input_spec(checkpoint["input_spec"], f"checkpoint {path}: input_spec")["size"]
     else:
         if isinstance(checkpoint.get("model"), Mapping):  # RepDistiller / mdistiller teachers
             state = checkpoint["model"]
@@ -111,10 +119,13 @@ def load_classifier(
         num_classes = _infer_num_classes(arch, state, path)
     from classifier_kd.models import create_model  # here, not at the top: that package imports this module
 
-    model = create_model(arch, num_classes)
+    model = create_model(arch, num_classes, image_size=image_size)
     _fill_bn_counters(model, state)
     problem = _describe_mismatch(model.state_dict(), state)
     if problem:
+        if getattr(model, "image_size", None) is not None and "shape mismatch" in problem:
+            problem += (f" (built for {model.image_size} px inputs; pass image_size= the size it was trained at "
+                        f"if it differs)")
         raise ValueError(f"checkpoint {path} does not fit {arch} with {num_classes} classes: {problem}")
     model.load_state_dict(state, strict=True)
     if "feature_dim" in checkpoint and checkpoint["feature_dim"] != model.feature_dim:
@@ -168,7 +179,10 @@ def _infer_num_classes(arch: str, state: Mapping[str, torch.Tensor], path: Path)
     """Read the class count off the final layer's weight (``head_weight_key`` of the model class)."""
     from classifier_kd.models import create_model
 
-    with torch.device("meta"):  # builds the module structure without allocating or initialising weights
+    try:
+        with torch.device("meta"):  # builds the module structure without allocating or initialising weights
+            probe = create_model(arch, 1)
+    except NotImplementedError:  # builders that derive the structure from tensor values (torchvision's RegNet)
         probe = create_model(arch, 1)
     key = getattr(probe, "head_weight_key", None)
     if key is None:
