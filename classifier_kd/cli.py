@@ -1,17 +1,20 @@
-"""``classifier-kd``: train a teacher, evaluate a checkpoint (distillation comes with ``distill``).
+"""``classifier-kd``: train a teacher, distil a student, evaluate a checkpoint, tabulate runs.
 
 Examples::
 
     classifier-kd train-teacher --model resnet32x4 --dataset cifar100 --out runs/teachers/resnet32x4
-    classifier-kd train-teacher --model resnet20 --dataset fashion_mnist --epochs 4 --milestones 2,3 \\
-        --batch-size 128 --out runs/teachers/fmnist_resnet20
-    classifier-kd evaluate runs/teachers/resnet32x4/checkpoints/best.pt
-    classifier-kd evaluate resnet32x4_vanilla/ckpt_epoch_240.pth --arch resnet32x4 --dataset cifar100
-    torchrun --nproc_per_node 4 -m classifier_kd.cli train-teacher ...   # DDP
+    classifier-kd distill --student resnet8x4 --teacher resnet32x4 \\
+        --teacher-ckpt resnet32x4_vanilla/ckpt_epoch_240.pth --method kd --zscore --out runs/kd_ls
+    classifier-kd distill --student timm/deit_tiny_patch16_224 --teacher timm/regnety_160 --teacher-pretrained \\
+        --dataset imagenet --data-root /data/imagenet --recipe deit --method vkd --out runs/vkd_deit_t
+    classifier-kd evaluate runs/kd_ls/checkpoints/best.pt
+    classifier-kd table runs/kd_ls runs/teachers/resnet32x4 --out results/table.md
+    torchrun --nproc_per_node 4 -m classifier_kd.cli distill ...   # DDP
 
-Bad input (unknown model, a fraction outside (0, 1], missing data, an unreadable or mismatching checkpoint,
-a run directory created with other options) is refused with one line on stderr and exit code 2, before any
-file is written. Re-running a ``train-teacher`` command on its ``--out`` directory resumes it.
+Bad input (unknown model or method, a fraction outside (0, 1], missing data, an unreadable checkpoint or
+one that does not match the named architecture, feature dimensions no projector maps, a run directory
+created with other options) is refused with one line on stderr and exit code 2, before any file is written.
+Re-running a ``train-teacher`` / ``distill`` command on its ``--out`` directory resumes it.
 """
 from __future__ import annotations
 
@@ -19,14 +22,21 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import torch
 
-from classifier_kd.data import DATASETS, NUM_CLASSES, DatasetCorrupt, DatasetNotFound, build_datasets, load_split, test_transform
+import kd_core
+from classifier_kd.data import (
+    AUGMENTATIONS, DATASETS, NUM_CLASSES, DatasetCorrupt, DatasetNotFound, build_datasets, input_spec, load_split,
+    test_transform,
+)
+from classifier_kd.distiller import METHODS, Distiller, TeacherInput, parse_loss_spec
 from classifier_kd.models import available, create_model
 from classifier_kd.models.checkpoint import load_classifier, read_input_spec
-from classifier_kd.train import RECIPES, CrossEntropyTarget, RunSetupError, TrainConfig, evaluate, fit, recipe_values
+from classifier_kd.recipes import METHOD_DEFAULTS, RECIPES, method_defaults, recipe_values, zscore_term
+from classifier_kd.train import OPTIMIZERS, SCHEDULES, CrossEntropyTarget, RunSetupError, TrainConfig, evaluate, fit
 from kd_core.runtime.checkpoint import load_checkpoint
 from kd_core.runtime.distributed import cleanup_distributed, init_distributed
 from kd_core.runtime.logging import format_duration
@@ -78,6 +88,13 @@ def _parse_milestones(ctx: click.Context, param: click.Parameter, value: str | N
     return milestones
 
 
+def _check_model(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A zoo name, or any ``timm/<name>`` (checked against timm when the model is built)."""
+    if value is None or value in available() or value.startswith("timm/"):
+        return value
+    raise click.BadParameter(f"unknown model {value!r}; available: {', '.join(available())} (or timm/<any timm name>)")
+
+
 def _init_device(device: str):
     try:
         return init_distributed(device)
@@ -85,75 +102,312 @@ def _init_device(device: str):
         raise click.BadParameter(_one_line(err), param_hint="'--device'") from err
 
 
+# Options of the training values a recipe sets; None means "the recipe's value".
+_OVERRIDES = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "no_decay_1d", "schedule",
+              "milestones", "lr_decay", "warmup_epochs", "warmup_lr", "min_lr", "clip_grad", "mixup", "cutmix",
+              "label_smoothing", "augment", "image_size")
+
+
+def _training_options(command):
+    """The options train-teacher and distill share: data, recipe and its overrides, run plumbing."""
+    options = [
+        click.option("--dataset", type=click.Choice(DATASETS), default="cifar100", show_default=True, help="Dataset."),
+        click.option("--data-root", type=click.Path(file_okay=False), default="data", show_default=True,
+                     help="Folder holding the dataset: torchvision's layout for CIFAR / Fashion-MNIST (Fashion-MNIST "
+                          "is also found in /usr/share/datasets/fashion-mnist), train/ and val/ class folders for "
+                          "ImageNet."),
+        click.option("--download", is_flag=True, help="Let torchvision download a missing CIFAR / Fashion-MNIST."),
+        click.option("--data-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+                     help="Train on this fraction of the training set (seeded subset, as the GAN side; indices saved)."),
+        click.option("--recipe", type=click.Choice(list(RECIPES)), default="cifar100", show_default=True,
+                     help="Training preset (see README / classifier_kd.recipes): optimiser, schedule, epochs, "
+                          "batch, augmentation, input size and loss weights. The options below override single "
+                          "values; config.json records the expansion."),
+        click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs [recipe]."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size per process [recipe]."),
+        click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="Optimiser [recipe]."),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Base learning rate [recipe]."),
+        click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=None, help="SGD momentum [recipe]."),
+        click.option("--weight-decay", type=click.FloatRange(min=0), default=None, help="Weight decay [recipe]."),
+        click.option("--no-decay-1d/--decay-1d", default=None,
+                     help="Exempt biases and other 1-D parameters from weight decay [recipe]."),
+        click.option("--schedule", type=click.Choice(SCHEDULES), default=None,
+                     help="step (x --lr-decay at --milestones) or cosine (per iteration to --min-lr) [recipe]."),
+        click.option("--milestones", callback=_parse_milestones, default=None,
+                     help="Comma-separated epochs at which the step schedule multiplies the lr by --lr-decay "
+                          "[recipe, e.g. 150,180,210]; scale them with --epochs for short runs."),
+        click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=None,
+                     help="Lr factor at each milestone [recipe]."),
+        click.option("--warmup-epochs", type=click.FloatRange(min=0), default=None,
+                     help="Linear warm-up length in epochs [recipe]."),
+        click.option("--warmup-lr", type=click.FloatRange(min=0), default=None, help="Lr at the start of the warm-up [recipe]."),
+        click.option("--min-lr", type=click.FloatRange(min=0), default=None, help="Final lr of the cosine schedule [recipe]."),
+        click.option("--clip-grad", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Clip the global gradient norm to this value [recipe: off except cross-arch-vit]."),
+        click.option("--mixup", type=click.FloatRange(min=0), default=None, help="Mixup alpha, 0 = off [recipe]."),
+        click.option("--cutmix", type=click.FloatRange(min=0), default=None, help="CutMix alpha, 0 = off [recipe]."),
+        click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None,
+                     help="Label smoothing of the cross-entropy term [recipe / method]."),
+        click.option("--augment", type=click.Choice(AUGMENTATIONS), default=None,
+                     help="Training augmentation [recipe]: " + ", ".join(AUGMENTATIONS) + "."),
+        click.option("--image-size", type=click.IntRange(min=8), default=None,
+                     help="Input size in pixels [recipe: 32 for cifar100, 224 otherwise]; CIFAR is upsampled."),
+        click.option("--channels-last", is_flag=True, help="NHWC memory format (faster convolutions on recent GPUs)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed for initialisation, data order and the subset."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (under torchrun: auto or cuda)."),
+        click.option("--amp/--no-amp", default=True, show_default=True, help="float16 autocast + grad scaling on CUDA (ignored on CPU)."),
+        click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader worker processes."),
+        click.option("--max-steps-per-epoch", type=click.IntRange(min=1), default=None,
+                     help="Cap the optimisation steps per epoch (tiny CPU runs and smoke tests)."),
+        click.option("--log-every", type=click.IntRange(min=1), default=50, show_default=True, help="Steps between progress lines."),
+        click.option("--out", required=True, type=click.Path(file_okay=False),
+                     help="Run directory; re-run the same command on it to resume (--epochs, --device, --workers may change)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _expand_recipe(recipe: str, model: str, options: dict) -> tuple[dict, dict]:
+    """(recipe's values for ``model``, the values used: the recipe's overridden by the given options)."""
+    recipe_defaults = recipe_values(recipe, model)
+    used = {key: recipe_defaults.get(key) if options.get(key) is None else options[key] for key in _OVERRIDES}
+    return recipe_defaults, used
+
+
+def _datasets(dataset: str, data_root: str, used: dict, data_fraction: float, seed: int, download: bool):
+    try:
+        return build_datasets(dataset, data_root, augment=used["augment"], image_size=used["image_size"],
+                              data_fraction=data_fraction, subset_seed=seed, download=download)
+    except (DatasetNotFound, DatasetCorrupt, ValueError) as err:
+        raise click.UsageError(_one_line(err)) from err
+
+
+def _train_config(model: str, options: dict, used: dict, extra: dict) -> TrainConfig:
+    loop_values = {key: value for key, value in used.items() if key not in ("label_smoothing", "augment", "image_size")}
+    return TrainConfig(
+        model=model, dataset=options["dataset"], num_classes=NUM_CLASSES[options["dataset"]], out=options["out"],
+        **loop_values, channels_last=options["channels_last"], seed=options["seed"], device=options["device"],
+        workers=options["workers"], amp=options["amp"], max_steps_per_epoch=options["max_steps_per_epoch"],
+        log_every=options["log_every"],
+        extra={"data_root": options["data_root"], "download": options["download"],
+               "data_fraction": options["data_fraction"], "recipe": options["recipe"],
+               "label_smoothing": used["label_smoothing"], "augment": used["augment"],
+               "image_size": used["image_size"], **extra},
+    )
+
+
+def _fit(target, train_set, test_set, config: TrainConfig, spec: dict, ctx) -> dict:
+    try:
+        return fit(target, train_set, test_set, config, input_spec=spec, ctx=ctx)
+    except RunSetupError as err:
+        raise click.UsageError(_one_line(err)) from err
+
+
+def _report(result: dict) -> None:
+    click.echo(f"best top-1 {result['best_top1']:.2f} (epoch {result['best_epoch']}), final top-1 "
+               f"{result['final_top1']:.2f} top-5 {result['final_top5']:.2f}, {result['wall_time']}; "
+               f"best checkpoint {result['best_checkpoint']}")
+
+
+def _build_model(name: str, num_classes: int, image_size: int, pretrained: bool = False):
+    try:
+        return create_model(name, num_classes, pretrained=pretrained, image_size=image_size)
+    except (ValueError, ImportError, RuntimeError) as err:  # unknown timm name, timm missing, weights offline
+        raise click.UsageError(_one_line(err)) from err
+
+
 @click.group(cls=_OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
-    """Classifier teachers and distillation on CIFAR-10/100 and Fashion-MNIST."""
+    """Classifier teachers and distillation: CIFAR-10/100, ImageNet, Fashion-MNIST; CNN, ViT and MLP models."""
 
 
 @cli.command("train-teacher")
-@click.option("--model", required=True, type=click.Choice(available()), help="Architecture (CIFAR zoo names).")
-@click.option("--dataset", type=click.Choice(DATASETS), default="cifar100", show_default=True, help="Dataset.")
-@click.option("--data-root", type=click.Path(file_okay=False), default="data", show_default=True,
-              help="Folder holding the dataset in torchvision's layout (Fashion-MNIST is also found in "
-                   "/usr/share/datasets/fashion-mnist).")
-@click.option("--download", is_flag=True, help="Let torchvision download a missing dataset into --data-root.")
-@click.option("--data-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
-              help="Train on this fraction of the training set (seeded subset, as the GAN side; indices saved).")
-@click.option("--recipe", type=click.Choice(list(RECIPES)), default="cifar100", show_default=True,
-              help="Optimiser and schedule preset: cifar100 = SGD momentum 0.9, batch 64, 240 epochs, lr 0.05 "
-                   "(0.01 for MobileNetV2/ShuffleV1/ShuffleV2), x0.1 at 150,180,210, wd 5e-4. The options "
-                   "below override single values; config.json records the expansion.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs [recipe: 240].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size per process [recipe: 64].")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Initial learning rate [recipe: 0.05].")
-@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=None, help="SGD momentum [recipe: 0.9].")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=None, help="Weight decay [recipe: 5e-4].")
-@click.option("--milestones", callback=_parse_milestones, default=None,
-              help="Comma-separated epochs at which the lr is multiplied by --lr-decay [recipe: 150,180,210]; "
-                   "scale them with --epochs for short runs.")
-@click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=None, help="Lr factor at each milestone [recipe: 0.1].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for initialisation, data order and the subset.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (under torchrun: auto or cuda).")
-@click.option("--amp/--no-amp", default=True, show_default=True, help="float16 autocast + grad scaling on CUDA (ignored on CPU).")
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader worker processes.")
-@click.option("--max-steps-per-epoch", type=click.IntRange(min=1), default=None,
-              help="Cap the optimisation steps per epoch (tiny CPU runs and smoke tests).")
-@click.option("--log-every", type=click.IntRange(min=1), default=50, show_default=True, help="Steps between progress lines.")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Run directory; re-run the same command on it to resume (--epochs, --device, --workers may change).")
-def train_teacher(model, dataset, data_root, download, data_fraction, recipe, epochs, batch_size, lr, momentum,
-                  weight_decay, milestones, lr_decay, seed, device, amp, workers, max_steps_per_epoch, log_every, out):
+@click.option("--model", required=True, callback=_check_model, help="Architecture (`classifier-kd models` lists them; or timm/<any timm name>).")
+@click.option("--pretrained", is_flag=True,
+              help="Start from the library's ImageNet weights (torchvision / timm models; fine-tuning).")
+@_training_options
+def train_teacher(model, pretrained, **options):
     """Train a classifier with cross-entropy (a teacher): evaluation every epoch, best/last checkpoints."""
-    ctx = _init_device(device)
+    ctx = _init_device(options["device"])
     try:
-        recipe_defaults = recipe_values(recipe, model)
-        overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
-                     "weight_decay": weight_decay, "milestones": milestones, "lr_decay": lr_decay}
-        schedule = {key: recipe_defaults[key] if value is None else value for key, value in overrides.items()}
-        try:
-            train_set, test_set, spec = build_datasets(dataset, data_root, data_fraction=data_fraction,
-                                                       subset_seed=seed, download=download)
-        except (DatasetNotFound, DatasetCorrupt, ValueError) as err:
-            raise click.UsageError(_one_line(err)) from err
-        config = TrainConfig(
-            model=model, dataset=dataset, num_classes=NUM_CLASSES[dataset], out=out, **schedule,
-            seed=seed, device=device, workers=workers, amp=amp, max_steps_per_epoch=max_steps_per_epoch,
-            log_every=log_every,
-            extra={"data_root": data_root, "download": download, "data_fraction": data_fraction,
-                   "recipe": recipe, "recipe_values": recipe_defaults, "input_spec": spec},
-        )
-        seed_everything(seed)  # the same initial weights for the same seed
-        target = CrossEntropyTarget(create_model(model, config.num_classes))
-        try:
-            result = fit(target, train_set, test_set, config, input_spec=spec, ctx=ctx)
-        except RunSetupError as err:
-            raise click.UsageError(_one_line(err)) from err
+        recipe_defaults, used = _expand_recipe(options["recipe"], model, options)
+        train_set, test_set, spec = _datasets(options["dataset"], options["data_root"], used,
+                                              options["data_fraction"], options["seed"], options["download"])
+        config = _train_config(model, options, used, {"pretrained": pretrained, "recipe_values": recipe_defaults,
+                                                      "input_spec": spec})
+        seed_everything(options["seed"])  # the same initial weights for the same seed
+        network = _build_model(model, config.num_classes, spec["size"], pretrained)
+        result = _fit(CrossEntropyTarget(network, label_smoothing=used["label_smoothing"]), train_set, test_set,
+                      config, spec, ctx)
     finally:
         cleanup_distributed()
     if ctx.is_main:
-        click.echo(f"best top-1 {result['best_top1']:.2f} (epoch {result['best_epoch']}), final top-1 "
-                   f"{result['final_top1']:.2f} top-5 {result['final_top5']:.2f}, {result['wall_time']}; "
-                   f"best checkpoint {result['best_checkpoint']}")
+        _report(result)
+
+
+def _parse_loss(ctx, param, values: tuple[str, ...]) -> list[tuple[str, float]]:
+    parsed = []
+    for value in values:
+        try:
+            parsed.append(parse_loss_spec(value))
+        except ValueError as err:
+            raise click.BadParameter(_one_line(err)) from err
+    names = [name for name, _ in parsed]
+    if len(set(names)) != len(names):
+        raise click.BadParameter(f"a loss is given twice: {', '.join(values)}")
+    return parsed
+
+
+def _parse_setting(ctx, param, values: tuple[str, ...]) -> list[tuple[str, str, Any]]:
+    """``LOSS.KEY=VALUE`` -> (loss, key, value); values read as int, float, true/false/none, else text."""
+    parsed = []
+    for value in values:
+        target, _, raw = value.partition("=")
+        loss, _, key = target.partition(".")
+        if not raw or not key or not loss:
+            raise click.BadParameter(f"expected LOSS.KEY=VALUE (e.g. dkd.beta=2), got {value!r}")
+        parsed.append((loss, key, _literal(raw)))
+    return parsed
+
+
+def _literal(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _distillation_terms(recipe: str, method: str | None, losses: list, zscore: bool, settings: list,
+                        ce_weight: float | None) -> dict:
+    """The method's terms under the recipe, with --loss / --zscore / --set / --ce-weight applied."""
+    try:
+        defaults = method_defaults(recipe, method or "ce", zscore=zscore and method is not None)
+    except ValueError as err:
+        raise click.UsageError(_one_line(err)) from err
+    terms = defaults["losses"]
+    if losses:  # --loss replaces the method's terms; each keeps the options the recipe gives that loss
+        known: dict[str, dict] = {}
+        for other in METHOD_DEFAULTS:  # first method that uses a loss gives its options (kd: T=4 on CIFAR)
+            for name, _, loss_options in method_defaults(recipe, other)["losses"]:
+                known.setdefault(name, loss_options)
+        terms = [(name, weight, dict(known.get(name, {}))) for name, weight in losses]
+        if zscore:
+            if not any(name in ("kd", "dkd") for name, _ in losses):
+                raise click.UsageError("--zscore standardises kd/dkd logits; none of the --loss terms is kd or dkd")
+            # standardised options (temperature 2, DKD's alpha/beta x 9), the weights given on the command line
+            terms = [(name, weight, zscore_term(name, weight, loss_options)[2]) for name, weight, loss_options in terms]
+    names = [name for name, _, _ in terms]
+    for loss, key, value in settings:
+        if loss not in names:
+            raise click.UsageError(f"--set {loss}.{key}: {loss!r} is not a loss of this run ({', '.join(names) or 'none'})")
+        terms[names.index(loss)][2][key] = value
+    return {"ce_weight": defaults["ce_weight"] if ce_weight is None else ce_weight,
+            "label_smoothing": defaults.get("label_smoothing"), "losses": terms}
+
+
+def _load_teacher(teacher: str | None, teacher_ckpt: str | None, pretrained: bool, image_size: int | None):
+    """(frozen teacher, its input spec); one-line usage errors for a missing or mismatching checkpoint.
+
+    ``image_size`` replaces the size of the teacher's input spec: for files that record none (their spec
+    defaults to CIFAR-100 at 32 px), e.g. RSD's CIFAR-100 teachers, which were fine-tuned at 224 px.
+    """
+    if pretrained:
+        if teacher is None:
+            raise click.UsageError("--teacher-pretrained needs --teacher NAME")
+        spec = input_spec("imagenet", image_size or 224)
+        return _build_model(teacher, NUM_CLASSES["imagenet"], spec["size"], pretrained=True), spec
+    if teacher_ckpt is None:
+        raise click.UsageError("this method needs a teacher: pass --teacher-ckpt PATH (or --teacher NAME "
+                               "--teacher-pretrained for the library's ImageNet weights)")
+    try:
+        model = load_classifier(teacher_ckpt, arch=teacher)
+        spec = read_input_spec(teacher_ckpt)
+        if image_size is not None:
+            spec["size"] = image_size
+    except (OSError, ValueError, ImportError) as err:
+        message = _one_line(err).replace("pass arch=NAME", "pass --teacher NAME")
+        raise click.BadParameter(message, param_hint="'--teacher-ckpt'") from err
+    return model, spec
+
+
+@cli.command("distill")
+@click.option("--student", required=True, callback=_check_model, help="Student architecture.")
+@click.option("--student-pretrained", is_flag=True, help="Start the student from the library's ImageNet weights.")
+@click.option("--teacher", callback=_check_model, default=None,
+              help="Teacher architecture; required for files that do not record it (RepDistiller / mdistiller "
+                   "teachers, state_dicts), checked against the file otherwise.")
+@click.option("--teacher-ckpt", type=click.Path(dir_okay=False), default=None,
+              help="Teacher checkpoint: ours (train-teacher's best.pt), RepDistiller's "
+                   "<name>_vanilla/ckpt_epoch_240.pth, or a torchvision / timm state_dict.")
+@click.option("--teacher-pretrained", is_flag=True, help="Use the library's ImageNet weights for --teacher.")
+@click.option("--teacher-image-size", type=click.IntRange(min=8), default=None,
+              help="Input size the teacher expects [its checkpoint's input spec; 32 for files without one, 224 with "
+                   "--teacher-pretrained]; e.g. 224 for RSD's CIFAR-100 teachers. Images are resized for it.")
+@click.option("--method", type=click.Choice(list(METHODS)), default=None,
+              help="Distillation method with the recipe's weights [kd unless --loss is given].")
+@click.option("--loss", "losses", multiple=True, callback=_parse_loss, metavar="NAME:WEIGHT",
+              help="A distillation term and its weight, repeatable (e.g. --loss kd:0.9 --loss dcd:1); replaces "
+                   "the method's terms. Names: " + ", ".join(kd_core.available()["losses"]) + ".")
+@click.option("--zscore", is_flag=True, help="Logit standardisation of the kd / dkd terms, with lsKD's weights.")
+@click.option("--ce-weight", type=click.FloatRange(min=0), default=None, help="Weight of the cross-entropy term [method].")
+@click.option("--set", "settings", multiple=True, callback=_parse_setting, metavar="LOSS.KEY=VALUE",
+              help="A loss option, repeatable: e.g. --set kd.temperature=2 --set dkd.beta=2 "
+                   "--set vkd.normalizer=whiten --set vkd.projector=linear.")
+@_training_options
+def distill(student, student_pretrained, teacher, teacher_ckpt, teacher_pretrained, teacher_image_size, method,
+            losses, zscore, ce_weight, settings, **options):
+    """Train STUDENT with cross-entropy plus distillation losses against a frozen teacher."""
+    if teacher_ckpt is not None and teacher_pretrained:
+        raise click.UsageError("pass either --teacher-ckpt or --teacher-pretrained, not both")
+    if method is not None and losses:
+        raise click.UsageError("pass either --method or --loss terms, not both")
+    method = method if method is not None else ("custom" if losses else "kd")
+    terms = _distillation_terms(options["recipe"], None if method == "custom" else method, losses, zscore,
+                                settings, ce_weight)
+    ctx = _init_device(options["device"])
+    try:
+        recipe_defaults, used = _expand_recipe(options["recipe"], student, options)
+        if options.get("label_smoothing") is None and terms["label_smoothing"] is not None:
+            used["label_smoothing"] = terms["label_smoothing"]  # the method's (RSD: 0.1) over the recipe's
+        train_set, test_set, spec = _datasets(options["dataset"], options["data_root"], used,
+                                              options["data_fraction"], options["seed"], options["download"])
+        num_classes = NUM_CLASSES[options["dataset"]]
+        teacher_model, teacher_spec, teacher_name = None, None, None
+        if terms["losses"]:
+            teacher_model, teacher_spec = _load_teacher(teacher, teacher_ckpt, teacher_pretrained, teacher_image_size)
+            teacher_name = teacher_model.arch
+            has_logit_term = any(name in ("kd", "dkd") for name, _, _ in terms["losses"])
+            if has_logit_term and teacher_model.num_classes != num_classes:
+                raise click.UsageError(f"teacher {teacher_name} has {teacher_model.num_classes} classes but "
+                                       f"{options['dataset']} has {num_classes}: logit losses compare class scores")
+        seed_everything(options["seed"])  # the same student initialisation for the same seed
+        student_model = _build_model(student, num_classes, spec["size"], student_pretrained)
+        try:
+            target = Distiller(student_model, teacher_model, terms["losses"], ce_weight=terms["ce_weight"],
+                               label_smoothing=used["label_smoothing"],
+                               teacher_input=TeacherInput(spec, teacher_spec) if teacher_model is not None else None)
+        except (ValueError, TypeError) as err:  # e.g. feature dimensions that no projector maps
+            raise click.UsageError(f"cannot build the {method} distiller for {student} <- {teacher_name}: "
+                                   f"{_one_line(err)}") from err
+        config = _train_config(student, options, used, {
+            "student_pretrained": student_pretrained, "teacher": teacher_name, "teacher_ckpt": teacher_ckpt,
+            "teacher_pretrained": teacher_pretrained, "teacher_input_spec": teacher_spec, "method": method,
+            "zscore": zscore, "ce_weight": terms["ce_weight"],
+            "losses": [{"name": name, "weight": weight, "options": opts} for name, weight, opts in terms["losses"]],
+            "extra_parameters": target.extra_parameters(), "recipe_values": recipe_defaults, "input_spec": spec})
+        result = _fit(target, train_set, test_set, config, spec, ctx)
+    finally:
+        cleanup_distributed()
+    if ctx.is_main:
+        _report(result)
 
 
 @cli.command("evaluate")
@@ -179,7 +433,7 @@ def evaluate_command(ckpt, dataset, data_root, download, arch, batch_size, devic
             model = load_classifier(ckpt, arch=arch)
             spec = read_input_spec(ckpt)
             stored = load_checkpoint(ckpt)
-        except Exception as err:  # any file that cannot be loaded as a classifier is a bad argument
+        except (OSError, ValueError, ImportError) as err:  # a file that cannot be loaded as this classifier
             raise click.BadParameter(_one_line(err) or type(err).__name__, param_hint="'CKPT'") from err
         arch = arch or stored["arch"]  # load_classifier succeeded: either given or recorded (our format)
         recorded = stored.get("dataset")
@@ -213,6 +467,37 @@ def evaluate_command(ckpt, dataset, data_root, download, arch, batch_size, devic
     os.replace(tmp, out)
     click.echo(f"{ckpt}: top-1 {metrics['top1']:.2f} top-5 {metrics['top5']:.2f} on {dataset} "
                f"({metrics['images']} test images, {format_duration(wall_time)}); wrote {out}")
+
+
+@cli.command("models")
+def models_command():
+    """List the model names --model / --student / --teacher accept (plus any timm/<name> when timm is installed)."""
+    for name in available():
+        click.echo(name)
+
+
+@cli.command("table")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Markdown file to write [default: print to stdout].")
+def table_command(run_dirs, out):
+    """Markdown table of finished runs: best top-1 (mean ± std over seeds) per teacher-student pair and method,
+    with each run's command, seed, hardware and wall time."""
+    from classifier_kd.report import build_table
+
+    try:
+        text = build_table([Path(d) for d in run_dirs])
+    except (OSError, ValueError, KeyError) as err:
+        raise click.UsageError(_one_line(err)) from err
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, out)
+    click.echo(f"wrote {out} ({len(run_dirs)} runs)")
 
 
 def main() -> None:

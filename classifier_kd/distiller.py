@@ -5,6 +5,11 @@ loss terms (``loss_ce``, ``loss_kd``, ...), the interface of ``classifier_kd.tra
 ``forward_train`` shape). Logit losses see ``(student_logits, teacher_logits, labels)``, feature losses the
 pooled penultimate features ``(student_features, teacher_features)``; their learnable parts (projectors,
 heads, temperature, decoupler) are parameters of this module and are optimised with the student.
+
+The teacher sees the student's (augmented) images. When it was trained on another input (its checkpoint's
+input spec: another normalisation or size, e.g. an ImageNet-normalised 224 px teacher for a CIFAR student),
+:class:`TeacherInput` converts the batch exactly: undo the student's normalisation, resize, apply the
+teacher's.
 """
 from __future__ import annotations
 
@@ -41,21 +46,61 @@ def parse_loss_spec(spec: str) -> tuple[str, float]:
     return name, value
 
 
+class TeacherInput(nn.Module):
+    """Student-normalised images -> what the teacher expects (specs: ``{"size", "mean", "std"}``).
+
+    Per-channel affine re-normalisation ``((x * std_s + mean_s) - mean_t) / std_t``, then a bilinear
+    (antialiased) resize when the sizes differ. The identity when both specs agree.
+    """
+
+    def __init__(self, student_spec: dict, teacher_spec: dict) -> None:
+        super().__init__()
+        self.size = int(teacher_spec["size"])
+        student_mean, student_std = torch.tensor(student_spec["mean"]), torch.tensor(student_spec["std"])
+        teacher_mean, teacher_std = torch.tensor(teacher_spec["mean"]), torch.tensor(teacher_spec["std"])
+        if student_mean.numel() != teacher_mean.numel():
+            raise ValueError(f"student input has {student_mean.numel()} channels, the teacher's "
+                             f"{teacher_mean.numel()}")
+        self.resize = self.size != int(student_spec["size"])
+        self.renormalize = not (torch.equal(student_mean, teacher_mean) and torch.equal(student_std, teacher_std))
+        # x_t = x_s * scale + shift, per channel
+        self.register_buffer("scale", (student_std / teacher_std).view(-1, 1, 1), persistent=False)
+        self.register_buffer("shift", ((student_mean - teacher_mean) / teacher_std).view(-1, 1, 1), persistent=False)
+
+    @property
+    def identity(self) -> bool:
+        return not (self.resize or self.renormalize)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.renormalize:
+            images = images * self.scale.to(images.dtype) + self.shift.to(images.dtype)
+        if self.resize:
+            images = F.interpolate(images, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                                   antialias=True)
+        return images
+
+
 class Distiller(nn.Module):
     """Trains ``student`` with cross-entropy (weight ``ce_weight``) plus ``losses`` against a frozen ``teacher``.
 
     ``losses``: ``[(name, weight, options), ...]`` built by :func:`kd_core.build_loss`; feature losses get the
     two models' ``feature_dim``. ``teacher=None`` is allowed only without distillation losses (method ``ce``).
+    ``label_smoothing`` applies to the cross-entropy term (RSD's recipe uses 0.1); labels may be class
+    indices or class probabilities (mixup / cutmix; DKD then takes the most probable class as its target).
+    ``teacher_input``: a :class:`TeacherInput` when the teacher expects another input than the student.
     """
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None,
-                 losses: list[tuple[str, float, dict]] = (), ce_weight: float = 1.0):
+                 losses: list[tuple[str, float, dict]] = (), ce_weight: float = 1.0,
+                 label_smoothing: float = 0.0, teacher_input: TeacherInput | None = None):
         super().__init__()
         if losses and teacher is None:
             raise ValueError("distillation losses need a teacher")
         self.student = student
         self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
+        self.teacher_input = teacher_input if teacher_input is not None and not teacher_input.identity else None
         self.ce_weight = float(ce_weight)
+        self.label_smoothing = float(label_smoothing)
         self.weights: dict[str, float] = {}
         self.losses = nn.ModuleDict()
         for name, weight, options in losses:
@@ -77,6 +122,11 @@ class Distiller(nn.Module):
         """Learnable parameters outside the student (projectors, heads, temperatures): reported in the log."""
         return sum(p.numel() for p in self.losses.parameters() if p.requires_grad)
 
+    def describe(self) -> str:
+        """One line for the log, e.g. ``0.1 x ce + 0.9 x kd``."""
+        ce = f"{self.ce_weight:g} x ce" + (f" (label smoothing {self.label_smoothing:g})" if self.label_smoothing else "")
+        return " + ".join([ce, *(f"{self.weights[name]:g} x {name}" for name in self.losses)])
+
     def set_epoch(self, epoch: int) -> None:
         """The 1-based epoch, for losses with a warm-up (DKD)."""
         self.epoch = epoch
@@ -90,16 +140,19 @@ class Distiller(nn.Module):
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         student_features = self.student.forward_features(images)
         student_logits = self.student.forward_head(student_features)
-        terms = {"loss_ce": self.ce_weight * F.cross_entropy(student_logits, labels)}
+        terms = {"loss_ce": self.ce_weight * F.cross_entropy(student_logits, labels,
+                                                             label_smoothing=self.label_smoothing)}
         if not self.losses:
             return student_logits, terms
         with torch.no_grad():
-            teacher_features = self.teacher.forward_features(images)
+            teacher_images = self.teacher_input(images) if self.teacher_input is not None else images
+            teacher_features = self.teacher.forward_features(teacher_images)
             teacher_logits = self.teacher.forward_head(teacher_features)
+        hard_labels = labels if labels.dim() == 1 else labels.argmax(dim=1)
         for name, loss in self.losses.items():
             if loss.kind == "logit":
                 extra = {"epoch": self.epoch} if name == "dkd" else {}
-                value = loss(student_logits, teacher_logits, labels, **extra)
+                value = loss(student_logits, teacher_logits, hard_labels, **extra)
             else:
                 value = loss(student_features, teacher_features)
             terms[f"loss_{name}"] = self.weights[name] * value

@@ -1,7 +1,10 @@
-"""The classifier training loop: SGD with a multi-step schedule, evaluation every epoch, best/last checkpoints.
+"""The classifier training loop: SGD or AdamW, step or cosine schedule, evaluation every epoch, best/last checkpoints.
 
 One function, :func:`fit`, reads top to bottom: check (nothing written yet) -> run directory -> optimiser
-and schedule (restored on resume) -> data loaders -> epochs (train, evaluate, log, checkpoint) -> result.
+(restored on resume) -> data loaders -> epochs (train, evaluate, log, checkpoint) -> result. The lr is a
+function of the progress in epochs (:func:`learning_rate`), set before every step, so a resumed run needs
+no scheduler state. Mixup / cutmix, gradient clipping and channels-last are options of the config; the
+recipes that set them are in :mod:`classifier_kd.recipes`.
 
 What it trains is a *training target*: an ``nn.Module`` whose ``forward(images, labels)`` returns
 ``(logits, {name: loss})`` and whose ``model`` attribute is the classifier that is evaluated and saved as
@@ -24,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import sys
 import time
 from collections import defaultdict
@@ -43,36 +45,22 @@ from classifier_kd.models.checkpoint import save_classifier
 from kd_core.runtime.checkpoint import CheckpointError, atomic_save, load_checkpoint
 from kd_core.runtime.distributed import DistributedContext, all_reduce_mean, barrier, init_distributed
 from kd_core.runtime.logging import (
-    MetricsLogger, Progress, RunConfigMismatch, format_duration, get_logger, prepare_run_dir, validate_run_dir,
+    MetricsLogger, Progress, RunConfigMismatch, format_duration, get_logger, hardware_summary, prepare_run_dir,
+    validate_run_dir,
 )
 from kd_core.runtime.seed import capture_rng_state, restore_rng_state, seed_everything
 
 __all__ = [
-    "RECIPES",
+    "OPTIMIZERS",
     "RESUMABLE_KEYS",
+    "SCHEDULES",
     "CrossEntropyTarget",
     "RunSetupError",
     "TrainConfig",
     "evaluate",
     "fit",
-    "recipe_values",
+    "learning_rate",
 ]
-
-# Named recipes: the optimiser and schedule each expands to (losses.md sec. 2). CIFAR-100 is the recipe of
-# RepDistiller / mdistiller / CRD, for teachers and students alike: SGD momentum 0.9, batch 64, 240 epochs,
-# lr 0.05 (0.01 for MobileNetV2 / ShuffleV1 / ShuffleV2), x0.1 at epochs 150, 180, 210, weight decay 5e-4.
-RECIPES: dict[str, dict[str, Any]] = {
-    "cifar100": {
-        "epochs": 240,
-        "batch_size": 64,
-        "lr": 0.05,
-        "momentum": 0.9,
-        "weight_decay": 5e-4,
-        "milestones": [150, 180, 210],
-        "lr_decay": 0.1,
-    },
-}
-_LOW_LR_MODELS = {"cifar100": ("MobileNetV2", "ShuffleV1", "ShuffleV2")}  # lr 0.01 in the recipe
 
 # Options that may differ when a run directory is resumed: they change where and how fast the run goes,
 # or how long it is, not what the finished epochs computed.
@@ -80,30 +68,30 @@ RESUMABLE_KEYS = ("epochs", "device", "workers", "download", "data_root", "out",
 
 CHECKPOINT_DIR = "checkpoints"
 LAST, BEST, RESULT = "last.pt", "best.pt", "result.json"
-_LAST_KEYS = ("target", "optimizer", "scheduler", "scaler", "epoch", "best_top1", "best_epoch", "rng", "wall_time")
+_LAST_KEYS = ("target", "optimizer", "scaler", "epoch", "best_top1", "best_epoch", "rng", "wall_time")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("step", "cosine")
 
 
 class RunSetupError(ValueError):
     """A run that cannot start (one-line reason); raised by :func:`fit` before anything is written."""
 
 
-def recipe_values(recipe: str, model: str) -> dict[str, Any]:
-    """The optimiser and schedule ``recipe`` prescribes for ``model`` (a fresh dict; override freely)."""
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}; available: {', '.join(RECIPES)}")
-    values = {key: (list(value) if isinstance(value, list) else value) for key, value in RECIPES[recipe].items()}
-    if model in _LOW_LR_MODELS.get(recipe, ()):
-        values["lr"] = 0.01
-    return values
-
-
 @dataclass
 class TrainConfig:
     """Every option of a training run; ``asdict`` of it is the run's ``config.json`` (plus metadata).
 
+    The defaults are the CIFAR-100 recipe (see :mod:`classifier_kd.recipes` for all of them).
+    ``optimizer``: ``sgd`` (with ``momentum``) or ``adamw``; ``no_decay_1d`` exempts biases and other 1-D
+    parameters (norm scales) from weight decay, as timm does. ``schedule``: ``step`` (x ``lr_decay`` at each
+    epoch in ``milestones``) or ``cosine`` (per iteration, from ``lr`` to ``min_lr`` at the last step); either
+    starts with a linear warm-up from ``warmup_lr`` over ``warmup_epochs`` (per iteration) when that is > 0.
+    ``clip_grad``: max global gradient norm (None: no clipping). ``mixup`` / ``cutmix``: Beta-distribution
+    alphas of batch mixing (0: off; both > 0: one of the two per batch, as timm), which turns the labels the
+    target sees into class probabilities. ``channels_last``: NHWC memory format for model and images.
     ``max_steps_per_epoch`` caps the optimisation steps of each epoch (tiny CPU runs, smoke tests);
     ``None`` means the whole training set. ``extra`` holds what the caller wants recorded and compared
-    on resume (e.g. the recipe's expansion, the data root); it does not change the loop.
+    on resume (e.g. the recipe's expansion, the data root, the loss weights); it does not change the loop.
     """
 
     model: str
@@ -112,11 +100,21 @@ class TrainConfig:
     out: str
     epochs: int = 240
     batch_size: int = 64
+    optimizer: str = "sgd"
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    no_decay_1d: bool = False
+    schedule: str = "step"
     milestones: list[int] = field(default_factory=lambda: [150, 180, 210])
     lr_decay: float = 0.1
+    warmup_epochs: float = 0
+    warmup_lr: float = 0.0
+    min_lr: float = 0.0
+    clip_grad: float | None = None
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    channels_last: bool = False
     seed: int = 0
     device: str = "auto"
     workers: int = 2
@@ -131,16 +129,86 @@ class TrainConfig:
         return record
 
 
-class CrossEntropyTarget(nn.Module):
-    """The teacher-training target: ``forward(images, labels) -> (logits, {"loss_ce": cross-entropy})``."""
+def learning_rate(config: TrainConfig, progress: float) -> float:
+    """The lr at ``progress`` epochs into the run (``epoch + step / steps_per_epoch``).
 
-    def __init__(self, model: nn.Module) -> None:
+    Warm-up: linear from ``warmup_lr`` to ``lr`` over the first ``warmup_epochs``. Then ``step``: ``lr``
+    times ``lr_decay`` for every milestone <= the current (0-based) epoch, which is MultiStepLR stepped
+    once per epoch, i.e. RepDistiller's "x0.1 at epoch 150". ``cosine``: ``min_lr + (lr - min_lr) *
+    (1 + cos(pi * progress / epochs)) / 2``, evaluated at the same progress as during warm-up (timm's
+    cosine schedule, whose warm-up replaces the first part of the curve).
+    """
+    if progress < config.warmup_epochs:
+        return config.warmup_lr + (config.lr - config.warmup_lr) * progress / config.warmup_epochs
+    if config.schedule == "step":
+        passed = sum(1 for milestone in config.milestones if milestone <= math.floor(progress))
+        return config.lr * config.lr_decay ** passed
+    fraction = min(progress / config.epochs, 1.0)
+    return config.min_lr + (config.lr - config.min_lr) * 0.5 * (1.0 + math.cos(math.pi * fraction))
+
+
+def _parameter_groups(target: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """Trainable parameters, with 1-D ones (biases, norm scales) in a group without weight decay if asked."""
+    decay, no_decay = [], []
+    for parameter in target.parameters():
+        if parameter.requires_grad:
+            (no_decay if config.no_decay_1d and parameter.ndim <= 1 else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def _build_optimizer(target: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    groups = _parameter_groups(target, config)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    return torch.optim.AdamW(groups, lr=config.lr)  # betas (0.9, 0.999), eps 1e-8: timm's and VkD's
+
+
+def _batch_mixer(config: TrainConfig):
+    """torchvision's MixUp / CutMix on a batch (one of them per batch when both are on), or None."""
+    if config.mixup <= 0 and config.cutmix <= 0:
+        return None
+    from torchvision.transforms import v2
+
+    mixers = []
+    if config.mixup > 0:
+        mixers.append(v2.MixUp(alpha=config.mixup, num_classes=config.num_classes))
+    if config.cutmix > 0:
+        mixers.append(v2.CutMix(alpha=config.cutmix, num_classes=config.num_classes))
+    return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
+
+
+def command_line(world_size: int = 1) -> str:
+    """The command that started this process, as a researcher would type it again.
+
+    ``classifier-kd ...`` for the console script; under torchrun (``-m classifier_kd.cli``, where argv[0] is
+    the module's path) ``torchrun --nproc_per_node N -m classifier_kd.cli ...``.
+    """
+    program = Path(sys.argv[0])
+    args = " ".join(sys.argv[1:])
+    if program.name == "cli.py" and program.parent.name == "classifier_kd":
+        launcher = f"torchrun --nproc_per_node {world_size} " if world_size > 1 else "python "
+        return f"{launcher}-m classifier_kd.cli {args}".rstrip()
+    return f"{program.name} {args}".rstrip()
+
+
+class CrossEntropyTarget(nn.Module):
+    """The teacher-training target: ``forward(images, labels) -> (logits, {"loss_ce": cross-entropy})``.
+
+    ``labels`` are class indices or class probabilities (mixup / cutmix); ``label_smoothing`` as in
+    ``F.cross_entropy``.
+    """
+
+    def __init__(self, model: nn.Module, label_smoothing: float = 0.0) -> None:
         super().__init__()
         self.model = model
+        self.label_smoothing = float(label_smoothing)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits = self.model(images)
-        return logits, {"loss_ce": F.cross_entropy(logits, labels)}
+        return logits, {"loss_ce": F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -235,6 +303,12 @@ def fit(
                             f"batch of {config.batch_size}; lower --batch-size")
     if list(config.milestones) != sorted(set(config.milestones)) or any(m < 1 for m in config.milestones):
         raise RunSetupError(f"milestones must be increasing positive epochs, got {config.milestones}")
+    if config.optimizer not in OPTIMIZERS:
+        raise RunSetupError(f"unknown optimizer {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if config.schedule not in SCHEDULES:
+        raise RunSetupError(f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if config.warmup_epochs < 0 or config.warmup_epochs > config.epochs:
+        raise RunSetupError(f"warmup_epochs must be between 0 and epochs ({config.epochs}), got {config.warmup_epochs}")
     try:
         resuming = validate_run_dir(run_dir, config.to_dict(), ignore_keys=RESUMABLE_KEYS)
     except (RunConfigMismatch, ValueError) as err:
@@ -259,17 +333,17 @@ def fit(
 
     # ---- 3. Optimiser and schedule, restored from last.pt on resume.
     target.to(device)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    if config.channels_last:
+        target.to(memory_format=torch.channels_last)
     parameters = [p for p in target.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.milestones),
-                                                     gamma=config.lr_decay)
+    optimizer = _build_optimizer(target, config)
+    mixer = _batch_mixer(config)
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
     start_epoch, best_top1, best_epoch, wall_before = 0, -math.inf, 0, 0.0
     if state is not None:
         target.load_state_dict(state["target"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_epoch, best_top1, best_epoch = state["epoch"], state["best_top1"], state["best_epoch"]
         wall_before = state["wall_time"]
@@ -280,7 +354,15 @@ def fit(
     log.info("%s on %s: %d trainable parameters, %d training images, %d steps/epoch, device %s x%d%s",
              config.model, config.dataset, trainable, len(train_set), steps_per_epoch, device,
              ctx.world_size, ", AMP" if amp else "")
-    if config.milestones and config.milestones[0] >= config.epochs:
+    extra_parameters = target.extra_parameters() if hasattr(target, "extra_parameters") else 0
+    if hasattr(target, "describe"):  # a distiller: which losses, and what they add to the student
+        log.info("distillation: %s; %d extra trainable parameters (projectors, heads, temperatures) on top of "
+                 "the student's %d", target.describe(), extra_parameters, trainable - extra_parameters)
+    log.info("%s lr %g, weight decay %g%s, %s schedule%s%s", config.optimizer, config.lr, config.weight_decay,
+             " (not on 1-D parameters)" if config.no_decay_1d else "", config.schedule,
+             f", {config.warmup_epochs:g} warm-up epochs" if config.warmup_epochs else "",
+             f", mixup {config.mixup:g} / cutmix {config.cutmix:g}" if mixer is not None else "")
+    if config.schedule == "step" and config.milestones and config.milestones[0] >= config.epochs:
         log.warning("no lr milestone (%s) falls within %d epochs: the lr stays %g; pass --milestones",
                     config.milestones, config.epochs, config.lr)
     network = target
@@ -309,27 +391,37 @@ def fit(
         if hasattr(target, "set_epoch"):
             target.set_epoch(epoch + 1)  # 1-based, for warm-ups such as DKD's (mdistiller counts from 1)
         target.train()
-        lr = optimizer.param_groups[0]["lr"]
+        epoch_lr = learning_rate(config, epoch)
         sums: dict[str, float] = defaultdict(float)
         for step, (images, labels) in enumerate(train_loader):
             if step >= steps_per_epoch:
                 break
+            lr = learning_rate(config, epoch + step / steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            images = images.contiguous(memory_format=memory_format)
+            hard_labels = labels
+            if mixer is not None:
+                images, labels = mixer(images, labels)  # labels become class probabilities
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 logits, losses = network(images, labels)
                 loss = sum(losses.values())
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            if config.clip_grad is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(parameters, config.clip_grad)
             scaler.step(optimizer)
             scaler.update()
 
             sums["loss"] += loss.item()
             for name, value in losses.items():
                 sums[name] += value.item()
-            sums["top1"] += 100.0 * _topk_correct(logits.detach().float(), labels, (1,))[0] / len(labels)
+            sums["top1"] += 100.0 * _topk_correct(logits.detach().float(), hard_labels, (1,))[0] / len(hard_labels)
             if is_main:
                 progress.update(epoch * steps_per_epoch + step + 1, loss=sums["loss"] / (step + 1), lr=lr)
-        scheduler.step()  # the schedule counts epochs, as the recipe's milestones do
+        lr = epoch_lr
 
         train_metrics = all_reduce_mean({f"train/{name}": total / steps_per_epoch for name, total in sums.items()})
         test_metrics = evaluate(target.model, test_set, batch_size=max(config.batch_size, 256), device=device,
@@ -352,7 +444,7 @@ def fit(
                                 top1=test_metrics["top1"], top5=test_metrics["top5"])
             # last.pt after best.pt: a crash in between redoes this epoch instead of losing a best.
             atomic_save({"target": target.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                         "scaler": scaler.state_dict(),
                          "epoch": epoch + 1, "best_top1": best_top1, "best_epoch": best_epoch,
                          "rng": capture_rng_state(),
                          "wall_time": wall_before + time.monotonic() - session_start},
@@ -374,13 +466,14 @@ def fit(
         "final_top5": test_metrics["top5"],
         "epochs": max(config.epochs, start_epoch),
         "trainable_parameters": trainable,
+        "extra_parameters": extra_parameters,
         "wall_time_s": round(wall_time, 1),
         "wall_time": format_duration(wall_time),
         "best_checkpoint": str(ckpt_dir / BEST),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "hardware": {"device": str(device), "world_size": ctx.world_size, "torch_threads": torch.get_num_threads(),
-                     "cpu": platform.processor() or platform.machine(),
-                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+        "command": command_line(ctx.world_size),
+        "hardware": hardware_summary(device),
+        "device": str(device),
+        "world_size": ctx.world_size,
         "torch_version": torch.__version__,
         "config": config.to_dict(),
     }

@@ -179,3 +179,125 @@ def test_every_option_has_help():
         for param in command.params:
             if isinstance(param, click.Option):
                 assert param.help, f"{command.name} {param.opts} has no help text"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# distill
+
+DISTILL = ["--student", "resnet8x4", "--dataset", "cifar10", "--batch-size", "8", "--max-steps-per-epoch", "2",
+           "--epochs", "1", "--milestones", "1", "--workers", "0", "--device", "cpu", "--log-every", "1"]
+
+
+def distill(cifar10_root, teacher: Path, out: Path, *args) -> Result:
+    return invoke("distill", *DISTILL, "--data-root", cifar10_root, "--teacher-ckpt", teacher, "--out", out, *args)
+
+
+@pytest.mark.slow
+def test_train_teacher_distill_evaluate(cifar10_root, tmp_path):
+    teacher_dir, student_dir = tmp_path / "teacher", tmp_path / "student"
+    result = invoke("train-teacher", *TINY, "--dataset", "cifar10", "--data-root", cifar10_root, "--epochs", "1",
+                    "--out", teacher_dir)
+    assert result.exit_code == 0, result.output
+    teacher = teacher_dir / "checkpoints" / "best.pt"
+
+    # resnet8x4 (256-d features) teaches resnet20 (64-d) through VkD's orthogonal projector.
+    result = invoke("distill", *DISTILL[2:], "--student", "resnet20", "--teacher-ckpt", teacher, "--method", "vkd",
+                    "--data-root", cifar10_root, "--epochs", "2", "--out", student_dir)
+    assert result.exit_code == 0, result.output
+    assert "best top-1" in result.stdout
+    log = (student_dir / "log.txt").read_text()
+    # The log names the terms and counts what distillation adds: the orthogonal 64 -> 256 projector, whose
+    # matrix-exponential map stores a 256 x 256 skew-symmetric generator.
+    assert "1 x ce + 1 x kd + 1 x vkd" in log
+    config = json.loads((student_dir / "config.json").read_text())
+    assert config["teacher"] == "resnet8x4" and config["method"] == "vkd" and config["extra_parameters"] == 256 * 256
+    assert f"{256 * 256} extra trainable parameters" in log
+    assert [term["name"] for term in config["losses"]] == ["kd", "vkd"]
+    assert config["losses"][0]["options"] == {"temperature": 1.0}
+    assert config["recipe_values"]["lr"] == 0.05 and config["epochs"] == 2
+    distilled = json.loads((student_dir / "result.json").read_text())
+    assert distilled["extra_parameters"] == 256 * 256 and distilled["model"] == "resnet20"
+    assert [row["step"] for row in csv.DictReader(open(student_dir / "metrics.csv"))] == ["1", "2"]
+    assert {"train/loss_ce", "train/loss_kd", "train/loss_vkd"} <= set(next(csv.DictReader(open(student_dir / "metrics.csv"))))
+
+    # best.pt is the student alone, in our format: evaluate reads it.
+    best = student_dir / "checkpoints" / "best.pt"
+    assert load_classifier(best).arch == "resnet20"
+    result = invoke("evaluate", best, "--data-root", cifar10_root, "--device", "cpu", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    report = json.loads((student_dir / "checkpoints" / "best_eval_cifar10.json").read_text())
+    assert report["top1"] == pytest.approx(distilled["best_top1"])
+
+    # The same command resumes; a different method on the same directory is refused.
+    result = invoke("distill", *DISTILL[2:], "--student", "resnet20", "--teacher-ckpt", teacher, "--method", "vkd",
+                    "--data-root", cifar10_root, "--epochs", "3", "--out", student_dir)
+    assert result.exit_code == 0 and "resuming from" in result.stderr, result.output
+    assert_refused(invoke("distill", *DISTILL[2:], "--student", "resnet20", "--teacher-ckpt", teacher,
+                          "--method", "kd", "--data-root", cifar10_root, "--epochs", "3", "--out", student_dir),
+                   "method")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--method", "kd", "--zscore"], {"ce_weight": 0.1, "losses": [("kd", 9.0, {"temperature": 2.0, "zscore": True})]}),
+    (["--method", "dkd", "--set", "dkd.beta=2"],
+     {"ce_weight": 1.0, "losses": [("dkd", 1.0, {"alpha": 1.0, "beta": 2, "temperature": 4.0, "warmup_epochs": 20})]}),
+    (["--loss", "kd:0.5", "--loss", "dcd:2", "--ce-weight", "0.3"],
+     {"ce_weight": 0.3, "losses": [("kd", 0.5, {"temperature": 4.0}), ("dcd", 2.0, {})]}),
+    (["--method", "rsd"], {"ce_weight": 1.0, "label_smoothing": 0.1, "losses": [("rsd", 0.1, {"kappa": 0.01})]}),
+    (["--method", "ce"], {"ce_weight": 1.0, "losses": []}),
+])
+def test_distill_records_the_expanded_terms(cifar10_root, cifar10_resnet20, tmp_path, args, expected):
+    out = tmp_path / "run"
+    result = distill(cifar10_root, cifar10_resnet20, out, *args)
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["ce_weight"] == expected["ce_weight"]
+    assert [(t["name"], t["weight"], t["options"]) for t in config["losses"]] == expected["losses"]
+    assert config["label_smoothing"] == expected.get("label_smoothing", 0.0)
+    assert config["teacher"] == ("resnet20" if expected["losses"] else None)
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--method", "crd"], ["--method", "crd"]),
+    (["--student", "resnet9000"], ["--student", "resnet9000"]),
+    (["--loss", "kd:abc"], ["--loss", "abc"]),
+    (["--loss", "mystery:1"], ["--loss", "mystery"]),
+    (["--method", "kd", "--loss", "kd:1"], ["--method", "--loss"]),
+    (["--method", "dcd", "--zscore"], ["zscore", "dcd"]),
+    (["--method", "kd", "--set", "dkd.beta=2"], ["dkd", "not a loss of this run"]),
+    (["--method", "kd", "--set", "beta"], ["LOSS.KEY=VALUE"]),
+    (["--teacher", "resnet8x4"], ["--teacher-ckpt", "resnet20", "resnet8x4"]),  # file holds another arch
+    (["--method", "vkd", "--set", "vkd.projector=identity", "--student", "resnet8x4"], ["cannot build", "vkd"]),
+    (["--method", "kd", "--dataset", "cifar100"], ["10 classes", "cifar100"]),
+])
+def test_distill_refuses_bad_input(cifar10_root, cifar100_root, cifar10_resnet20, tmp_path, args, fragments):
+    out = tmp_path / "run"
+    root = cifar100_root if "cifar100" in args else cifar10_root
+    command = ["distill", *DISTILL, "--data-root", root, "--teacher-ckpt", cifar10_resnet20, "--out", out]
+    # later options win in click: the case's own --student / --dataset override DISTILL's
+    assert_refused(invoke(*command, *args), *fragments)
+    assert not out.exists()
+
+
+def test_distill_teacher_checkpoint_errors(cifar10_root, cifar10_resnet20, tmp_path):
+    out = tmp_path / "run"
+    repdistiller = tmp_path / "resnet20_vanilla" / "ckpt_epoch_240.pth"
+    repdistiller.parent.mkdir()
+    torch.save({"epoch": 240, "model": load_classifier(cifar10_resnet20).state_dict()}, repdistiller)
+    # A RepDistiller file records no architecture: --teacher is needed, and must fit the weights.
+    assert_refused(distill(cifar10_root, repdistiller, out), "--teacher NAME")
+    assert_refused(distill(cifar10_root, repdistiller, out, "--teacher", "resnet32"), "--teacher-ckpt", "resnet32")
+    assert_refused(distill(cifar10_root, tmp_path / "absent.pt", out), "absent.pt")
+    assert_refused(invoke("distill", *DISTILL, "--data-root", cifar10_root, "--out", out), "--teacher-ckpt")
+    assert not out.exists()
+    result = distill(cifar10_root, repdistiller, out, "--teacher", "resnet20")  # with the name it loads
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["teacher_input_spec"]["mean"] == [0.5071, 0.4867, 0.4408]
+
+
+def test_teacher_image_size_resizes_the_teachers_input(cifar10_root, cifar10_resnet20, tmp_path):
+    out = tmp_path / "run"
+    result = distill(cifar10_root, cifar10_resnet20, out, "--teacher-image-size", "48")
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["teacher_input_spec"]["size"] == 48 and config["input_spec"]["size"] == 32

@@ -102,3 +102,49 @@ def test_parse_loss_spec_errors(spec, message):
 def test_losses_without_teacher_are_refused():
     with pytest.raises(ValueError, match="need a teacher"):
         Distiller(create_model("resnet20", 10), None, [("kd", 1.0, {})])
+
+
+def test_teacher_input_converts_normalisation_and_size_exactly():
+    from classifier_kd.distiller import TeacherInput
+
+    student_spec = {"size": 32, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
+    teacher_spec = {"size": 64, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    raw = torch.rand(2, 3, 32, 32)  # images in [0, 1]
+    as_student = (raw - torch.tensor(student_spec["mean"]).view(3, 1, 1)) / torch.tensor(student_spec["std"]).view(3, 1, 1)
+    converted = TeacherInput(student_spec, teacher_spec)(as_student)
+    resized = torch.nn.functional.interpolate(raw, size=(64, 64), mode="bilinear", antialias=True)
+    expected = (resized - torch.tensor(teacher_spec["mean"]).view(3, 1, 1)) / torch.tensor(teacher_spec["std"]).view(3, 1, 1)
+    assert converted.shape == (2, 3, 64, 64)
+    torch.testing.assert_close(converted, expected, atol=1e-5, rtol=1e-5)  # resizing commutes with the affine map
+    assert TeacherInput(student_spec, dict(student_spec)).identity
+
+
+def test_the_teacher_sees_its_own_input():
+    torch.manual_seed(0)
+    student, teacher = create_model("resnet20", 10), create_model("resnet8x4", 10).eval()
+    spec_s = {"size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    spec_t = {"size": 32, "mean": [0.4] * 3, "std": [0.5] * 3}
+    from classifier_kd.distiller import TeacherInput
+
+    distiller = Distiller(student, teacher, [("kd", 1.0, {})], teacher_input=TeacherInput(spec_s, spec_t))
+    images = torch.randn(4, 3, 32, 32)
+    calls = []
+    original = teacher.forward_features
+    teacher.forward_features = lambda x: calls.append(x) or original(x)
+    distiller(images, torch.arange(4))
+    torch.testing.assert_close(calls[0], images * 0.5 + 0.2)  # (x*0.25 + 0.5 - 0.4) / 0.5
+
+
+def test_label_smoothing_and_mixed_labels():
+    torch.manual_seed(0)
+    student, teacher = create_model("resnet20", 10), create_model("resnet8x4", 10).eval()
+    distiller = Distiller(student, teacher, [("dkd", 1.0, {})], label_smoothing=0.1).eval()
+    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([1, 2, 3, 4])
+    soft = torch.nn.functional.one_hot(labels, 10).float() * 0.7 + 0.03  # argmax is the label
+    _, hard_terms = distiller(images, labels)
+    _, soft_terms = distiller(images, soft)
+    torch.testing.assert_close(hard_terms["loss_dkd"], soft_terms["loss_dkd"])  # DKD takes the argmax class
+    logits = student(images)
+    torch.testing.assert_close(hard_terms["loss_ce"],
+                               torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.1))
+    assert "label smoothing 0.1" in distiller.describe() and "1 x dkd" in distiller.describe()

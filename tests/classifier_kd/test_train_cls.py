@@ -13,9 +13,7 @@ from torch.utils.data import TensorDataset
 
 from classifier_kd.models import create_model, load_classifier, save_classifier
 from classifier_kd.models.checkpoint import CIFAR100_INPUT_SPEC, read_input_spec
-from classifier_kd.train import (
-    CrossEntropyTarget, RunSetupError, TrainConfig, _topk_correct, evaluate, fit, recipe_values,
-)
+from classifier_kd.train import CrossEntropyTarget, RunSetupError, TrainConfig, _topk_correct, evaluate, fit
 from kd_core.runtime.checkpoint import load_checkpoint
 
 ARCH = "resnet20"  # the smallest CIFAR model (0.27M parameters)
@@ -46,17 +44,6 @@ def run(out: Path, seed: int = 0, **overrides) -> dict:
 def metric_rows(run_dir: Path) -> list[dict]:
     with open(run_dir / "metrics.csv", newline="") as f:
         return list(csv.DictReader(f))
-
-
-def test_recipe_cifar100_and_its_low_lr_models():
-    values = recipe_values("cifar100", "resnet32x4")
-    assert values == {"epochs": 240, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
-                      "milestones": [150, 180, 210], "lr_decay": 0.1}
-    assert recipe_values("cifar100", "ShuffleV2")["lr"] == 0.01
-    values["milestones"].append(230)  # a fresh copy: overriding never edits the recipe
-    assert recipe_values("cifar100", "resnet32x4")["milestones"] == [150, 180, 210]
-    with pytest.raises(ValueError, match="unknown recipe"):
-        recipe_values("imagenet-xl", "resnet18")
 
 
 def test_topk_counts():
@@ -198,3 +185,65 @@ def test_input_spec_round_trip_and_defaults(tmp_path):
     assert not (tmp_path / "bad.pt").exists()
     with pytest.raises(FileNotFoundError):
         read_input_spec(tmp_path / "absent.pt")
+
+
+def test_step_schedule_equals_multistep_lr_stepped_per_epoch():
+    from classifier_kd.train import learning_rate
+
+    cfg = config(Path("unused"), epochs=12, lr=0.2, milestones=[3, 7, 9], lr_decay=0.5)
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.2)
+    reference = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[3, 7, 9], gamma=0.5)
+    for epoch in range(12):
+        for step_fraction in (0.0, 0.5, 0.99):  # constant within an epoch
+            assert learning_rate(cfg, epoch + step_fraction) == pytest.approx(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        reference.step()
+
+
+def test_cosine_schedule_with_warmup():
+    from classifier_kd.train import learning_rate
+
+    cfg = config(Path("unused"), epochs=10, lr=1.0, schedule="cosine", min_lr=0.1, warmup_epochs=2, warmup_lr=0.0)
+    assert learning_rate(cfg, 0.0) == 0.0
+    assert learning_rate(cfg, 1.0) == pytest.approx(0.5)  # half-way through the linear warm-up
+    assert learning_rate(cfg, 5.0) == pytest.approx(0.1 + 0.9 * 0.5)  # cos(pi/2) = 0: mid-point of the curve
+    assert learning_rate(cfg, 10.0) == pytest.approx(0.1)
+    values = [learning_rate(cfg, 2 + i * 0.1) for i in range(81)]
+    assert all(a >= b for a, b in zip(values, values[1:]))  # decreasing after the warm-up
+
+
+def test_no_decay_on_one_dimensional_parameters():
+    from classifier_kd.train import _build_optimizer
+
+    target = CrossEntropyTarget(create_model(ARCH, 10))
+    optimizer = _build_optimizer(target, config(Path("unused"), optimizer="adamw", no_decay_1d=True,
+                                                weight_decay=0.05))
+    assert isinstance(optimizer, torch.optim.AdamW)
+    decayed, exempt = optimizer.param_groups
+    assert decayed["weight_decay"] == 0.05 and exempt["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decayed["params"]) and all(p.ndim <= 1 for p in exempt["params"])
+    assert len(decayed["params"]) + len(exempt["params"]) == len(list(target.parameters()))
+    single = _build_optimizer(target, config(Path("unused")))  # the CIFAR recipe: decay on everything
+    assert len(single.param_groups) == 1 and isinstance(single, torch.optim.SGD)
+
+
+def test_adamw_cosine_mixup_clipping_channels_last_run(tmp_path):
+    result = run(tmp_path / "run", optimizer="adamw", lr=1e-3, weight_decay=0.05, no_decay_1d=True,
+                 schedule="cosine", warmup_epochs=1, warmup_lr=1e-5, min_lr=1e-5, milestones=[],
+                 mixup=0.8, cutmix=1.0, clip_grad=5.0, channels_last=True)
+    assert result["epochs"] == 2 and 0.0 <= result["final_top1"] <= 100.0
+    rows = metric_rows(tmp_path / "run")
+    assert [float(row["lr"]) for row in rows] == pytest.approx([1e-5, 1e-3 * 0.5 + 1e-5 * 0.5], rel=1e-6)
+    assert all(torch.isfinite(torch.tensor(float(row["train/loss"]))) for row in rows)
+
+
+def test_label_smoothing_and_soft_labels_in_the_cross_entropy_target():
+    torch.manual_seed(0)
+    model = create_model(ARCH, 10).eval()
+    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 3, 5, 9])
+    smooth = CrossEntropyTarget(model, label_smoothing=0.1)(images, labels)[1]["loss_ce"]
+    logits = model(images)
+    soft = torch.full((4, 10), 0.01)
+    soft[torch.arange(4), labels] += 0.9
+    assert smooth.item() == pytest.approx(F.cross_entropy(logits, soft).item(), rel=1e-5)
+    assert CrossEntropyTarget(model)(images, soft)[1]["loss_ce"].item() == pytest.approx(smooth.item(), rel=1e-5)

@@ -1,0 +1,80 @@
+"""classifier_kd.recipes: each preset expands to the published values, and only to TrainConfig options."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from classifier_kd.recipes import METHOD_DEFAULTS, RECIPES, method_defaults, recipe_values
+from classifier_kd.train import TrainConfig
+
+# Values the recipe hands to the data pipeline and the training target rather than to the loop.
+NON_LOOP_KEYS = {"augment", "image_size", "label_smoothing"}
+
+
+def test_cifar100_recipe_and_its_low_lr_models():
+    values = recipe_values("cifar100", "resnet32x4")
+    assert {key: values[key] for key in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "milestones",
+                                         "lr_decay", "optimizer", "schedule")} == {
+        "epochs": 240, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
+        "milestones": [150, 180, 210], "lr_decay": 0.1, "optimizer": "sgd", "schedule": "step"}
+    assert values["augment"] == "cifar" and values["image_size"] == 32 and values["mixup"] == 0
+    for model in ("MobileNetV2", "ShuffleV1", "ShuffleV2"):
+        assert recipe_values("cifar100", model)["lr"] == 0.01
+    values["milestones"].append(230)  # a fresh copy: overriding never edits the recipe
+    assert recipe_values("cifar100", "resnet32x4")["milestones"] == [150, 180, 210]
+    with pytest.raises(ValueError, match="unknown recipe 'imagenet-xl'"):
+        recipe_values("imagenet-xl", "resnet18")
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_every_recipe_expands_to_config_fields_only(recipe):
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = recipe_values(recipe, "resnet18")
+    assert set(values) - NON_LOOP_KEYS <= fields
+    TrainConfig(model="m", dataset="d", num_classes=10, out="o",
+                **{k: v for k, v in values.items() if k not in NON_LOOP_KEYS})
+
+
+def test_published_settings_of_the_other_recipes():
+    deit = recipe_values("deit", "timm/deit_tiny_patch16_224")
+    assert (deit["optimizer"], deit["lr"], deit["weight_decay"], deit["no_decay_1d"], deit["schedule"],
+            deit["min_lr"], deit["warmup_epochs"], deit["epochs"], deit["batch_size"]) == \
+        ("adamw", 5e-4, 0.05, True, "cosine", 5e-6, 0, 300, 512)
+    assert (deit["mixup"], deit["cutmix"], deit["label_smoothing"], deit["clip_grad"]) == (0.8, 1.0, 0.1, None)
+    imagenet = recipe_values("imagenet", "resnet18")
+    assert (imagenet["lr"], imagenet["batch_size"], imagenet["milestones"], imagenet["weight_decay"]) == \
+        (0.2, 512, [30, 60, 90], 1e-4)
+    cnn, vit = recipe_values("cross-arch-cnn", "resnet18"), recipe_values("cross-arch-vit", "timm/deit_tiny_patch16_224")
+    assert (cnn["lr"], cnn["weight_decay"], cnn["warmup_epochs"], cnn["image_size"], cnn["augment"]) == \
+        (0.05, 2e-3, 3, 224, "rrc")
+    assert (vit["optimizer"], vit["warmup_epochs"], vit["warmup_lr"], vit["min_lr"], vit["clip_grad"]) == \
+        ("adamw", 20, 5e-7, 1e-5, 5.0)
+
+
+def test_method_defaults_follow_the_authors_code():
+    kd = method_defaults("cifar100", "kd")
+    assert kd == {"ce_weight": 0.1, "losses": [("kd", 0.9, {"temperature": 4.0})]}
+    # logit standardisation: KD weight 9, base temperature 2, CE 0.1 (lsKD --logit-stand)
+    assert method_defaults("cifar100", "kd", zscore=True) == {
+        "ce_weight": 0.1, "losses": [("kd", 9.0, {"temperature": 2.0, "zscore": True})]}
+    dkd = method_defaults("cifar100", "dkd", zscore=True)["losses"][0]
+    assert dkd[2]["alpha"] == 9.0 and dkd[2]["beta"] == 72.0 and dkd[2]["temperature"] == 2.0
+    assert dkd[2]["warmup_epochs"] == 20
+    imagenet_dkd = method_defaults("imagenet", "dkd")["losses"][0][2]
+    assert (imagenet_dkd["temperature"], imagenet_dkd["beta"], imagenet_dkd["warmup_epochs"]) == (1.0, 0.5, 1)
+    assert method_defaults("imagenet", "kd") == {"ce_weight": 0.5, "losses": [("kd", 0.5, {"temperature": 1.0})]}
+    rsd = method_defaults("cross-arch-cnn", "rsd")
+    assert rsd["label_smoothing"] == 0.1 and rsd["losses"] == [("rsd", 0.1, {"kappa": 0.01})]
+    assert [name for name, _, _ in method_defaults("cifar100", "dcd+kd")["losses"]] == ["kd", "dcd"]
+    assert method_defaults("cifar100", "ce")["losses"] == []
+    # fresh copies
+    method_defaults("cifar100", "kd")["losses"][0][2]["temperature"] = 99
+    assert METHOD_DEFAULTS["kd"]["losses"][0][2]["temperature"] == 4.0
+
+
+def test_zscore_needs_a_logit_term_and_unknown_names_are_refused():
+    with pytest.raises(ValueError, match="method 'dcd' has neither"):
+        method_defaults("cifar100", "dcd", zscore=True)
+    with pytest.raises(ValueError, match="unknown method 'crd'"):
+        method_defaults("cifar100", "crd")
