@@ -5,7 +5,7 @@ Examples::
     classifier-kd train-teacher --model resnet32x4 --dataset cifar100 --out runs/teachers/resnet32x4
     classifier-kd distill --student resnet8x4 --teacher resnet32x4 \\
         --teacher-ckpt resnet32x4_vanilla/ckpt_epoch_240.pth --method kd --zscore --out runs/kd_ls
-    classifier-kd distill --student timm/deit_tiny_patch16_224 --teacher timm/regnety_160 --teacher-pretrained \\
+    classifier-kd distill --student vkd_deit_tiny --teacher timm/regnety_160.deit_in1k --teacher-pretrained \\
         --dataset imagenet --data-root /data/imagenet --recipe deit --method vkd --out runs/vkd_deit_t
     classifier-kd evaluate runs/kd_ls/checkpoints/best.pt
     classifier-kd table runs/kd_ls runs/teachers/resnet32x4 --out results/table.md

@@ -3,8 +3,11 @@
 ``Distiller.forward(images, labels)`` returns the student's logits and a dict of named, already weighted
 loss terms (``loss_ce``, ``loss_kd``, ...), the interface of ``classifier_kd.train.fit`` (mdistiller's
 ``forward_train`` shape). Logit losses see ``(student_logits, teacher_logits, labels)``, feature losses the
-pooled penultimate features ``(student_features, teacher_features)``; their learnable parts (projectors,
-heads, temperature, decoupler) are parameters of this module and are optimised with the student.
+pooled penultimate features ``(student_features, teacher_features)``. A student with ``forward_distill(x) ->
+(features, logits, distill_logits)`` (VkD's DeiT, whose dist head takes the KD term and whose distilled
+feature is the mean patch token) is used through it: CE on ``logits``, logit losses on ``distill_logits``.
+The losses' learnable parts (projectors, heads, temperature, decoupler) are parameters of this module and
+are optimised with the student.
 
 The teacher sees the student's (augmented) images. When it was trained on another input (its checkpoint's
 input spec: another normalisation or size, e.g. an ImageNet-normalised 224 px teacher for a CIFAR student),
@@ -108,7 +111,8 @@ class Distiller(nn.Module):
                 raise ValueError(f"loss {name!r} given twice")
             dims = {}
             if name in kd_core.registry.FEATURE_LOSSES:
-                dims = {"student_dim": student.feature_dim, "teacher_dim": teacher.feature_dim}
+                dims = {"student_dim": getattr(student, "distill_feature_dim", student.feature_dim),
+                        "teacher_dim": teacher.feature_dim}
             self.losses[name] = kd_core.build_loss(name, **dims, **options)
             self.weights[name] = float(weight)
         self.epoch: int | None = None
@@ -138,8 +142,11 @@ class Distiller(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        student_features = self.student.forward_features(images)
-        student_logits = self.student.forward_head(student_features)
+        if hasattr(self.student, "forward_distill"):  # a student with a distillation head (VkD's DeiT)
+            student_features, student_logits, distill_logits = self.student.forward_distill(images)
+        else:
+            student_features = self.student.forward_features(images)
+            student_logits = distill_logits = self.student.forward_head(student_features)
         terms = {"loss_ce": self.ce_weight * F.cross_entropy(student_logits, labels,
                                                              label_smoothing=self.label_smoothing)}
         if not self.losses:
@@ -152,7 +159,7 @@ class Distiller(nn.Module):
         for name, loss in self.losses.items():
             if loss.kind == "logit":
                 extra = {"epoch": self.epoch} if name == "dkd" else {}
-                value = loss(student_logits, teacher_logits, hard_labels, **extra)
+                value = loss(distill_logits, teacher_logits, hard_labels, **extra)
             else:
                 value = loss(student_features, teacher_features)
             terms[f"loss_{name}"] = self.weights[name] * value

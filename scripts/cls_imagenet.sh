@@ -9,12 +9,13 @@
 #     papers' 76.16 teacher; torchvision's own default resnet50 weights are IMAGENET1K_V2, 80.9%, a different teacher).
 #     DKD beta: 0.5 for resnet34 -> resnet18 and 2.0 for resnet50 -> mobilenet_v1 (mdistiller's configs); 2.0 is
 #     assumed for the other resnet50 pairs (no published config). DKD+LS uses beta x 9 (see cls_cifar100.sh).
-#   * VkD Table 1: DeiT-Ti and DeiT-S students (timm/deit_tiny_patch16_224, timm/deit_small_patch16_224) distilled
+#   * VkD Table 1: DeiT-Ti and DeiT-S students (vkd_deit_tiny, vkd_deit_small: VkD's DeiT) distilled
 #     from a RegNetY-16GF teacher (VKD_TEACHER, default timm/regnety_160.deit_in1k: DeiT's teacher, 82.6%; timm 1.x's
 #     untagged regnety_160 is an ImageNet-12k-pretrained model) with recipe deit and method vkd; and VkD Table 6 (the
 #     DeiT-Ti ablation: with/without the orthogonal projector and the teacher normalisation) when VKD_ABLATION=1.
-#     VkD's own student is a DeiT with a convolutional stem and a mean-pooled "dist" token (losses.md 1.1); the timm
-#     DeiT used here has neither.
+#     VkD's student is a DeiT with a convolutional stem and a "dist" token that is the mean patch embedding; its dist
+#     head takes the KD term and evaluation averages the two heads (classifier_kd/models/vkd_deit.py, losses.md 1.1).
+#     Set VKD_STUDENTS to timm/deit_tiny_patch16_224 ... for plain timm DeiTs.
 #
 # Needs a CUDA GPU (these runs take days per run on 8 GPUs), ImageNet as class folders $DATA_ROOT/train/<wnid>/ and
 # $DATA_ROOT/val/<wnid>/, and the teachers' weights, which torchvision / timm fetch into their caches on first use.
@@ -26,7 +27,7 @@
 #   env: DATA_ROOT (data/imagenet), RUNS (runs/cls_imagenet), SEEDS ("0"),
 #        PAIRS ("resnet34:resnet18 resnet50:mobilenet_v1 resnet50:mobilenet_v2"; "" = no CNN runs),
 #        METHODS ("kd kd-zscore dkd dkd-zscore dcd dcd+kd"; for the CNN pairs), R50_TEACHER (timm/resnet50.tv_in1k),
-#        VKD_STUDENTS ("timm/deit_tiny_patch16_224 timm/deit_small_patch16_224"; "" = no VkD runs),
+#        VKD_STUDENTS ("vkd_deit_tiny vkd_deit_small"; "" = no VkD runs),
 #        VKD_TEACHER (timm/regnety_160.deit_in1k), VKD_ABLATION (1), BASELINES (0; 1 = also the students alone),
 #        NPROC (GPUs for torchrun, 1), EXTRA (more options for every training run, e.g. "--workers 16"),
 #        OUT (results/cls_imagenet.md), DRY_RUN (1: print every command instead of running it; no GPU/data checks).
@@ -40,7 +41,7 @@ check_no_arguments "$@"
 DATA_ROOT=${DATA_ROOT:-data/imagenet}; RUNS=${RUNS:-runs/cls_imagenet}; SEEDS=${SEEDS:-0}
 PAIRS=${PAIRS-"resnet34:resnet18 resnet50:mobilenet_v1 resnet50:mobilenet_v2"}
 METHODS=${METHODS:-"kd kd-zscore dkd dkd-zscore dcd dcd+kd"}; R50_TEACHER=${R50_TEACHER:-timm/resnet50.tv_in1k}
-VKD_STUDENTS=${VKD_STUDENTS-"timm/deit_tiny_patch16_224 timm/deit_small_patch16_224"}
+VKD_STUDENTS=${VKD_STUDENTS-"vkd_deit_tiny vkd_deit_small"}
 VKD_TEACHER=${VKD_TEACHER:-timm/regnety_160.deit_in1k}; VKD_ABLATION=${VKD_ABLATION:-1}; BASELINES=${BASELINES:-0}
 NPROC=${NPROC:-1}; OUT=${OUT:-results/cls_imagenet.md}; DRY_RUN=${DRY_RUN:-0}
 read -r -a extra <<< "${EXTRA:-}"
@@ -92,7 +93,7 @@ done
 # ---- VkD: DeiT students, RegNetY-16GF teacher (Table 1), and the Table 6 ablation on DeiT-Ti.
 for student in $VKD_STUDENTS; do
   variants=("vkd|")
-  if [ "$VKD_ABLATION" = 1 ] && [ "$student" = timm/deit_tiny_patch16_224 ]; then
+  if [ "$VKD_ABLATION" = 1 ] && [ "$student" = vkd_deit_tiny ]; then
     variants+=("vkd-linear|--set vkd.projector=linear" "vkd-nonorm|--set vkd.normalizer=none"
                "vkd-linear-nonorm|--set vkd.projector=linear --set vkd.normalizer=none")
   fi

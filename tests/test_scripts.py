@@ -158,7 +158,7 @@ def test_imagenet_plan_with_torchrun(tmp_path: Path) -> None:
     assert cnn and all(option(words, "--batch-size") == ["128"] for words in cnn)  # global 512, as mdistiller
     vkd = [words for words in commands if "deit" in option(words, "--recipe")]
     students = {option(words, "--student")[0] for words in vkd}
-    assert students == {"timm/deit_tiny_patch16_224", "timm/deit_small_patch16_224"}
+    assert students == {"vkd_deit_tiny", "vkd_deit_small"}
     assert len(vkd) == 5 and all(option(words, "--batch-size") == [] for words in vkd)  # Table 1 + Table 6 ablation
 
 

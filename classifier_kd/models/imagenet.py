@@ -386,4 +386,7 @@ def registry() -> dict[str, Callable[..., nn.Module]]:
     builders["mobilenet_v1"] = mobilenet_v1
     builders.update({TIMM_PREFIX + name: functools.partial(build_timm, name) for name in TIMM_MODELS})
     builders.update({TIMM_PREFIX + name: functools.partial(build_ofa_swin, name) for name in OFA_SWIN_MODELS})
+    from classifier_kd.models.vkd_deit import VKD_DEIT_MODELS, build_vkd_deit
+
+    builders.update({name: functools.partial(build_vkd_deit, name) for name in VKD_DEIT_MODELS})
     return builders
