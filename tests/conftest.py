@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from torchvision import datasets
 
 CIFAR10_TRAIN_PER_BATCH = 20  # x 5 batch files = 100 training images
@@ -155,3 +156,15 @@ def fashion_mnist_raw_dir(tmp_path: Path) -> Path:
             with gzip.GzipFile(folder / f"{name}.gz", "wb", mtime=0) as f:
                 f.write(blob)
     return folder
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread for the test: on a shared 2-core box, threads contend and slow down up to 10x.
+
+    Modules with big models use it for every test: ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -5,12 +5,7 @@ from classifier_kd.distiller import METHODS, Distiller, parse_loss_spec
 from classifier_kd.models import create_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def build(method: str) -> Distiller:

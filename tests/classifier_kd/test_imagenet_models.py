@@ -42,14 +42,7 @@ SIZED = {"vit_b_16", "timm/deit_tiny_patch16_224", "timm/deit_small_patch16_224"
          "timm/mixer_b16_224", "timm/swin_tiny_patch4_window7_224", "timm/vit_small_patch16_224"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Batches of two 32 px images gain nothing from intra-op threads, and on a busy machine OpenMP's
-    spin-waiting made this file several times slower; the previous setting is restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _size(name: str) -> int | None:
@@ -98,7 +91,7 @@ def _meta_or_cached(name: str) -> torch.nn.Module:
 def test_registry_lists_the_zoo():
     names = available()
     assert names == sorted(names)
-    assert set(LIBRARY_DIMS) | set(OFA_SWIN_DIMS) | {"mobilenet_v1"} == set(IMAGENET_MODELS)
+    assert set(LIBRARY_DIMS) | set(OFA_SWIN_DIMS) | {"mobilenet_v1", "vkd_deit_tiny", "vkd_deit_small"} == set(IMAGENET_MODELS)
     assert set(IMAGENET_MODELS) <= set(names)
     assert {"resnet32x4", "ResNet50", "MobileNetV2"} <= set(names)  # the CIFAR zoo is still there
 

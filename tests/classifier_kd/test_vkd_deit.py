@@ -10,12 +10,7 @@ from classifier_kd.distiller import Distiller  # noqa: E402
 from classifier_kd.models import available, create_model  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def tiny_student(num_classes: int = 10):

@@ -18,13 +18,7 @@ from gan_kd.models.biggan import (
 SN_MODES = ["own", "torch"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Full-size models on a shared 2-core box: intra-op threads contend and slow down up to 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def spectral_norm_state(layer: nn.Module) -> torch.Tensor:

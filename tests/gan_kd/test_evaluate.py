@@ -25,13 +25,7 @@ from gan_kd.evaluate import (
 from gan_kd.models.biggan import Generator
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """A shared 2-core box: intra-op threads contend with other processes and slow down badly."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def tiny_generator(spectral_norm: str = "own", seed: int = 0) -> Generator:

@@ -6,12 +6,7 @@ from gan_kd.objectives import LeCamRegularizer, discriminator_hinge, generator_h
 from gan_kd.train import PRESETS, Critic, TrainConfig, build_models, ema_update, grid_labels, validate_config
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def tiny_config(**overrides) -> TrainConfig:
