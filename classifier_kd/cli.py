@@ -36,7 +36,9 @@ from classifier_kd.distiller import METHODS, Distiller, TeacherInput, parse_loss
 from classifier_kd.models import available, create_model
 from classifier_kd.models.checkpoint import load_classifier, read_input_spec
 from classifier_kd.recipes import METHOD_DEFAULTS, RECIPES, method_defaults, recipe_values, zscore_term
-from classifier_kd.train import OPTIMIZERS, SCHEDULES, CrossEntropyTarget, RunSetupError, TrainConfig, evaluate, fit
+from classifier_kd.train import (
+    OPTIMIZERS, SCHEDULES, CrossEntropyTarget, RunSetupError, TrainConfig, TrainingDiverged, evaluate, fit,
+)
 from kd_core.runtime.checkpoint import load_checkpoint
 from kd_core.runtime.distributed import cleanup_distributed, init_distributed
 from kd_core.runtime.logging import format_duration
@@ -202,6 +204,8 @@ def _fit(target, train_set, test_set, config: TrainConfig, spec: dict, ctx) -> d
         return fit(target, train_set, test_set, config, input_spec=spec, ctx=ctx)
     except RunSetupError as err:
         raise click.UsageError(_one_line(err)) from err
+    except TrainingDiverged as err:  # not bad input: exit code 1
+        raise click.ClickException(_one_line(err)) from err
 
 
 def _report(result: dict) -> None:

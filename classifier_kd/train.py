@@ -56,6 +56,7 @@ __all__ = [
     "SCHEDULES",
     "CrossEntropyTarget",
     "RunSetupError",
+    "TrainingDiverged",
     "TrainConfig",
     "evaluate",
     "fit",
@@ -75,6 +76,10 @@ SCHEDULES = ("step", "cosine")
 
 class RunSetupError(ValueError):
     """A run that cannot start (one-line reason); raised by :func:`fit` before anything is written."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss of an epoch was not finite; ``last.pt`` still holds the previous epoch."""
 
 
 @dataclass
@@ -424,6 +429,11 @@ def fit(
         lr = epoch_lr
 
         train_metrics = all_reduce_mean({f"train/{name}": total / steps_per_epoch for name, total in sums.items()})
+        if not all(math.isfinite(value) for value in train_metrics.values()):  # the same answer on every rank
+            terms = ", ".join(f"{name[6:]} {value:.4g}" for name, value in train_metrics.items() if name != "train/top1")
+            log.error("epoch %d: non-finite training loss (%s); stopping", epoch + 1, terms)
+            raise TrainingDiverged(f"the training loss diverged in epoch {epoch + 1} ({terms}); {ckpt_dir / LAST} "
+                                   f"holds epoch {epoch}; lower --lr or the loss weights")
         test_metrics = evaluate(target.model, test_set, batch_size=max(config.batch_size, 256), device=device,
                                 workers=config.workers, amp=amp, ctx=ctx)
         is_best = test_metrics["top1"] > best_top1

@@ -247,3 +247,28 @@ def test_label_smoothing_and_soft_labels_in_the_cross_entropy_target():
     soft[torch.arange(4), labels] += 0.9
     assert smooth.item() == pytest.approx(F.cross_entropy(logits, soft).item(), rel=1e-5)
     assert CrossEntropyTarget(model)(images, soft)[1]["loss_ce"].item() == pytest.approx(smooth.item(), rel=1e-5)
+
+
+class _DivergesInEpoch2(CrossEntropyTarget):
+    """Cross-entropy that turns into NaN from the second epoch on (set_epoch is 1-based)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def forward(self, images, labels):
+        logits, terms = super().forward(images, labels)
+        if self.epoch >= 2:
+            terms["loss_ce"] = terms["loss_ce"] * float("nan")
+        return logits, terms
+
+
+def test_a_diverged_loss_stops_the_run_and_keeps_the_last_good_epoch(tmp_path):
+    from classifier_kd.train import TrainingDiverged
+
+    torch.manual_seed(0)
+    target = _DivergesInEpoch2(create_model(ARCH, 10))
+    with pytest.raises(TrainingDiverged, match="diverged in epoch 2.*lower --lr"):
+        fit(target, tiny_data(48, 0), tiny_data(16, 1), config(tmp_path / "run", epochs=3), input_spec=SPEC)
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["epoch"] == 1
+    assert not (tmp_path / "run" / "result.json").exists()
+    assert len(metric_rows(tmp_path / "run")) == 1
