@@ -9,7 +9,7 @@
 # of 20 of 240). Results: results/cls_fmnist_cpu.md.
 #
 # env: DATA_ROOT (data; Debian's dataset-fashion-mnist is found automatically), RUNS (runs/cls_fmnist_cpu),
-#      SEEDS ("0"), PARALLEL (2 runs at a time, 1 thread each), FRACTION (0.1), EPOCHS (6), MILESTONES (4,5),
+#      SEEDS ("0"; results/cls_fmnist_cpu.md has "0 1"), PARALLEL (2 runs at a time, 1 thread each), FRACTION (0.1), EPOCHS (6), MILESTONES (4,5),
 #      METHODS ("ce kd kd-zscore dkd dkd-zscore fitnet vkd dcd dcd+kd rsd"; X-zscore = --method X --zscore)
 set -euo pipefail
 DATA_ROOT=${DATA_ROOT:-data}; RUNS=${RUNS:-runs/cls_fmnist_cpu}; SEEDS=${SEEDS:-0}; PARALLEL=${PARALLEL:-2}
@@ -28,6 +28,7 @@ fi
 # 2. the students, PARALLEL at a time
 run_student() {  # method seed
   local method=${1%-zscore} out=$RUNS/resnet32_resnet20_$1_seed$2 extra=()
+  [ -f "$out/result.json" ] && return 0  # finished (delete the folder to run it again)
   [ "$1" != "$method" ] && extra+=(--zscore)
   case $method in dkd) extra+=(--set dkd.warmup_epochs=1);; esac
   classifier-kd distill --student resnet20 --teacher-ckpt "$TEACHER_RUN/checkpoints/best.pt" --method "$method" \
