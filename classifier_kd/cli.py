@@ -35,7 +35,7 @@ from classifier_kd.data import (
 from classifier_kd.distiller import METHODS, Distiller, TeacherInput, parse_loss_spec
 from classifier_kd.models import available, create_model
 from classifier_kd.models.checkpoint import load_classifier, read_input_spec
-from classifier_kd.recipes import METHOD_DEFAULTS, RECIPES, method_defaults, recipe_values, zscore_term
+from classifier_kd.recipes import METHOD_DEFAULTS, RECIPES, method_defaults, recipe_values, zscore_terms
 from classifier_kd.train import (
     OPTIMIZERS, SCHEDULES, CrossEntropyTarget, RunSetupError, TrainConfig, TrainingDiverged, evaluate, fit,
 )
@@ -303,11 +303,11 @@ def _distillation_terms(recipe: str, method: str | None, losses: list, zscore: b
             for name, _, loss_options in method_defaults(recipe, other)["losses"]:
                 known.setdefault(name, loss_options)
         terms = [(name, weight, dict(known.get(name, {}))) for name, weight in losses]
-        if zscore:
-            if not any(name in ("kd", "dkd") for name, _ in losses):
-                raise click.UsageError("--zscore standardises kd/dkd logits; none of the --loss terms is kd or dkd")
-            # standardised options (temperature 2, DKD's alpha/beta x 9), the weights given on the command line
-            terms = [(name, weight, zscore_term(name, weight, loss_options)[2]) for name, weight, loss_options in terms]
+        if zscore:  # standardised options (temperature 2, DKD's alpha/beta x 9), the weights given here
+            try:
+                terms = zscore_terms(terms, "the --loss terms", keep_weights=True)
+            except ValueError as err:
+                raise click.UsageError(_one_line(err)) from err
     names = [name for name, _, _ in terms]
     for loss, key, value in settings:
         if loss not in names:
@@ -388,7 +388,7 @@ def distill(student, student_pretrained, teacher, teacher_ckpt, teacher_pretrain
         if terms["losses"]:
             teacher_model, teacher_spec = _load_teacher(teacher, teacher_ckpt, teacher_pretrained, teacher_image_size)
             teacher_name = teacher_model.arch
-            has_logit_term = any(name in ("kd", "dkd") for name, _, _ in terms["losses"])
+            has_logit_term = any(name not in kd_core.registry.FEATURE_LOSSES for name, _, _ in terms["losses"])
             if has_logit_term and teacher_model.num_classes != num_classes:
                 raise click.UsageError(f"teacher {teacher_name} has {teacher_model.num_classes} classes but "
                                        f"{options['dataset']} has {num_classes}: logit losses compare class scores")

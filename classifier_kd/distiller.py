@@ -28,7 +28,7 @@ METHODS: dict[str, tuple[str, ...]] = {
     "kd": ("kd",),
     "dkd": ("dkd",),
     "fitnet": ("fitnet",),
-    "vkd": ("vkd",),
+    "vkd": ("kd", "vkd"),  # the VkD code's loss: CE + KL on the logits + the feature term
     "dcd": ("dcd",),
     "dcd+kd": ("kd", "dcd"),
     "rsd": ("rsd",),

@@ -128,22 +128,29 @@ def method_defaults(recipe: str, method: str, zscore: bool = False) -> dict[str,
         raise ValueError(f"unknown method {method!r}; available: {', '.join(METHOD_DEFAULTS)}")
     values = copy.deepcopy(_RECIPE_METHODS.get(recipe, {}).get(method, METHOD_DEFAULTS[method]))
     if zscore:
-        logit_terms = [term for term in values["losses"] if term[0] in ("kd", "dkd")]
-        if not logit_terms:
-            raise ValueError(f"--zscore standardises kd/dkd logits; method {method!r} has neither")
-        values["losses"] = [zscore_term(name, weight, options) for name, weight, options in values["losses"]]
+        values["losses"] = zscore_terms(values["losses"], f"method {method!r}")
         if method == "kd":
             values["ce_weight"] = _ZSCORE_CE_WEIGHT.get(recipe, 0.1)
     return values
 
 
-def zscore_term(name: str, weight: float, options: dict[str, Any]) -> tuple[str, float, dict[str, Any]]:
-    """One loss term switched to logit standardisation with lsKD's defaults (others pass through)."""
-    options = dict(options)
-    if name == "kd":
-        return name, ZSCORE_KD_WEIGHT, {**options, "temperature": ZSCORE_TEMPERATURE, "zscore": True}
-    if name == "dkd":
-        return name, weight, {**options, "alpha": options.get("alpha", 1.0) * ZSCORE_KD_WEIGHT,
-                              "beta": options.get("beta", 8.0) * ZSCORE_KD_WEIGHT,
-                              "temperature": ZSCORE_TEMPERATURE, "zscore": True}
-    return name, weight, options
+def zscore_terms(terms: list[tuple[str, float, dict[str, Any]]], owner: str, keep_weights: bool = False
+                 ) -> list[tuple[str, float, dict[str, Any]]]:
+    """``terms`` with kd / dkd switched to logit standardisation with lsKD's defaults (others pass through).
+
+    kd gets weight 9 and base temperature 2, dkd alpha and beta x 9 and temperature 2; ``keep_weights`` keeps
+    the given weights (terms named on the command line). A ValueError naming ``owner`` when neither is there.
+    """
+    if not any(name in ("kd", "dkd") for name, _, _ in terms):
+        raise ValueError(f"--zscore standardises kd/dkd logits; {owner} has neither")
+    switched = []
+    for name, weight, options in terms:
+        options = dict(options)
+        if name == "kd":
+            weight = weight if keep_weights else ZSCORE_KD_WEIGHT
+            options.update(temperature=ZSCORE_TEMPERATURE, zscore=True)
+        elif name == "dkd":
+            options.update(alpha=options.get("alpha", 1.0) * ZSCORE_KD_WEIGHT,
+                           beta=options.get("beta", 8.0) * ZSCORE_KD_WEIGHT, temperature=ZSCORE_TEMPERATURE, zscore=True)
+        switched.append((name, weight, options))
+    return switched

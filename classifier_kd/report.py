@@ -23,11 +23,12 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from classifier_kd.distiller import METHODS
+
 METHOD_LABELS = {"ce": "CE (student)", "kd": "KD", "dkd": "DKD", "fitnet": "FitNet", "vkd": "VkD", "dcd": "DCD",
                  "dcd+kd": "DCD+KD", "rsd": "RSD"}
 # --loss terms (sorted names) of a "custom" run -> the method they amount to
-_LOSS_SETS = {(): "ce", ("kd",): "kd", ("dkd",): "dkd", ("fitnet",): "fitnet", ("kd", "vkd"): "vkd",
-              ("dcd",): "dcd", ("dcd", "kd"): "dcd+kd", ("rsd",): "rsd"}
+_LOSS_SETS = {tuple(sorted(losses)): method for method, losses in METHODS.items()}
 # loss options that make a different method variant (their own column) when not at these defaults
 _VARIANT_OPTIONS = {"vkd": {"projector": "orthogonal", "normalizer": "layernorm"}}
 COLUMN_ORDER = ["teacher", "CE (student)", "KD", "KD+LS", "DKD", "DKD+LS", "FitNet", "VkD", "DCD", "DCD+KD", "RSD"]

@@ -396,7 +396,7 @@ def fit(
         if hasattr(target, "set_epoch"):
             target.set_epoch(epoch + 1)  # 1-based, for warm-ups such as DKD's (mdistiller counts from 1)
         target.train()
-        epoch_lr = learning_rate(config, epoch)
+        epoch_lr = learning_rate(config, epoch)  # logged: the lr at the start of the epoch
         sums: dict[str, float] = defaultdict(float)
         for step, (images, labels) in enumerate(train_loader):
             if step >= steps_per_epoch:
@@ -426,7 +426,6 @@ def fit(
             sums["top1"] += 100.0 * _topk_correct(logits.detach().float(), hard_labels, (1,))[0] / len(hard_labels)
             if is_main:
                 progress.update(epoch * steps_per_epoch + step + 1, loss=sums["loss"] / (step + 1), lr=lr)
-        lr = epoch_lr
 
         train_metrics = all_reduce_mean({f"train/{name}": total / steps_per_epoch for name, total in sums.items()})
         if not all(math.isfinite(value) for value in train_metrics.values()):  # the same answer on every rank
@@ -442,10 +441,10 @@ def fit(
         epoch_time = time.monotonic() - epoch_start
         log.info("epoch %d/%d | loss %.4f | train top-1 %.2f | test top-1 %.2f top-5 %.2f%s | lr %g | %s",
                  epoch + 1, config.epochs, train_metrics["train/loss"], train_metrics["train/top1"],
-                 test_metrics["top1"], test_metrics["top5"], " (best)" if is_best else "", lr,
+                 test_metrics["top1"], test_metrics["top5"], " (best)" if is_best else "", epoch_lr,
                  format_duration(epoch_time))
         if is_main:
-            metrics.log(epoch + 1, {"lr": lr, **train_metrics, "test/top1": test_metrics["top1"],
+            metrics.log(epoch + 1, {"lr": epoch_lr, **train_metrics, "test/top1": test_metrics["top1"],
                                     "test/top5": test_metrics["top5"], "test/loss": test_metrics["loss"],
                                     "epoch_time_s": epoch_time})
             if is_best:

@@ -243,6 +243,8 @@ def test_train_teacher_distill_evaluate(cifar10_root, tmp_path):
      {"ce_weight": 1.0, "losses": [("dkd", 1.0, {"alpha": 1.0, "beta": 2, "temperature": 4.0, "warmup_epochs": 20})]}),
     (["--loss", "kd:0.5", "--loss", "dcd:2", "--ce-weight", "0.3"],
      {"ce_weight": 0.3, "losses": [("kd", 0.5, {"temperature": 4.0}), ("dcd", 2.0, {})]}),
+    (["--loss", "kd:0.5", "--zscore"],  # the weight given on the command line is kept
+     {"ce_weight": 1.0, "losses": [("kd", 0.5, {"temperature": 2.0, "zscore": True})]}),
     (["--method", "rsd"], {"ce_weight": 1.0, "label_smoothing": 0.1, "losses": [("rsd", 0.1, {"kappa": 0.01})]}),
     (["--method", "ce"], {"ce_weight": 1.0, "losses": []}),
 ])
@@ -264,6 +266,7 @@ def test_distill_records_the_expanded_terms(cifar10_root, cifar10_resnet20, tmp_
     (["--loss", "mystery:1"], ["--loss", "mystery"]),
     (["--method", "kd", "--loss", "kd:1"], ["--method", "--loss"]),
     (["--method", "dcd", "--zscore"], ["zscore", "dcd"]),
+    (["--loss", "dcd:1", "--zscore"], ["zscore", "the --loss terms has neither"]),
     (["--method", "kd", "--set", "dkd.beta=2"], ["dkd", "not a loss of this run"]),
     (["--method", "kd", "--set", "beta"], ["LOSS.KEY=VALUE"]),
     (["--teacher", "resnet8x4"], ["--teacher-ckpt", "resnet20", "resnet8x4"]),  # file holds another arch

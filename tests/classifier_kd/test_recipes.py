@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 
+from classifier_kd.distiller import METHODS
 from classifier_kd.recipes import METHOD_DEFAULTS, RECIPES, method_defaults, recipe_values
 from classifier_kd.train import TrainConfig
 
@@ -78,3 +79,10 @@ def test_zscore_needs_a_logit_term_and_unknown_names_are_refused():
         method_defaults("cifar100", "dcd", zscore=True)
     with pytest.raises(ValueError, match="unknown method 'crd'"):
         method_defaults("cifar100", "crd")
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_every_recipe_weights_exactly_the_losses_of_each_method(recipe):
+    assert set(METHOD_DEFAULTS) == set(METHODS)
+    for method, losses in METHODS.items():
+        assert tuple(name for name, _, _ in method_defaults(recipe, method)["losses"]) == losses
