@@ -1,4 +1,4 @@
-"""Atomic checkpoint writing and validated loading (kd_core/runtime/checkpoint.py)."""
+"""Atomic, verified checkpoint writing and safe loading (kd_core/runtime/checkpoint.py)."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,15 @@ import pytest
 import torch
 
 from kd_core.runtime import checkpoint
-from kd_core.runtime.checkpoint import CheckpointError, atomic_save, load_checkpoint
+from kd_core.runtime.checkpoint import (
+    CheckpointCorrupt,
+    CheckpointError,
+    NonFiniteCheckpoint,
+    atomic_save,
+    load_checkpoint,
+    load_weights_file,
+    previous_path,
+)
 from kd_core.runtime.seed import capture_rng_state, restore_rng_state
 
 
@@ -208,10 +216,12 @@ class _Payload:
 
 def test_arbitrary_objects_are_refused_unless_trusted(tmp_path):
     path = tmp_path / "foreign.pt"
-    atomic_save({"model": torch.nn.Linear(2, 2)}, path)
+    torch.save({"model": torch.nn.Linear(2, 2)}, path)  # a pickled module, as some teachers ship
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(path)
-    assert "trusted=True" in _one_line(err) and "torch.nn" in str(err.value)
+    message = _one_line(err)
+    assert "torch.nn" in message and "files that need code to load are not accepted" in message
+    assert "trusted" not in message  # the CLIs have no such option; do not suggest one
     assert isinstance(load_checkpoint(path, trusted=True)["model"], torch.nn.Linear)
 
 
@@ -220,7 +230,7 @@ def test_code_executing_pickle_is_refused(tmp_path):
     torch.save({"x": _Payload()}, path)
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(path)
-    assert "getcwd" in _one_line(err)
+    assert "getcwd" in _one_line(err) and "trusted" not in str(err.value)
     assert load_checkpoint(path, trusted=True)["x"] == os.getcwd()  # what the safe loader prevented
 
 
@@ -231,3 +241,326 @@ def test_plain_pickle_is_rejected_cleanly(tmp_path):
         load_checkpoint(path)
     message = _one_line(err)
     assert message.startswith(f"cannot read checkpoint {path}: ") and "trusted" not in message
+
+
+# ---------------------------------------------------------------- integrity record
+
+def _assert_same(actual, expected, where="obj"):
+    """Deep equality that also requires the same container and scalar types (tensors bit-exact)."""
+    assert type(actual) is type(expected), f"{where}: {type(actual)} != {type(expected)}"
+    if isinstance(expected, torch.Tensor):
+        assert actual.dtype == expected.dtype and actual.shape == expected.shape, where
+        def as_bytes(t):
+            return t.contiguous().reshape(-1).view(torch.uint8)
+        assert torch.equal(as_bytes(actual), as_bytes(expected)), where  # bit-exact
+    elif isinstance(expected, np.ndarray):
+        assert actual.dtype == expected.dtype, where
+        np.testing.assert_array_equal(actual, expected)
+    elif isinstance(expected, dict):
+        assert list(actual) == list(expected), f"{where}: keys differ"
+        for key in expected:
+            _assert_same(actual[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected), where
+        for index, (a, e) in enumerate(zip(actual, expected)):
+            _assert_same(a, e, f"{where}.{index}")
+    else:
+        assert actual == expected, where
+
+
+def test_round_trip_returns_exactly_what_was_saved(tmp_path):
+    state = _training_state()
+    state["half"] = torch.arange(6, dtype=torch.bfloat16).reshape(2, 3).t()  # non-contiguous bf16
+    state["flags"] = [True, None, b"raw", -0.0, 2**70]
+    keys_before = list(state)
+    path = tmp_path / "last.pt"
+    atomic_save(state, path)
+    assert list(state) == keys_before  # the caller's dict is not modified
+
+    raw = torch.load(path, weights_only=False)
+    assert list(raw) == keys_before + ["integrity"]
+    assert raw["integrity"]["algorithm"] == "sha256" and len(raw["integrity"]["digest"]) == 64
+
+    loaded = load_checkpoint(path)
+    assert "integrity" not in loaded
+    _assert_same(loaded, state)
+
+
+def test_digest_is_deterministic_and_content_defined(tmp_path):
+    def digest(obj, name):
+        atomic_save(obj, tmp_path / name)
+        return torch.load(tmp_path / name, weights_only=False)["integrity"]["digest"]
+
+    base = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    assert digest({"w": base.t()}, "a.pt") == digest({"w": base.t().contiguous()}, "b.pt")  # strides do not matter
+    assert digest(_training_state(), "c.pt") == digest(_training_state(), "d.pt")
+    assert digest({"w": base}, "e.pt") != digest({"w": base.reshape(4, 3)}, "f.pt")  # shapes do
+    assert digest({"w": base}, "g.pt") != digest({"w": base.double()}, "h.pt")  # and dtypes
+
+
+def test_caller_integrity_key_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="integrity"):
+        atomic_save({"integrity": 1, "step": 2}, tmp_path / "c.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unsupported_type_is_refused_with_its_key_path(tmp_path):
+    with pytest.raises(TypeError, match=r"'a\.b\.1'"):
+        atomic_save({"a": {"b": [1, {1, 2}]}}, tmp_path / "c.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _flip_middle(path: Path, n: int = 16) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + n] = bytes(b ^ 0xFF for b in data[middle:middle + n])
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_bytes_in_tensor_data_are_detected(tmp_path):
+    path = tmp_path / "runs" / "x" / "checkpoints" / "last.pt"
+    atomic_save({"weights": torch.arange(100_000, dtype=torch.float32), "step": 7}, path)
+    _flip_middle(path)  # torch.load itself does not notice: the zip CRCs are not checked
+    with pytest.raises(CheckpointCorrupt) as err:
+        load_checkpoint(path)
+    message = _one_line(err)
+    assert message.startswith(f"checkpoint {path} is corrupted (SHA-256 integrity check failed); ")
+    assert isinstance(err.value, CheckpointError)
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda s: s.update(step=43),
+    lambda s: s.update(step=True if s["step"] == 1 else 1),  # same value, another type
+    lambda s: s["config"].update(lr=1e-2),
+    lambda s: s["config"].update(betas=list(s["config"]["betas"])),  # tuple -> list
+    lambda s: s["config"].update(data_root=str(s["config"]["data_root"])),  # Path -> str
+    lambda s: s["model"].pop("bias"),
+    lambda s: s.update(model=dict(reversed(list(s["model"].items())))),  # key order
+    lambda s: s["subset_indices"].__setitem__(0, 9),
+    lambda s: s.update(best_fid=np.float32(31.5)),
+], ids=["int", "type", "nested-float", "tuple-list", "path-str", "dropped-key", "key-order", "array", "np-dtype"])
+def test_tampered_payload_keeping_the_old_record_is_detected(tmp_path, tamper):
+    path = tmp_path / "c.pt"
+    state = _training_state()
+    state["step"] = 1
+    atomic_save(state, path)
+    raw = torch.load(path, weights_only=False)
+    tamper(raw)
+    torch.save(raw, path)  # the old integrity record is kept
+    with pytest.raises(CheckpointCorrupt) as err:
+        load_checkpoint(path)
+    assert str(path) in _one_line(err)
+
+
+def test_malformed_record_is_corrupt(tmp_path):
+    path = tmp_path / "c.pt"
+    torch.save({"step": 1, "integrity": "deadbeef"}, path)
+    with pytest.raises(CheckpointCorrupt):
+        load_checkpoint(path)
+
+
+def test_file_without_record_loads_as_before(tmp_path):
+    path = tmp_path / "external.pt"
+    state = _training_state()
+    torch.save(state, path)
+    _assert_same(load_checkpoint(path), state)
+
+
+# ---------------------------------------------------------------- non-finite tensors
+
+def _optimizer_like(bad: torch.Tensor) -> dict:
+    return {
+        "generator": {"blocks.0.weight": torch.ones(2, 2)},
+        "opt_d": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(4)},
+                            3: {"step": torch.tensor(3.0), "exp_avg": bad}},
+                  "param_groups": [{"lr": 1e-4, "params": [0, 3]}]},
+        "iteration": 10,
+    }
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("bad_value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_tensors_are_never_written(tmp_path, dtype, bad_value):
+    path = tmp_path / "last.pt"
+    atomic_save(_optimizer_like(torch.zeros(5)), path, keep_previous=True)
+    old_bytes = path.read_bytes()
+    bad = torch.tensor([0.0, bad_value, 1.0, bad_value, 2.0], dtype=dtype)
+    with pytest.raises(NonFiniteCheckpoint) as err:
+        atomic_save(_optimizer_like(bad), path, keep_previous=True)
+    message = _one_line(err)
+    assert str(path) in message and "opt_d.state.3.exp_avg" in message and "2 non-finite values" in message
+    assert path.read_bytes() == old_bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temp files, no rotation
+
+
+def test_non_finite_check_runs_before_any_file_or_directory_exists(tmp_path):
+    target = tmp_path / "new" / "last.pt"
+    with pytest.raises(NonFiniteCheckpoint, match="metrics.fid"):
+        atomic_save({"metrics": {"fid": np.array([1.0, np.nan])}, "ok": torch.zeros(2)}, target)
+    with pytest.raises(NonFiniteCheckpoint):
+        atomic_save(torch.tensor([float("inf")]), target)  # a bare tensor too
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_non_finite_python_floats_and_integer_tensors_are_fine(tmp_path):
+    state = {"best": {"fid": float("inf")}, "counts": torch.arange(3)}  # a metric placeholder is not a weight
+    atomic_save(state, tmp_path / "c.pt")
+    assert load_checkpoint(tmp_path / "c.pt")["best"]["fid"] == float("inf")
+
+
+# ---------------------------------------------------------------- rotation
+
+def test_previous_path():
+    assert previous_path("runs/x/checkpoints/last.pt") == Path("runs/x/checkpoints/last.prev.pt")
+    assert previous_path(Path("best")) == Path("best.prev")
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_rotation_keeps_the_previous_file(tmp_path, monkeypatch, hard_links):
+    if not hard_links:
+        def no_link(src, dst):
+            raise OSError(1, "Operation not permitted")
+        monkeypatch.setattr(checkpoint.os, "link", no_link)
+    path, prev = tmp_path / "last.pt", tmp_path / "last.prev.pt"
+    atomic_save({"step": 1}, path, keep_previous=True)
+    assert not prev.exists()  # nothing to keep yet
+    contents = [path.read_bytes()]
+    for step in (2, 3):
+        atomic_save({"step": step, "w": torch.full((3,), float(step))}, path, keep_previous=True)
+        assert prev.read_bytes() == contents[-1]
+        contents.append(path.read_bytes())
+    assert load_checkpoint(path)["step"] == 3 and load_checkpoint(prev)["step"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.prev.pt", "last.pt"]
+
+
+def test_rotation_never_leaves_the_target_missing(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    atomic_save({"step": 1}, path)
+    real_replace = os.replace
+    seen = []
+
+    def checked_replace(src, dst):
+        seen.append(path.exists())
+        real_replace(src, dst)
+        seen.append(path.exists())
+
+    monkeypatch.setattr(checkpoint.os, "replace", checked_replace)
+    atomic_save({"step": 2}, path, keep_previous=True)
+    assert len(seen) == 4 and all(seen)  # one replace for .prev, one for the target
+
+
+def test_corrupted_last_names_the_intact_previous(tmp_path):
+    path, prev = tmp_path / "last.pt", tmp_path / "last.prev.pt"
+    for step in (1, 2):
+        atomic_save({"step": step, "w": torch.arange(100_000, dtype=torch.float32)}, path, keep_previous=True)
+    _flip_middle(path)
+    with pytest.raises(CheckpointCorrupt) as err:
+        load_checkpoint(path, required_keys=("step",))
+    assert _one_line(err) == (f"checkpoint {path} is corrupted (SHA-256 integrity check failed); "
+                              f"the previous checkpoint {prev} is intact: move it over {path} to resume from it")
+    os.replace(prev, path)  # what the message says to do
+    assert load_checkpoint(path)["step"] == 1
+
+
+def test_truncated_last_names_the_intact_previous_and_a_bad_previous_is_reported(tmp_path):
+    path, prev = tmp_path / "last.pt", tmp_path / "last.prev.pt"
+    for step in (1, 2):
+        atomic_save({"step": step, "w": torch.arange(100_000, dtype=torch.float32)}, path, keep_previous=True)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = _one_line(err)
+    assert message.startswith(f"cannot read checkpoint {path}: ")
+    assert message.endswith(f"; the previous checkpoint {prev} is intact: move it over {path} to resume from it")
+
+    _flip_middle(prev)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert "no intact previous checkpoint exists" in _one_line(err) and "intact: move" not in str(err.value)
+
+
+# ---------------------------------------------------------------- code-executing pickles
+
+class _TouchMarker:
+    """Unpickling this creates ``marker``: a stand-in for any code an attacker could run."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_malicious_pickle_never_runs(tmp_path, wrapped):
+    marker = tmp_path / "pwned"
+    evil = {"weight": torch.zeros(2), "x": _TouchMarker(marker)}
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": evil} if wrapped else evil, path)
+
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = _one_line(err)
+    # pickle protocol 2 spells Path.touch as builtins.getattr(Path, "touch"): the refused global is getattr
+    assert message.endswith("; files that need code to load are not accepted") and "refuses (" in message
+    with pytest.raises(CheckpointError) as err:
+        load_weights_file(path, "Inception weights")
+    assert _one_line(err).startswith(f"Inception weights {path} holds objects the safe loader refuses (")
+    assert not marker.exists()
+
+    load_checkpoint(path, trusted=True)  # the payload is real: the unrestricted unpickler runs it
+    assert marker.exists()
+
+
+# ---------------------------------------------------------------- plain weight files
+
+def _weights() -> dict:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2)).state_dict()
+
+
+def test_load_weights_file_reads_safetensors_and_torch_files(tmp_path):
+    from safetensors.torch import save_file
+
+    weights = _weights()
+    save_file(dict(weights), tmp_path / "w.safetensors")
+    torch.save(weights, tmp_path / "w.pth")
+    torch.save({"state_dict": weights, "epoch": 3}, tmp_path / "wrapped.pt")
+    atomic_save(dict(weights), tmp_path / "ours.pt")  # with an integrity record, which is removed
+    for name in ("w.safetensors", "w.pth", "wrapped.pt", "ours.pt"):
+        loaded = load_weights_file(tmp_path / name, "CLIP weights")
+        assert sorted(loaded) == sorted(weights), name
+        for key, tensor in weights.items():
+            assert torch.equal(loaded[key], tensor) and loaded[key].device.type == "cpu", (name, key)
+
+
+@pytest.mark.parametrize("content, reason", [
+    (torch.zeros(3), "holds a Tensor, expected a mapping"),
+    ([torch.zeros(3)], "holds a list, expected a mapping"),
+    ({}, "holds no tensors"),
+    ({"state_dict": {}}, "holds no tensors"),
+    ({"fc.weight": torch.zeros(2), "epoch": 3}, "maps 'epoch' to a int"),
+    ({0: torch.zeros(2)}, "has a int key 0"),
+    ({"fc.weight": torch.tensor([1.0, float("nan"), float("inf")])}, "holds 2 non-finite values in fc.weight"),
+])
+def test_load_weights_file_refuses_what_is_not_weights(tmp_path, content, reason):
+    path = tmp_path / "w.pth"
+    torch.save(content, path)
+    with pytest.raises(CheckpointError) as err:
+        load_weights_file(path, "Inception weights")
+    message = _one_line(err)
+    assert message.startswith(f"Inception weights {path} ") and reason in message
+
+
+@pytest.mark.parametrize("name, content", [
+    ("w.safetensors", b"not safetensors"),
+    ("w.pth", b"PK\x03\x04truncated zip"),
+    ("missing.pth", None),
+])
+def test_load_weights_file_unreadable_or_missing(tmp_path, name, content):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError) as err:
+        load_weights_file(path, "Inception weights")
+    assert f"Inception weights {path}" in _one_line(err)
