@@ -22,6 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
+from kd_core.runtime.io import write_json
+
 DISTRIBUTION = "vkd-distill"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
@@ -43,9 +45,12 @@ def validate_run_dir(
     """Check ``config`` against ``out/config.json`` without writing anything.
 
     Returns True if ``out`` holds a run to resume (its options match), False if there is no
-    ``config.json`` yet. Raises :class:`RunConfigMismatch` naming every differing option with
-    its old and new value; options in ``ignore_keys`` (e.g. ``device``, ``iterations``) may
-    change on resume. CLIs call this before creating anything.
+    ``config.json`` yet, or if the options differ but the directory holds no checkpoint and no
+    result (a run that failed before saving anything: a corrected command may take it over, and
+    :func:`prepare_run_dir` rewrites its ``config.json``). Otherwise raises
+    :class:`RunConfigMismatch` naming every differing option with its old and new value; options
+    in ``ignore_keys`` (e.g. ``device``, ``iterations``) may change on resume. CLIs call this
+    before creating anything.
     """
     out = Path(out)
     config_path = out / CONFIG_FILE
@@ -68,12 +73,22 @@ def validate_run_dir(
         old_value, new_value = old.get(key, missing), new.get(key, missing)
         if old_value != new_value:
             differences.append(f"{key}: {_show(old_value, missing)} -> {_show(new_value, missing)}")
+    if differences and not _holds_progress(out):
+        return False  # nothing trained yet: a corrected command may take the directory over
     if differences:
         raise RunConfigMismatch(
             f"run directory {out} was created with different options ({'; '.join(differences)}); "
             "resume with the original options or choose a new output directory"
         )
     return True
+
+
+PROGRESS_FILES = ("checkpoints/last.pt", "checkpoints/best.pt", "result.json", "training.json")
+
+
+def _holds_progress(out: Path) -> bool:
+    """Whether a run directory holds anything a different configuration would contradict."""
+    return any((out / name).exists() for name in PROGRESS_FILES)
 
 
 def prepare_run_dir(
@@ -96,7 +111,7 @@ def prepare_run_dir(
         return out
     record = {**_normalise(config), **run_metadata()}
     out.mkdir(parents=True, exist_ok=True)
-    _write_text_atomic(out / CONFIG_FILE, json.dumps(record, indent=2) + "\n")
+    write_json(out / CONFIG_FILE, record)
     return out
 
 
@@ -157,19 +172,6 @@ def _reject_reserved_keys(config: Mapping[str, Any]) -> None:
 
 def _show(value: Any, missing: object) -> str:
     return "<absent>" if value is missing else json.dumps(value)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- metrics files

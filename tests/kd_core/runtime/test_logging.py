@@ -102,8 +102,29 @@ def test_validate_without_config_reports_new_run_and_writes_nothing(tmp_path):
     assert not (tmp_path / "missing").exists()
 
 
+def _started(out):
+    """Make ``out`` hold progress (a checkpoint): from then on its options are binding."""
+    (out / "checkpoints").mkdir()
+    (out / "checkpoints" / "last.pt").write_bytes(b"")
+
+
+@pytest.mark.parametrize("progress", [None, "checkpoints/last.pt", "checkpoints/best.pt", "result.json", "training.json"])
+def test_a_run_without_progress_may_be_taken_over_by_other_options(tmp_path, progress):
+    out = prepare_run_dir(tmp_path / "run", CONFIG)
+    if progress is not None:
+        (out / progress).parent.mkdir(exist_ok=True)
+        (out / progress).write_bytes(b"")
+        with pytest.raises(RunConfigMismatch):
+            prepare_run_dir(out, {**CONFIG, "lr": 1.0})
+        return
+    assert validate_run_dir(out, {**CONFIG, "lr": 1.0}) is False  # nothing to resume: a fresh start
+    prepare_run_dir(out, {**CONFIG, "lr": 1.0})
+    assert json.loads((out / "config.json").read_text())["lr"] == 1.0
+
+
 def test_mismatch_names_every_differing_key_with_old_and_new_values(tmp_path):
     out = prepare_run_dir(tmp_path / "run", CONFIG)
+    _started(out)
     changed = {**CONFIG, "lr": 1e-3, "dataset": "cifar100", "iterations": 1, "new_option": True}
     del changed["data_fraction"]
     with pytest.raises(RunConfigMismatch) as err:
@@ -120,6 +141,7 @@ def test_mismatch_names_every_differing_key_with_old_and_new_values(tmp_path):
 
 def test_mismatch_creates_nothing(tmp_path):
     out = prepare_run_dir(tmp_path / "run", CONFIG)
+    _started(out)
     before = _tree(tmp_path)
     with pytest.raises(RunConfigMismatch):
         prepare_run_dir(out, {**CONFIG, "lr": 1.0})
@@ -128,6 +150,7 @@ def test_mismatch_creates_nothing(tmp_path):
 
 def test_nested_difference_is_detected(tmp_path):
     out = prepare_run_dir(tmp_path / "run", CONFIG)
+    _started(out)
     with pytest.raises(RunConfigMismatch, match="loss:"):
         validate_run_dir(out, {**CONFIG, "loss": {"name": "vkd", "weight": 2.0}})
 

@@ -1,0 +1,96 @@
+"""Atomic text/JSON writes, and checking that an output location is writable before any work starts.
+
+A reader (a resumed run, a table script, a second rank) must see either the old file or the complete new
+one, never half of it: :func:`write_text` writes a hidden temporary file in the same directory, fsyncs it
+and renames it over the target. :func:`check_writable_dir` / :func:`check_writable_file` let a command
+refuse an unusable ``--out`` in one line *before* training or evaluating, instead of failing at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+
+class OutputNotWritable(ValueError):
+    """An output path that cannot be created or written (one-line message naming it and why)."""
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; parent directories are created. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; parent directories are created. Returns the path."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_npy(path: str | os.PathLike, array: Any) -> Path:
+    """``numpy.save`` of ``array`` to ``path``, atomically."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    return write_bytes(path, buffer.getvalue())
+
+
+def write_json(path: str | os.PathLike, record: Any) -> Path:
+    """``record`` as indented JSON plus a newline, written atomically."""
+    return write_text(path, json.dumps(record, indent=2) + "\n")
+
+
+def check_writable_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
+    """Refuse (``OutputNotWritable``) a directory that is a file, lies under a file, or cannot be created/written.
+
+    Nothing is created: the deepest existing ancestor must be a directory this process may write into.
+    """
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise OutputNotWritable(f"{what} {path} exists and is not a directory")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise OutputNotWritable(f"{what} {path} is not writable")
+        return path
+    _check_creatable(path, what)
+    return path
+
+
+def check_writable_file(path: str | os.PathLike, what: str = "output file") -> Path:
+    """Refuse a file path that is a directory, or whose directory cannot be created/written (nothing is created)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputNotWritable(f"{what} {path} is a directory")
+    if path.exists():
+        if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK | os.X_OK):
+            raise OutputNotWritable(f"{what} {path} is not writable")
+        return path
+    _check_creatable(path, what)
+    return path
+
+
+def _check_creatable(path: Path, what: str) -> None:
+    """The deepest existing ancestor of a missing ``path`` must be a writable directory."""
+    ancestor = path.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputNotWritable(f"cannot create {what} {path}: {ancestor} is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputNotWritable(f"cannot create {what} {path}: {ancestor} is not writable")

@@ -1,0 +1,67 @@
+"""Atomic writes and output checks (kd_core/runtime/io.py)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from kd_core.runtime.io import (OutputNotWritable, check_writable_dir, check_writable_file, write_json, write_npy,
+                                write_text)
+
+
+def test_writes_replace_atomically_and_leave_no_temp_files(tmp_path):
+    path = tmp_path / "a" / "b.json"
+    write_json(path, {"x": 1})
+    write_json(path, {"x": 2})
+    assert json.loads(path.read_text()) == {"x": 2}
+    write_text(tmp_path / "t.txt", "héllo\n")
+    assert (tmp_path / "t.txt").read_text(encoding="utf-8") == "héllo\n"
+    write_npy(tmp_path / "i.npy", np.arange(5, dtype=np.int64))
+    assert np.load(tmp_path / "i.npy").tolist() == [0, 1, 2, 3, 4]
+    assert sorted(p.name for p in tmp_path.rglob(".*")) == []
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "r.json"
+    write_json(path, {"old": True})
+
+    def boom(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        write_json(path, {"old": False})
+    assert json.loads(path.read_text()) == {"old": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_check_writable_dir_and_file_refuse_without_creating(tmp_path):
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
+    with pytest.raises(OutputNotWritable, match="is a file, not a directory"):
+        check_writable_dir(a_file / "run" / "deeper")
+    with pytest.raises(OutputNotWritable, match="exists and is not a directory"):
+        check_writable_dir(a_file)
+    with pytest.raises(OutputNotWritable, match="is a directory"):
+        check_writable_file(tmp_path)
+    with pytest.raises(OutputNotWritable, match="is a file, not a directory"):
+        check_writable_file(a_file / "out.json")
+    assert check_writable_dir(tmp_path / "new" / "run") == tmp_path / "new" / "run"
+    assert check_writable_file(tmp_path / "new" / "r.json") == tmp_path / "new" / "r.json"
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into read-only directories")
+def test_read_only_directory_is_refused(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(OutputNotWritable, match="not writable"):
+            check_writable_dir(locked / "run")
+        with pytest.raises(OutputNotWritable, match="not writable"):
+            check_writable_file(locked / "r.json")
+    finally:
+        locked.chmod(0o700)
