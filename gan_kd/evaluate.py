@@ -6,17 +6,26 @@ uniform random labels, against the **test** split of the dataset. Samples are ge
 mode, i.e. with batch statistics of its sampling batch of 50, as the reference does (G is never put in eval
 mode there), on a copy so the model's running statistics and spectral-norm vectors are left alone.
 
-* ``fid``/``isc``/``kid``: torch-fidelity's Inception-v3 (``inception-v3-compat``). Weights: torch-fidelity's
-  default download, or a local file (``inception_weights``) passed as ``feature_extractor_weights_path``.
+* ``fid``/``isc``/``kid``: torch-fidelity's Inception-v3 (``inception-v3-compat``) and its metric functions,
+  with torch-fidelity's defaults (IS: 10 splits, shuffled with seed 2020; KID: 100 subsets). The weights file
+  is never handed to torch-fidelity, which would unpickle it with ``weights_only=False``: it is read by
+  ``kd_core``'s safe loader (:func:`~kd_core.runtime.checkpoint.load_weights_file`) and the already-checked
+  tensors are given to the extractor. Where the file comes from (:func:`locate_inception_weights`): the
+  ``inception_weights`` option, else torch-fidelity's file in the torch hub cache, else a download of it into
+  that cache when the network is reachable; otherwise :class:`InceptionUnavailable` says what to pass, before
+  any training starts. The real set's features are computed once per :class:`Evaluator` and kept in memory
+  (no pickled feature cache on disk).
 * ``fd``: a Fréchet distance on the pooled features of a classifier checkpoint (``ckpt:PATH``), for datasets
   and machines without Inception weights. It is **not** FID and is reported as ``FD (<network>)``.
 """
 from __future__ import annotations
 
 import copy
-import hashlib
+import io
 import math
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -24,8 +33,83 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from gan_kd.data import load_dataset
+from kd_core.runtime.checkpoint import CheckpointError, load_weights_file
 
 SAMPLE_BATCH = 50
+METRICS = ("fid", "isc", "kid", "fd")
+INCEPTION_METRICS = ("fid", "isc", "kid")
+# torch-fidelity's Inception-v3 (converted from TensorFlow's 2015-12-05 graph) and the layer each metric reads.
+INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_FILENAME = INCEPTION_URL.rsplit("/", 1)[1]
+INCEPTION_LAYERS = {"fid": "2048", "kid": "2048", "isc": "logits_unbiased"}
+
+
+class InceptionUnavailable(ValueError):
+    """The Inception-v3 weights cannot be had (no file given, none cached, no network), or do not fit."""
+
+
+def cached_inception_path() -> Path:
+    """Where torch-fidelity's own download puts the weights: ``<torch hub dir>/checkpoints/<file>``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILENAME
+
+
+def _reachable(url: str, timeout: float = 5.0) -> bool:
+    host = urlparse(url).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def locate_inception_weights(path: str | Path | None = None, *, download: bool = True) -> Path:
+    """The Inception weights file to use: ``path``, else the torch hub cache, else a fresh download into it.
+
+    Raises :class:`InceptionUnavailable` (one line, saying what to pass instead) when none of them works.
+    """
+    if path is not None:
+        if not Path(path).is_file():
+            raise InceptionUnavailable(f"Inception weights file not found: {path}")
+        return Path(path)
+    cached = cached_inception_path()
+    if cached.is_file():
+        return cached
+    advice = (f"pass --inception-weights FILE (a copy of torch-fidelity's {INCEPTION_FILENAME}) or use "
+              f"--metrics fd --fd-features ckpt:PATH")
+    if not download or not _reachable(INCEPTION_URL):
+        raise InceptionUnavailable(f"FID/IS/KID need torch-fidelity's Inception-v3 weights: none at {cached} and "
+                                   f"{urlparse(INCEPTION_URL).hostname} is unreachable; {advice}")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(INCEPTION_URL, str(cached), progress=False)
+    except Exception as error:  # urllib / HTTP / disk errors: the message is what matters
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InceptionUnavailable(f"could not download the Inception-v3 weights ({first_line}); {advice}") from error
+    return cached
+
+
+def load_inception(path: str | Path, layers: list[str], device: torch.device | str = "cpu") -> nn.Module:
+    """torch-fidelity's Inception-v3 feature extractor with the weights of ``path``, read by the safe loader.
+
+    torch-fidelity's constructor ``torch.load``s whatever it is given with ``weights_only=False``; it is given
+    an in-memory copy of the tensors the safe loader already accepted, never the user's file.
+    """
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    try:
+        state = load_weights_file(path, "Inception weights")
+    except CheckpointError as error:
+        raise InceptionUnavailable(str(error)) from error
+    buffer = io.BytesIO()
+    torch.save({str(key): value for key, value in state.items()}, buffer)
+    buffer.seek(0)
+    try:
+        extractor = FeatureExtractorInceptionV3("inception-v3-compat", sorted(set(layers)),
+                                                feature_extractor_weights_path=buffer)
+    except RuntimeError as error:  # load_state_dict(strict=True): missing / unexpected / mis-shaped keys
+        detail = " ".join(str(error).split())[:300]
+        raise InceptionUnavailable(f"Inception weights {path} do not fit torch-fidelity's Inception-v3: {detail}") from error
+    return extractor.to(device).eval().requires_grad_(False)
 
 
 class UInt8Images(Dataset):
@@ -70,14 +154,6 @@ def real_uint8(dataset: str, data_root: str | Path, train: bool = False) -> torc
     return torch.cat([to_uint8(images) for images, _ in loader])
 
 
-def file_digest(path: str | Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:12]
-
-
 def frechet_distance(features_1: np.ndarray, features_2: np.ndarray) -> float:
     """``|mu1 - mu2|² + tr(S1 + S2 - 2 (S1 S2)^(1/2))`` with torch-fidelity's implementation."""
     from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
@@ -91,27 +167,34 @@ class Evaluator:
     """Computes the requested metrics for a generator against a fixed real set; real statistics are reused.
 
     ``metrics``: any of ``fid``, ``isc``, ``kid`` (Inception, torch-fidelity) and ``fd`` (needs
-    ``fd_features="ckpt:PATH"``). Real features for FD are computed once; torch-fidelity caches the real
-    Inception statistics under ``cache_root`` with a key naming the dataset, split and Inception weights.
+    ``fd_features="ckpt:PATH"``). Everything that can fail (the weights, the feature network, the data) is
+    loaded here, so a trainer that builds its evaluator at start-up fails before training; the real set's
+    features are computed once, here too.
     """
 
     def __init__(self, *, dataset: str, data_root: str | Path, metrics: tuple[str, ...], num_samples: int = 10_000,
                  inception_weights: str | Path | None = None, fd_features: str | None = None,
                  fd_arch: str | None = None, device: torch.device | str = "cpu", seed: int = 0,
-                 cache_root: str | Path | None = None, kid_subset_size: int = 1000):
-        unknown = set(metrics) - {"fid", "isc", "kid", "fd"}
+                 kid_subset_size: int = 1000, download_inception: bool = True):
+        unknown = set(metrics) - set(METRICS)
         if unknown or not metrics:
-            raise ValueError(f"unknown metric(s) {', '.join(sorted(unknown)) or '(none given)'}; allowed: fid, isc, kid, fd")
+            raise ValueError(f"unknown metric(s) {', '.join(sorted(unknown)) or '(none given)'}; allowed: {', '.join(METRICS)}")
         if "fd" in metrics and not fd_features:
             raise ValueError("the fd metric needs --fd-features ckpt:PATH")
-        if inception_weights is not None and not Path(inception_weights).is_file():
-            raise ValueError(f"Inception weights file not found: {inception_weights}")
+        if num_samples < 2:
+            raise ValueError(f"the number of evaluation samples must be >= 2 (a Fréchet distance needs a covariance), got {num_samples}")
         self.dataset, self.metrics, self.num_samples = dataset, tuple(metrics), num_samples
         self.device, self.seed = torch.device(device), seed
-        self.inception_weights = None if inception_weights is None else str(inception_weights)
         self.kid_subset_size = kid_subset_size
-        self.cache_root = Path(cache_root) if cache_root is not None else Path(data_root) / "fidelity_cache"
+        self.inception = None
+        self.inception_weights: Path | None = None
+        inception_metrics = [m for m in self.metrics if m in INCEPTION_METRICS]
+        if inception_metrics:
+            self.inception_weights = locate_inception_weights(inception_weights, download=download_inception)
+            self.inception = load_inception(self.inception_weights, [INCEPTION_LAYERS[m] for m in inception_metrics],
+                                            self.device)
         self.real = real_uint8(dataset, data_root, train=False)
+        self.real_inception_features = self._inception_features(self.real) if self.inception is not None else None
         self.fd_extractor = None
         if "fd" in metrics:
             from gan_kd.teacher import build_teacher
@@ -133,20 +216,30 @@ class Evaluator:
             features.append(self.fd_extractor(batch).double().cpu())
         return torch.cat(features).numpy()
 
-    def _inception(self, fake: torch.Tensor) -> dict:
-        import torch_fidelity
+    def _inception_features(self, images_uint8: torch.Tensor) -> dict[str, torch.Tensor]:
+        from torch_fidelity.utils import get_featuresdict_from_dataset
 
-        weights_key = file_digest(self.inception_weights) if self.inception_weights else "default"
-        kwargs = dict(
-            input1=UInt8Images(fake), input2=UInt8Images(self.real),
-            fid="fid" in self.metrics, isc="isc" in self.metrics, kid="kid" in self.metrics,
-            cuda=self.device.type == "cuda", verbose=False, save_cpu_ram=True,
-            cache_root=str(self.cache_root), input2_cache_name=f"{self.dataset}-test-{len(self.real)}-{weights_key}",
-            kid_subset_size=min(self.kid_subset_size, len(fake), len(self.real)),
-        )
-        if self.inception_weights:
-            kwargs["feature_extractor_weights_path"] = self.inception_weights
-        raw = torch_fidelity.calculate_metrics(**kwargs)
+        return get_featuresdict_from_dataset(UInt8Images(images_uint8), self.inception, batch_size=64,
+                                             cuda=self.device.type == "cuda", save_cpu_ram=True, verbose=False)
+
+    def _inception(self, fake: torch.Tensor) -> dict:
+        """torch-fidelity's FID / IS / KID from the features of ``fake`` and the real set (its default options)."""
+        from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
+        from torch_fidelity.metric_isc import isc_featuresdict_to_metric
+        from torch_fidelity.metric_kid import kid_featuresdict_to_metric
+
+        fake_features, real_features = self._inception_features(fake), self.real_inception_features
+        raw: dict = {}
+        if "fid" in self.metrics:
+            layer = INCEPTION_LAYERS["fid"]
+            raw.update(fid_statistics_to_metric(fid_featuresdict_to_statistics(fake_features, layer),
+                                                fid_featuresdict_to_statistics(real_features, layer), False))
+        if "isc" in self.metrics:
+            raw.update(isc_featuresdict_to_metric(fake_features, INCEPTION_LAYERS["isc"], verbose=False))
+        if "kid" in self.metrics:
+            subset = min(self.kid_subset_size, len(fake), len(self.real))
+            raw.update(kid_featuresdict_to_metric(fake_features, real_features, INCEPTION_LAYERS["kid"],
+                                                  kid_subset_size=subset, verbose=False))
         renamed = {"frechet_inception_distance": "fid", "inception_score_mean": "is_mean", "inception_score_std": "is_std",
                    "kernel_inception_distance_mean": "kid_mean", "kernel_inception_distance_std": "kid_std"}
         return {renamed[k]: float(v) for k, v in raw.items() if k in renamed}
@@ -155,7 +248,7 @@ class Evaluator:
         fake = generate_uint8(generator, self.num_samples, n_classes=n_classes, dim_z=dim_z,
                               seed=self.seed if seed is None else seed, device=self.device)
         results: dict = {}
-        if {"fid", "isc", "kid"} & set(self.metrics):
+        if self.inception is not None:
             results.update(self._inception(fake))
         if self.fd_extractor is not None:
             results["fd"] = frechet_distance(self._fd_features(fake), self.real_fd_features)

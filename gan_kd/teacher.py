@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kd_core.runtime.finite import first_non_finite
+
 PREPROCESSING = ("kd-dlgan", "native")
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -47,6 +49,9 @@ class FrozenTeacher(nn.Module):
         super().__init__()
         if preprocessing not in PREPROCESSING:
             raise TeacherError(f"unknown teacher preprocessing {preprocessing!r}; allowed: {', '.join(PREPROCESSING)}")
+        bad = first_non_finite(network)
+        if bad is not None:
+            raise TeacherError(f"the teacher network has non-finite weights ({bad}); it cannot teach")
         self.network = network.eval().requires_grad_(False)
         self.preprocessing = preprocessing
         self.bf16 = bf16
@@ -95,7 +100,6 @@ class ClipTeacher(FrozenTeacher):
                                f"(open_clip.list_models() lists all)")
         if weights is not None and pretrained is not None:
             raise TeacherError("give either a pretrained tag or a weights file for the CLIP teacher, not both")
-        source = None
         if weights is not None:
             weights = Path(weights)
             if not weights.is_file():
@@ -106,14 +110,10 @@ class ClipTeacher(FrozenTeacher):
             if pretrained not in tags:
                 raise TeacherError(f"unknown pretrained tag {pretrained!r} for {model_name}; allowed: {', '.join(tags) or 'none'}")
             source = pretrained
-        if source is None:
+        else:
             raise TeacherError("a CLIP teacher needs --teacher-pretrained TAG or --teacher-weights FILE "
                                "(a random CLIP is no teacher)")
-        try:
-            model = open_clip.create_model(model_name, pretrained=source, device="cpu")
-        except Exception as error:  # open_clip raises RuntimeError/KeyError on bad files and failed downloads
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise TeacherError(f"could not load CLIP {model_name} from {source}: {first_line}") from error
+        model = _load_clip(model_name, pretrained, weights)
         super().__init__(model.visual, preprocessing, bf16)
         size = model.visual.image_size
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
@@ -166,6 +166,60 @@ class ClassifierTeacher(FrozenTeacher):
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.network.forward_features(inputs)
+
+
+def _load_clip(model_name: str, pretrained: str | None, weights: Path | None) -> nn.Module:
+    """An open_clip model whose weights went through ``kd_core``'s safe loader, never through open_clip's.
+
+    ``pretrained`` (a tag): open_clip downloads the file into its cache (or finds it there) and builds the
+    model for the tag (QuickGELU, preprocessing) without loading it; ``weights``: the architecture's default
+    config. The file is then read by :func:`~kd_core.runtime.checkpoint.load_weights_file` and massaged into
+    open_clip's layout as ``open_clip.factory.load_checkpoint`` does (third-party layouts, old text-tower
+    names, scalar logit scale, resized position embeddings) before a strict ``load_state_dict``.
+    """
+    import open_clip
+    from open_clip.convert import convert_state_dict
+    from open_clip.model import convert_to_custom_text_state_dict, resize_pos_embed, resize_text_pos_embed
+
+    from kd_core.runtime.checkpoint import CheckpointError, load_weights_file
+
+    source = str(weights) if weights is not None else pretrained
+    try:
+        if pretrained is not None:
+            path = open_clip.download_pretrained(open_clip.get_pretrained_cfg(model_name, pretrained))
+            model = open_clip.create_model(model_name, pretrained=pretrained, load_weights=False, device="cpu")
+        else:
+            path = weights
+            model = open_clip.create_model(model_name, pretrained=None, device="cpu")
+    except Exception as error:  # open_clip raises RuntimeError / OSError / HF errors on failed downloads
+        raise TeacherError(f"could not get CLIP {model_name} weights ({source}): {_first_line(error)}") from error
+    try:
+        state = dict(load_weights_file(path, f"CLIP {model_name} weights"))
+    except CheckpointError as error:
+        raise TeacherError(str(error)) from error
+    if state and next(iter(state)).startswith("module."):
+        state = {key[len("module."):]: value for key, value in state.items()}
+    try:
+        state = convert_state_dict(model, state)
+        if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
+            state = convert_to_custom_text_state_dict(state)
+        for key in ("logit_scale", "logit_bias"):
+            current = getattr(model, key, None)
+            if key in state and current is not None and current.ndim != state[key].ndim:
+                state[key] = state[key].reshape(current.shape)
+        if "logit_bias" not in state and getattr(model, "logit_bias", None) is not None and "logit_scale" in state:
+            state["logit_bias"] = torch.zeros_like(state["logit_scale"])
+        resize_pos_embed(state, model)
+        resize_text_pos_embed(state, model)
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError, ValueError, AssertionError) as error:  # open_clip's resizers assert shapes
+        raise TeacherError(f"CLIP weights {source} do not fit {model_name}: {_first_line(error)}") from error
+    return model
+
+
+def _first_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text[:300] if text else type(error).__name__
 
 
 def parse_teacher_spec(spec: str) -> tuple[str, str]:

@@ -15,6 +15,10 @@ from torch import nn
 
 from gan_kd.evaluate import (
     Evaluator,
+    InceptionUnavailable,
+    cached_inception_path,
+    load_inception,
+    locate_inception_weights,
     UInt8Images,
     frechet_distance,
     generate_uint8,
@@ -234,7 +238,7 @@ class ReplayGenerator(nn.Module):
 
 def test_evaluator_fd_with_classifier_features(cifar10_root, classifier_ckpt, no_network, tmp_path):
     evaluator = Evaluator(dataset="cifar10", data_root=cifar10_root, metrics=("fd",), num_samples=15,
-                          fd_features=f"ckpt:{classifier_ckpt}", cache_root=tmp_path / "cache")
+                          fd_features=f"ckpt:{classifier_ckpt}")
     assert evaluator.selection_metric() == "fd"
     assert evaluator.fd_label == "FD (resnet8x4)"  # the registry name, not the class
     real = evaluator.real.float() / 127.5 - 1
@@ -252,7 +256,7 @@ def test_evaluator_fd_with_classifier_features(cifar10_root, classifier_ckpt, no
 
 def test_evaluator_fd_on_a_generator_is_deterministic(cifar10_root, classifier_ckpt, tmp_path):
     evaluator = Evaluator(dataset="cifar10", data_root=cifar10_root, metrics=("fd",), num_samples=12,
-                          fd_features=f"ckpt:{classifier_ckpt}", cache_root=tmp_path / "cache")
+                          fd_features=f"ckpt:{classifier_ckpt}")
     generator = tiny_generator()
     first = evaluator(generator, n_classes=10, dim_z=generator.dim_z)
     assert math.isfinite(first["fd"]) and first["fd"] > 0
@@ -268,9 +272,8 @@ def test_evaluator_inception_metrics_offline(cifar10_root, random_inception_weig
                                              monkeypatch):
     torch_home = tmp_path / "torch_home"
     monkeypatch.setenv("TORCH_HOME", str(torch_home))  # nothing may be downloaded to or cached in the default place
-    cache_root = tmp_path / "fidelity_cache"
     evaluator = Evaluator(dataset="cifar10", data_root=cifar10_root, metrics=("fid", "isc", "kid"), num_samples=30,
-                          inception_weights=random_inception_weights, cache_root=cache_root)
+                          inception_weights=random_inception_weights)
     assert evaluator.selection_metric() == "fid"
     generator = tiny_generator()
     generator.eval()
@@ -285,7 +288,68 @@ def test_evaluator_inception_metrics_offline(cifar10_root, random_inception_weig
     assert results["is_mean"] > 1 + 1e-6  # the Kaiming re-init keeps the logits alive (IS is exactly 1 without)
     assert no_network == []
     assert not torch_home.exists()
-    cached = [p.name for p in cache_root.iterdir()]
-    assert cached and all(name.startswith("cifar10-test-20-") for name in cached)  # real set only, never G
+    assert not (cifar10_root / "fidelity_cache").exists()  # no pickled feature cache anywhere
     assert not generator.training
     assert all(torch.equal(value, before[name]) for name, value in generator.state_dict().items())
+
+
+@pytest.mark.slow
+def test_inception_metrics_equal_torch_fidelity_calculate_metrics(cifar10_root, random_inception_weights, tmp_path,
+                                                                  monkeypatch):
+    """The metrics from the safe-loaded extractor equal torch-fidelity's own ``calculate_metrics`` on the same file."""
+    import torch_fidelity
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    evaluator = Evaluator(dataset="cifar10", data_root=cifar10_root, metrics=("fid", "isc", "kid"), num_samples=20,
+                          inception_weights=random_inception_weights, kid_subset_size=10)
+    fake = generate_uint8(tiny_generator(), 20, n_classes=10, dim_z=128, seed=3)
+    ours = evaluator._inception(fake)
+    # The test wrote this file itself, so handing it to torch-fidelity's unpickler is safe here.
+    reference = torch_fidelity.calculate_metrics(
+        input1=UInt8Images(fake), input2=UInt8Images(evaluator.real), fid=True, isc=True, kid=True, cuda=False,
+        verbose=False, cache=False, save_cpu_ram=True, kid_subset_size=10,
+        feature_extractor_weights_path=str(random_inception_weights))
+    assert ours["fid"] == pytest.approx(reference["frechet_inception_distance"], rel=1e-9)
+    assert ours["is_mean"] == pytest.approx(reference["inception_score_mean"], rel=1e-9)
+    assert ours["kid_mean"] == pytest.approx(reference["kernel_inception_distance_mean"], rel=1e-9, abs=1e-12)
+
+
+# ------------------------------------------------------------------------------ Inception weights: where from
+
+
+def test_locate_inception_weights_prefers_the_given_file_then_the_hub_cache(tmp_path, monkeypatch, no_network):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    given = tmp_path / "given.pth"
+    given.write_bytes(b"x")
+    assert locate_inception_weights(given) == given
+    cached = cached_inception_path()
+    assert cached.parent.parent == tmp_path / "torch_home" / "hub"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"x")
+    assert locate_inception_weights(None) == cached
+    assert no_network == []
+
+
+def test_offline_without_weights_fails_with_advice_before_loading_data(tmp_path, monkeypatch, no_network):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    with pytest.raises(InceptionUnavailable) as error:  # data_root does not even exist: weights are checked first
+        Evaluator(dataset="cifar10", data_root=tmp_path / "nowhere", metrics=("fid", "isc"))
+    message = str(error.value)
+    assert "\n" not in message and "--inception-weights" in message and "--metrics fd" in message
+    assert not (tmp_path / "torch_home").exists()
+
+
+def test_malicious_inception_file_is_refused_and_never_runs(tmp_path, malicious_checkpoint):
+    path, marker = malicious_checkpoint
+    with pytest.raises(InceptionUnavailable) as error:
+        Evaluator(dataset="cifar10", data_root=tmp_path, metrics=("fid",), inception_weights=path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+    assert not marker.exists()
+
+
+def test_inception_weights_of_another_network_are_refused(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"conv.weight": torch.zeros(3, 3)}, path)
+    with pytest.raises(InceptionUnavailable) as error:
+        load_inception(path, ["2048"])
+    assert str(path) in str(error.value) and "Inception-v3" in str(error.value)
