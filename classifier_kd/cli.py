@@ -18,8 +18,6 @@ Re-running a ``train-teacher`` / ``distill`` command on its ``--out`` directory 
 """
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,8 @@ from classifier_kd.train import (
 )
 from kd_core.runtime.checkpoint import load_checkpoint
 from kd_core.runtime.distributed import cleanup_distributed, init_distributed
+from kd_core.runtime.finite import first_non_finite
+from kd_core.runtime.io import check_writable_file, write_json, write_text
 from kd_core.runtime.logging import format_duration
 from kd_core.runtime.seed import seed_everything
 
@@ -178,6 +178,10 @@ def _expand_recipe(recipe: str, model: str, options: dict) -> tuple[dict, dict]:
 
 
 def _datasets(dataset: str, data_root: str, used: dict, data_fraction: float, seed: int, download: bool):
+    if not download and not Path(data_root).is_dir() and click.get_current_context().get_parameter_source(
+            "data_root") == click.core.ParameterSource.COMMANDLINE:
+        raise click.BadParameter(f"{data_root} does not exist; pass an existing folder, or --download to fetch the "
+                                 f"dataset into it", param_hint="'--data-root'")
     try:
         return build_datasets(dataset, data_root, augment=used["augment"], image_size=used["image_size"],
                               data_fraction=data_fraction, subset_seed=seed, download=download)
@@ -339,6 +343,10 @@ def _load_teacher(teacher: str | None, teacher_ckpt: str | None, pretrained: boo
     except (OSError, ValueError, ImportError) as err:
         message = _one_line(err).replace("pass arch=NAME", "pass --teacher NAME")
         raise click.BadParameter(message, param_hint="'--teacher-ckpt'") from err
+    bad = first_non_finite(model)
+    if bad is not None:
+        raise click.BadParameter(f"teacher {teacher_ckpt} has non-finite weights ({bad}); it cannot teach",
+                                 param_hint="'--teacher-ckpt'")
     return model, spec
 
 
@@ -373,6 +381,12 @@ def distill(student, student_pretrained, teacher, teacher_ckpt, teacher_pretrain
         raise click.UsageError("pass either --teacher-ckpt or --teacher-pretrained, not both")
     if method is not None and losses:
         raise click.UsageError("pass either --method or --loss terms, not both")
+    teacher_options = {"--teacher": teacher, "--teacher-ckpt": teacher_ckpt, "--teacher-pretrained": teacher_pretrained,
+                       "--teacher-image-size": teacher_image_size}
+    if method == "ce" and any(teacher_options.values()):  # they would be recorded but never used
+        given = [name for name, value in teacher_options.items() if value]
+        raise click.UsageError(f"--method ce trains without a teacher, so {', '.join(given)} would be ignored; drop "
+                               f"{'it' if len(given) == 1 else 'them'} or choose a distillation method")
     method = method if method is not None else ("custom" if losses else "kd")
     terms = _distillation_terms(options["recipe"], None if method == "custom" else method, losses, zscore,
                                 settings, ce_weight)
@@ -439,6 +453,9 @@ def evaluate_command(ckpt, dataset, data_root, download, arch, batch_size, devic
             stored = load_checkpoint(ckpt)
         except (OSError, ValueError, ImportError) as err:  # a file that cannot be loaded as this classifier
             raise click.BadParameter(_one_line(err) or type(err).__name__, param_hint="'CKPT'") from err
+        bad = first_non_finite(model)
+        if bad is not None:  # a diverged classifier would be scored as if it were a model
+            raise click.BadParameter(f"{ckpt} holds non-finite weights ({bad}); it diverged", param_hint="'CKPT'")
         arch = arch or stored["arch"]  # load_classifier succeeded: either given or recorded (our format)
         recorded = stored.get("dataset")
         del stored
@@ -452,6 +469,10 @@ def evaluate_command(ckpt, dataset, data_root, download, arch, batch_size, devic
         except (DatasetNotFound, DatasetCorrupt, ValueError) as err:
             raise click.UsageError(_one_line(err)) from err
         out = Path(out) if out is not None else ckpt.with_name(f"{ckpt.stem}_eval_{dataset}.json")
+        try:
+            check_writable_file(out, "result file --out")
+        except ValueError as err:
+            raise click.BadParameter(_one_line(err), param_hint="'--out'") from err
 
         start = time.monotonic()
         model.to(ctx.device)
@@ -465,10 +486,7 @@ def evaluate_command(ckpt, dataset, data_root, download, arch, batch_size, devic
     record = {"checkpoint": str(ckpt), "arch": arch, "dataset": dataset, **metrics,
               "input_spec": {"size": spec["size"], "mean": list(spec["mean"]), "std": list(spec["std"])},
               "device": str(ctx.device), "wall_time_s": round(wall_time, 2), "torch_version": torch.__version__}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    write_json(out, record)
     click.echo(f"{ckpt}: top-1 {metrics['top1']:.2f} top-5 {metrics['top5']:.2f} on {dataset} "
                f"({metrics['images']} test images, {format_duration(wall_time)}); wrote {out}")
 
@@ -490,17 +508,15 @@ def table_command(run_dirs, out):
     from classifier_kd.report import build_table
 
     try:
+        if out is not None:
+            check_writable_file(out, "table file --out")
         text = build_table([Path(d) for d in run_dirs])
     except (OSError, ValueError, KeyError) as err:
         raise click.UsageError(_one_line(err)) from err
     if out is None:
         click.echo(text, nl=False)
         return
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out)
+    write_text(out, text)
     click.echo(f"wrote {out} ({len(run_dirs)} runs)")
 
 

@@ -126,6 +126,11 @@ class Distiller(nn.Module):
         """Learnable parameters outside the student (projectors, heads, temperatures): reported in the log."""
         return sum(p.numel() for p in self.losses.parameters() if p.requires_grad)
 
+    @property
+    def min_batch_size(self) -> int:
+        """The smallest batch per process every loss can work with (2 for batch statistics, else 1)."""
+        return max([1, *(int(getattr(loss, "min_batch_size", 1)) for loss in self.losses.values())])
+
     def describe(self) -> str:
         """One line for the log, e.g. ``0.1 x ce + 0.9 x kd``."""
         ce = f"{self.ce_weight:g} x ce" + (f" (label smoothing {self.label_smoothing:g})" if self.label_smoothing else "")

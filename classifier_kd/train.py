@@ -24,9 +24,7 @@ float16 autocast with a gradient scaler (``amp=True``); on the CPU in float32.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import sys
 import time
 from collections import defaultdict
@@ -44,6 +42,8 @@ from torch.utils.data.distributed import DistributedSampler
 from classifier_kd.models.checkpoint import save_classifier
 from kd_core.runtime.checkpoint import CheckpointError, atomic_save, load_checkpoint
 from kd_core.runtime.distributed import DistributedContext, all_reduce_mean, barrier, init_distributed
+from kd_core.runtime.finite import TrainingDiverged, first_non_finite, format_terms
+from kd_core.runtime.io import check_writable_dir, write_json, write_npy
 from kd_core.runtime.logging import (
     MetricsLogger, Progress, RunConfigMismatch, format_duration, get_logger, hardware_summary, prepare_run_dir,
     validate_run_dir,
@@ -76,10 +76,6 @@ SCHEDULES = ("step", "cosine")
 
 class RunSetupError(ValueError):
     """A run that cannot start (one-line reason); raised by :func:`fit` before anything is written."""
-
-
-class TrainingDiverged(RuntimeError):
-    """The training loss of an epoch was not finite; ``last.pt`` still holds the previous epoch."""
 
 
 @dataclass
@@ -271,6 +267,25 @@ def evaluate(
     }
 
 
+def _divergence_message(target: nn.Module, train_metrics: dict[str, float], epoch: int, last: Path | None) -> str:
+    """One line: the epoch, every term, the likely cause (student or teacher) and the checkpoint that is good."""
+    terms = {name[len("train/"):]: value for name, value in train_metrics.items() if name != "train/top1"}
+    teacher = getattr(target, "teacher", None)
+    bad_teacher = first_non_finite(teacher) if teacher is not None else None
+    distill_bad = [name for name, value in terms.items() if name.startswith("loss_") and name != "loss_ce"
+                   and not math.isfinite(value)]
+    if bad_teacher is not None:
+        cause = f"the teacher's weights are not finite ({bad_teacher}); check --teacher-ckpt"
+    elif distill_bad and math.isfinite(terms.get("loss_ce", math.nan)):
+        cause = (f"the distillation term(s) {', '.join(distill_bad)} are not finite while cross-entropy is: lower "
+                 f"their weight or --lr, or check the teacher's outputs")
+    else:
+        cause = "lower --lr (or the loss weights)"
+    where = (f"{last} holds epoch {epoch - 1}" if last is not None and last.is_file()
+             else "no checkpoint was written (the run diverged in its first epoch)")
+    return f"the training loss diverged in epoch {epoch} ({format_terms(terms)}): {cause}; {where}"
+
+
 # --------------------------------------------------------------------------------------------------------
 # The loop
 
@@ -301,8 +316,14 @@ def fit(
     steps_per_epoch = per_rank // config.batch_size  # drop_last: BN needs more than one image per batch
     if config.max_steps_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunSetupError(f"run directory {run_dir} exists and is not a directory")
+    try:
+        check_writable_dir(run_dir, "run directory --out")
+    except ValueError as err:
+        raise RunSetupError(str(err)) from err
+    min_batch = int(getattr(target, "min_batch_size", 1))
+    if config.batch_size < min_batch:
+        raise RunSetupError(f"batch size {config.batch_size} per process is too small for these losses, which use "
+                            f"batch statistics (whitening / standardisation / correlations); use --batch-size >= {min_batch}")
     if steps_per_epoch < 1:
         raise RunSetupError(f"{len(train_set)} training images over {ctx.world_size} process(es) give no full "
                             f"batch of {config.batch_size}; lower --batch-size")
@@ -331,8 +352,8 @@ def fit(
     prepare_run_dir(run_dir, config.to_dict(), ignore_keys=RESUMABLE_KEYS, is_main=is_main)
     barrier()  # the other ranks wait for rank 0's directory
     log = get_logger("classifier_kd.train", run_dir if is_main else None, is_main=is_main)
-    if is_main and isinstance(train_set, Subset) and not (run_dir / "subset_indices.npy").exists():
-        np.save(run_dir / "subset_indices.npy", np.asarray(train_set.indices, dtype=np.int64))
+    if is_main and isinstance(train_set, Subset):
+        write_npy(run_dir / "subset_indices.npy", np.asarray(train_set.indices, dtype=np.int64))
     # Model init happens before fit() (seeded by the caller); this seeds augmentation and dropout, per rank.
     seed_everything(config.seed + ctx.rank)
 
@@ -429,10 +450,9 @@ def fit(
 
         train_metrics = all_reduce_mean({f"train/{name}": total / steps_per_epoch for name, total in sums.items()})
         if not all(math.isfinite(value) for value in train_metrics.values()):  # the same answer on every rank
-            terms = ", ".join(f"{name[6:]} {value:.4g}" for name, value in train_metrics.items() if name != "train/top1")
-            log.error("epoch %d: non-finite training loss (%s); stopping", epoch + 1, terms)
-            raise TrainingDiverged(f"the training loss diverged in epoch {epoch + 1} ({terms}); {ckpt_dir / LAST} "
-                                   f"holds epoch {epoch}; lower --lr or the loss weights")
+            message = _divergence_message(target, train_metrics, epoch + 1, ckpt_dir / LAST if epoch > 0 else None)
+            log.error(message)
+            raise TrainingDiverged(message)
         test_metrics = evaluate(target.model, test_set, batch_size=max(config.batch_size, 256), device=device,
                                 workers=config.workers, amp=amp, ctx=ctx)
         is_best = test_metrics["top1"] > best_top1
@@ -457,7 +477,7 @@ def fit(
                          "epoch": epoch + 1, "best_top1": best_top1, "best_epoch": best_epoch,
                          "rng": capture_rng_state(),
                          "wall_time": wall_before + time.monotonic() - session_start},
-                        ckpt_dir / LAST)
+                        ckpt_dir / LAST, keep_previous=True)
         barrier()
     metrics.close()
 
@@ -487,9 +507,7 @@ def fit(
         "config": config.to_dict(),
     }
     if is_main:
-        tmp = run_dir / f".{RESULT}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, run_dir / RESULT)
+        write_json(run_dir / RESULT, result)
         log.info("done: best top-1 %.2f (epoch %d), final top-1 %.2f, %s", best_top1, best_epoch,
                  test_metrics["top1"], format_duration(wall_time))
     barrier()

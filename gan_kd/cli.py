@@ -5,7 +5,6 @@ options) is reported in one line with exit code 2 before anything is written.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -41,6 +40,12 @@ def _metrics(ctx, param, value):
     if bad or not metrics:
         raise click.BadParameter(f"{value!r}: allowed metrics are fid, isc, kid, fd (comma-separated)", ctx=ctx, param=param)
     return metrics
+
+
+# Options that act only through a teacher; refused with a teacher-less preset instead of being silently ignored.
+DISTILLATION_OPTIONS = ("teacher", "teacher_pretrained", "teacher_weights", "teacher_arch", "teacher_preprocessing",
+                        "teacher_bf16", "kd_weight", "projector", "orthogonal_map", "normalizer", "whiten_group_size",
+                        "distance")
 
 
 def _usage(error: Exception) -> click.UsageError:
@@ -94,6 +99,7 @@ def main():
 @click.option("--sample-every", type=int, default=500, show_default=True, help="Save a sample grid every N iterations (0 = only at the end).")
 @click.option("--checkpoint-every", type=int, default=500, show_default=True, help="Save checkpoints/last.pt every N iterations (and at the end).")
 @click.option("--log-every", type=int, default=50, show_default=True, help="Progress line and metrics.csv row every N iterations.")
+@click.option("--skip-nonfinite", type=int, default=0, show_default=True, help="Skip up to N D/G steps whose loss is NaN/Inf (their optimiser step is not taken); one more stops the run (exit 1).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, noise and data order.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA (ignored on CPU).")
@@ -111,12 +117,25 @@ def train(ctx, out, **options):
     """
     from gan_kd.train import PRESETS, TrainConfig, Trainer
     from kd_core.runtime.distributed import cleanup_distributed
+    from kd_core.runtime.finite import TrainingDiverged
+    from kd_core.runtime.io import check_writable_dir
 
+    given = {key for key in options if ctx.get_parameter_source(key) == click.core.ParameterSource.COMMANDLINE}
     preset = PRESETS[options["preset"]]
+    if not preset["distill"]:  # options that only a teacher uses would be recorded but never act
+        ignored = sorted(given & set(DISTILLATION_OPTIONS))
+        if ignored:
+            raise click.UsageError(f"--preset {options['preset']} trains without a teacher, so "
+                                   f"{', '.join('--' + k.replace('_', '-') for k in ignored)} would be ignored; "
+                                   f"drop {'it' if len(ignored) == 1 else 'them'} or choose a distilling preset")
     for key, value in preset.items():
-        if key == "distill" or ctx.get_parameter_source(key) != click.core.ParameterSource.COMMANDLINE:
+        if key == "distill" or key not in given:
             options[key] = value
+    if "data_root" in given and not options["download"] and not Path(options["data_root"]).is_dir():
+        raise click.BadParameter(f"{options['data_root']} does not exist; pass an existing folder, or --download to "
+                                 f"fetch the dataset into it", param_hint="'--data-root'")
     try:
+        check_writable_dir(out, "run directory --out")
         config = TrainConfig(**options)
         trainer = Trainer(config, out)
     except (ValueError, FileNotFoundError, OSError) as error:  # nothing has been written yet
@@ -124,6 +143,8 @@ def train(ctx, out, **options):
         raise _usage(error) from None
     try:
         trainer.run()
+    except TrainingDiverged as error:  # not bad input: exit code 1, one line
+        raise click.ClickException(" ".join(str(error).split())) from None
     finally:
         cleanup_distributed()
 
@@ -151,12 +172,16 @@ def evaluate(run_dir, checkpoint, num_samples, repeats, metrics, inception_weigh
     from gan_kd.evaluate import Evaluator, mean_std
     from gan_kd.snapshot import load_ema_generator
     from kd_core.runtime.distributed import resolve_device
+    from kd_core.runtime.io import check_writable_file, write_json
     from kd_core.runtime.logging import hardware_summary
 
     if num_samples < 2 or repeats < 1:
         raise click.UsageError(f"--num-samples must be >= 2 and --repeats >= 1, got {num_samples} and {repeats}")
+    if data_root is not None and not Path(data_root).is_dir():
+        raise click.BadParameter(f"{data_root} does not exist", param_hint="'--data-root'")
     try:
         resolved = resolve_device(device)
+        check_writable_file(Path(run_dir) / "result.json", "result file")
         generator, config, iteration = load_ema_generator(run_dir, checkpoint)
         evaluator = Evaluator(dataset=config["dataset"], data_root=data_root or config["data_root"], metrics=metrics,
                               num_samples=num_samples, inception_weights=inception_weights, fd_features=fd_features,
@@ -180,12 +205,11 @@ def evaluate(run_dir, checkpoint, num_samples, repeats, metrics, inception_weigh
         "data_fraction": config["data_fraction"], "preset": config["preset"], "num_samples": num_samples,
         "reference": f"{config['dataset']} test split ({len(evaluator.real)} images)", "repeats": repeats,
         "seeds": [seed + r for r in range(repeats)], "metrics": summary, "labels": labels,
-        "inception_weights": inception_weights or ("torch-fidelity default" if {"fid", "isc", "kid"} & set(metrics) else None),
+        "inception_weights": str(evaluator.inception_weights) if evaluator.inception_weights else None,
         "fd_features": fd_features, "hardware": hardware_summary(resolved),
         "wall_time_s": round(time.monotonic() - started, 1),
     }
-    path = Path(run_dir) / "result.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_json(Path(run_dir) / "result.json", result)
     for key, value in summary.items():
         click.echo(f"{labels.get(key, key)}: {value['mean']:.4f} ± {value['std']:.4f}")
     click.echo(f"wrote {path}", err=True)
@@ -208,15 +232,17 @@ def sample(run_dir, out_path, checkpoint, rows, columns, seed, device):
     from gan_kd.snapshot import load_ema_generator
     from gan_kd.train import sample_grid
     from kd_core.runtime.distributed import resolve_device
+    from kd_core.runtime.io import check_writable_file
 
     if rows < 1 or columns < 1:
         raise click.UsageError(f"--rows and --columns must be >= 1, got {rows} and {columns}")
+    path = Path(out_path) if out_path else Path(run_dir) / "samples" / f"{checkpoint}_grid.png"
     try:
         resolved = resolve_device(device)
         generator, config, _ = load_ema_generator(run_dir, checkpoint)
+        check_writable_file(path, "sample grid")
     except (ValueError, FileNotFoundError, OSError) as error:
         raise _usage(error) from None
-    path = Path(out_path) if out_path else Path(run_dir) / "samples" / f"{checkpoint}_grid.png"
     sample_grid(generator, generator.n_classes, config["dim_z"], path, rows=rows, columns=columns, seed=seed, device=resolved)
     click.echo(str(path))
 
@@ -232,14 +258,16 @@ def table(run_dirs, metric, out_path):
     Example: gan-kd table runs/c10_*_seed* --metric fid --out results/gan_cifar10.md
     """
     from gan_kd.report import build_table, provenance
+    from kd_core.runtime.io import check_writable_file, write_text
 
     try:
+        if out_path:
+            check_writable_file(out_path, "table file --out")
         text = build_table([Path(d) for d in run_dirs], metric) + "\n" + provenance([Path(d) for d in run_dirs])
     except (ValueError, FileNotFoundError, KeyError) as error:
         raise _usage(error) from None
     if out_path:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_path).write_text(text)
+        write_text(out_path, text)
         click.echo(f"wrote {out_path}", err=True)
     else:
         click.echo(text)

@@ -15,8 +15,18 @@ def load_run(run_dir: Path) -> dict:
     result_path = run_dir / "result.json"
     if not result_path.is_file():
         raise FileNotFoundError(f"{result_path} not found: run `gan-kd evaluate {run_dir}` first")
-    run = {"dir": str(run_dir), "result": json.loads(result_path.read_text()),
-           "config": json.loads((run_dir / "config.json").read_text())}
+    try:
+        result = json.loads(result_path.read_text())
+        config = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{run_dir} is not a readable gan-kd run: {' '.join(str(error).split())}") from error
+    # A classifier-kd run also has result.json, with other contents: say what was found and what is expected.
+    if not isinstance(result, dict) or "metrics" not in result or not isinstance(config, dict) or "preset" not in config:
+        kind = "a classifier-kd run" if isinstance(result, dict) and "best_top1" in result else "not a gan-kd run"
+        raise ValueError(f"{run_dir} is {kind}: gan-kd table needs the result.json of `gan-kd evaluate` "
+                         f"(with 'metrics') and a gan-kd config.json (with 'preset'); use classifier-kd table "
+                         f"for classifier runs")
+    run = {"dir": str(run_dir), "result": result, "config": config}
     training = run_dir / "training.json"
     run["training"] = json.loads(training.read_text()) if training.is_file() else {}
     return run

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from gan_kd.models.biggan import Generator
 from kd_core.runtime.checkpoint import CheckpointError, load_checkpoint
+from kd_core.runtime.finite import first_non_finite
 
 CHECKPOINT_FORMAT = "gan_kd/1"
 CHECKPOINTS = ("best", "last")
@@ -32,4 +33,8 @@ def load_ema_generator(run_dir: str | Path, which: str = "best") -> tuple[Genera
         generator.load_state_dict(state["generator_ema"])
     except RuntimeError as error:
         raise CheckpointError(f"checkpoint {path} does not fit a BigGAN generator: {str(error).splitlines()[0]}") from error
+    bad = first_non_finite(generator)
+    if bad is not None:  # a diverged generator would be scored as if it were a model
+        raise CheckpointError(f"checkpoint {path} holds a generator with non-finite weights ({bad}); "
+                              f"it diverged and cannot be evaluated or sampled")
     return generator, config, int(state["iteration"])

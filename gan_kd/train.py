@@ -22,7 +22,7 @@ import copy
 import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -40,9 +40,10 @@ from gan_kd.models.biggan import Discriminator, Generator, count_parameters
 from gan_kd.objectives import LeCamRegularizer, discriminator_hinge, generator_hinge
 from gan_kd.snapshot import CHECKPOINT_FORMAT
 from gan_kd.teacher import build_teacher
-from kd_core.runtime.checkpoint import CheckpointError, atomic_save, load_checkpoint
+from kd_core.runtime.checkpoint import CheckpointError, NonFiniteCheckpoint, atomic_save, load_checkpoint
 from kd_core.runtime.distributed import (DistributedContext, all_reduce_mean, barrier, cleanup_distributed,
                                          init_distributed)
+from kd_core.runtime.finite import TrainingDiverged, all_finite, all_ranks_true, format_terms
 from kd_core.runtime.logging import (MetricsLogger, Progress, get_logger, hardware_summary, prepare_run_dir,
                                      validate_run_dir)
 from kd_core.runtime.seed import capture_rng_state, restore_rng_state, seed_everything
@@ -57,7 +58,7 @@ PRESETS: dict[str, dict] = {
 
 # Options that may change when a run is resumed: they do not change what is being trained.
 RESUMABLE_KEYS = ("iterations", "eval_every", "sample_every", "checkpoint_every", "log_every", "device",
-                  "num_workers", "threads", "eval_samples")
+                  "num_workers", "threads", "eval_samples", "skip_nonfinite")
 
 
 @dataclass
@@ -111,6 +112,7 @@ class TrainConfig:
     sample_every: int = 500
     checkpoint_every: int = 500
     log_every: int = 50
+    skip_nonfinite: int = 0
     # runtime
     seed: int = 0
     device: str = "auto"
@@ -122,6 +124,10 @@ class TrainConfig:
         record = dataclasses.asdict(self)
         record["metrics"] = list(self.metrics)
         return record
+
+
+class NonFiniteStep(Exception):
+    """One D or G step whose loss terms (or teacher features) are not finite; its optimiser step is not taken."""
 
 
 class Critic(nn.Module):
@@ -176,7 +182,7 @@ def validate_config(config: TrainConfig) -> None:
     for name in ("iterations", "batch_size", "d_steps", "g_ch", "d_ch", "dim_z", "eval_samples", "log_every"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
-    for name in ("eval_every", "sample_every", "checkpoint_every", "ema_start", "num_workers"):
+    for name in ("eval_every", "sample_every", "checkpoint_every", "ema_start", "num_workers", "skip_nonfinite"):
         if getattr(config, name) < 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(config, name)}")
     if not 0 <= config.ema_decay < 1:
@@ -184,8 +190,17 @@ def validate_config(config: TrainConfig) -> None:
     if config.lecam < 0 or config.kd_weight < 0:
         raise ValueError("lecam and kd_weight must be >= 0")
     parse_policy(config.diffaug)
+    if config.threads is not None and config.threads < 1:
+        raise ValueError(f"threads must be >= 1, got {config.threads}")
+    if config.eval_samples < 2:
+        raise ValueError(f"eval_samples must be >= 2 (a Fréchet distance needs a covariance), got {config.eval_samples}")
     if config.distill and not config.teacher:
         raise ValueError(f"preset {config.preset!r} distils from a teacher: pass --teacher clip:MODEL or ckpt:PATH")
+    if not config.distill:
+        given = [name for name in ("teacher", "teacher_pretrained", "teacher_weights", "teacher_arch") if getattr(config, name)]
+        if given:
+            raise ValueError(f"preset {config.preset!r} trains without a teacher, so {', '.join('--' + n.replace('_', '-') for n in given)} "
+                             f"would be ignored; drop {'it' if len(given) == 1 else 'them'} or choose a distilling preset")
     if config.inception_weights is not None and not Path(config.inception_weights).is_file():
         raise ValueError(f"Inception weights file not found: {config.inception_weights}")
     if config.teacher_weights is not None and not Path(config.teacher_weights).is_file():
@@ -247,6 +262,10 @@ class Trainer:
         dataset = gan_data.load_dataset(config.dataset, config.data_root, train=True, download=config.download, hflip=True)
         self.indices = gan_data.subset_indices(len(dataset), config.data_fraction, config.subset_seed)
         self.train_set = Subset(dataset, self.indices.tolist())
+        if gan_data.batches_per_epoch(len(self.train_set), self.local_batch, world) < 1:
+            raise ValueError(f"batch size {config.batch_size} is larger than the {len(self.train_set)} training images "
+                             f"({config.dataset}, fraction {config.data_fraction:g})"
+                             f"{f' over {world} processes' if world > 1 else ''}; lower --batch-size")
         self.n_classes = gan_data.num_classes(config.dataset)
         self.teacher = None
         if config.distill:
@@ -271,6 +290,8 @@ class Trainer:
                                        fd_features=config.fd_features, fd_arch=config.fd_arch, device=self.device,
                                        seed=config.seed)
         self.start_iteration = 0
+        self.saved_iteration: int | None = None  # the iteration last.pt holds, for divergence messages
+        self.skipped_nonfinite = 0
         self.best: dict = {}
         self._rng_to_restore = None
         if self.resuming and (self.out / "checkpoints" / "last.pt").is_file():
@@ -291,6 +312,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "lecam": self.lecam.state_dict(),
             "best": self.best,
+            "skipped_nonfinite": self.skipped_nonfinite,
             "rng": gather_rng_states(self.context),
         }
 
@@ -310,14 +332,20 @@ class Trainer:
         self.scaler.load_state_dict(state.get("scaler", {}))
         self.lecam.load_state_dict(state["lecam"])
         self.best = state.get("best", {})
-        self.start_iteration = int(state["iteration"])
+        self.skipped_nonfinite = int(state.get("skipped_nonfinite", 0))
+        self.start_iteration = self.saved_iteration = int(state["iteration"])
         states = state["rng"]
         self._rng_to_restore = states[self.context.rank] if self.context.rank < len(states) else None
 
     def _save(self, iteration: int) -> None:
         state = self._state(iteration)  # every rank joins the RNG all-gather
         if self.context.is_main:
-            atomic_save(state, self.out / "checkpoints" / "last.pt")
+            try:
+                atomic_save(state, self.out / "checkpoints" / "last.pt", keep_previous=True)
+            except NonFiniteCheckpoint as error:  # a step left NaN/Inf weights behind a finite loss
+                raise TrainingDiverged(f"iteration {iteration}: the weights are no longer finite ({error}); "
+                                       f"{self._last_good()}") from None
+        self.saved_iteration = iteration
 
     def _save_best(self, iteration: int, results: dict) -> None:
         atomic_save({"format": CHECKPOINT_FORMAT, "iteration": iteration, "config": self.config.to_dict(),
@@ -333,6 +361,17 @@ class Trainer:
     def _autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp)
 
+    def _last_good(self) -> str:
+        """Which checkpoint a diverged run can be resumed (or inspected) from."""
+        if self.saved_iteration is None:
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint is {self.out / 'checkpoints' / 'last.pt'} (iteration {self.saved_iteration})"
+
+    def _require_finite(self, step: str, iteration: int, terms: dict, cause: str) -> None:
+        """Raise :class:`NonFiniteStep` on every rank when any rank's ``terms`` are not finite."""
+        if not all_ranks_true(all_finite(terms), self.device):
+            raise NonFiniteStep(f"iteration {iteration}, {step}: non-finite {format_terms(terms)} ({cause})")
+
     def discriminator_step(self, real: torch.Tensor, real_labels: torch.Tensor, iteration: int) -> dict:
         config = self.config
         z, fake_labels = self._noise(real.shape[0])
@@ -340,7 +379,14 @@ class Trainer:
             fake = self.generator(z, fake_labels).float()
         images = diff_augment(torch.cat([fake, real]), config.diffaug)
         labels = torch.cat([fake_labels, real_labels])
-        teacher_features = self.teacher(images) if self.teacher is not None else None
+        teacher_features = None
+        if self.teacher is not None:
+            teacher_features = self.teacher(images)
+            # Checked before the normaliser: whitening NaN features fails inside the eigendecomposition.
+            fake_ok = bool(torch.isfinite(fake).all())
+            cause = ("G's images are not finite: G diverged; lower --lr-g" if not fake_ok else
+                     "the teacher gives non-finite features for finite images; check the teacher")
+            self._require_finite("D step", iteration, {"teacher_features": teacher_features.abs().sum()}, cause)
         with self._autocast():
             logits, distill = self.critic(images, labels, teacher_features)
         logits = logits.float()
@@ -350,17 +396,19 @@ class Trainer:
         loss = hinge + lecam + (config.kd_weight * distill if distill is not None else 0.0)
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        self.scaler.step(self.opt_d)
-        self.scaler.update()
-        self.lecam.update(real_logits, fake_logits, iteration)
         terms = {"d_loss": hinge.detach(), "d_real": real_logits.detach().mean(), "d_fake": fake_logits.detach().mean()}
         if config.lecam:
             terms["lecam"] = lecam.detach()
         if distill is not None:
             terms["kd_loss"] = distill.detach()
+        # After backward, so that every DDP rank has reduced its gradients; the step is not taken.
+        self._require_finite("D step", iteration, terms, "D diverged; lower --lr-d or --kd-weight")
+        self.scaler.step(self.opt_d)
+        self.scaler.update()
+        self.lecam.update(real_logits, fake_logits, iteration)
         return terms
 
-    def generator_step(self) -> dict:
+    def generator_step(self, iteration: int) -> dict:
         z, labels = self._noise(self.local_batch)
         with self._autocast():
             fake = self.generator(z, labels)
@@ -368,9 +416,22 @@ class Trainer:
         loss = generator_hinge(logits.float())
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        self._require_finite("G step", iteration, {"g_loss": loss.detach()}, "G or D diverged; lower --lr-g / --lr-d")
         self.scaler.step(self.opt_g)
         self.scaler.update()
         return {"g_loss": loss.detach()}
+
+    def _skip_or_stop(self, error: "NonFiniteStep", logger) -> None:
+        """Use one of ``--skip-nonfinite``'s skips for a bad step, or stop the run (exit 1) naming what is left."""
+        if self.skipped_nonfinite < self.config.skip_nonfinite:
+            self.skipped_nonfinite += 1
+            logger.warning("%s; step skipped (%d of %d allowed)", error, self.skipped_nonfinite, self.config.skip_nonfinite)
+            return
+        allowed = (f"after {self.skipped_nonfinite} skipped step(s) (--skip-nonfinite {self.config.skip_nonfinite})"
+                   if self.config.skip_nonfinite else "(--skip-nonfinite N skips up to N such steps)")
+        message = f"training stopped at {error} {allowed}; {self._last_good()}"
+        logger.error(message)
+        raise TrainingDiverged(message)
 
     # ------------------------------------------------------------------ loop
     def run(self) -> dict:
@@ -414,13 +475,22 @@ class Trainer:
             self.critic.requires_grad_(True)
             for _ in range(config.d_steps):
                 real, real_labels = next(loader)
-                terms = self.discriminator_step(real.to(self.device, non_blocking=True),
-                                                real_labels.to(self.device, non_blocking=True), iteration)
+                try:
+                    terms = self.discriminator_step(real.to(self.device, non_blocking=True),
+                                                    real_labels.to(self.device, non_blocking=True), iteration)
+                except NonFiniteStep as error:
+                    self._skip_or_stop(error, logger)
+                    terms = {}
                 for name, value in terms.items():  # D terms are averaged over the D steps
                     running[name] = running.get(name, 0.0) + float(value) / config.d_steps
             self.critic.requires_grad_(False)
             self.generator.requires_grad_(True)
-            for name, value in self.generator_step().items():
+            try:
+                g_terms = self.generator_step(iteration)
+            except NonFiniteStep as error:
+                self._skip_or_stop(error, logger)
+                g_terms = {}
+            for name, value in g_terms.items():
                 running[name] = running.get(name, 0.0) + float(value)
             ema_update(self.generator_ema, unwrap(self.generator), 0.0 if iteration < config.ema_start else config.ema_decay)
 
@@ -455,6 +525,11 @@ class Trainer:
             results = self.evaluator(self.generator_ema, n_classes=self.n_classes, dim_z=self.config.dim_z)
             metrics_log.log(iteration, {f"eval/{k}": v for k, v in results.items()})
             key = self.evaluator.selection_metric()
+            if not all_finite(results):  # a NaN generator must never become best.pt
+                message = (f"iteration {iteration}: the EMA generator's metrics are not finite ({format_terms(results)}); "
+                           f"{self._last_good()}")
+                logger.error(message)
+                raise TrainingDiverged(message)
             logger.info("iteration %d: %s", iteration, ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
             if not self.best or results[key] < self.best["value"]:
                 self.best = {"metric": key, "value": results[key], "iteration": iteration, "all": results}

@@ -41,6 +41,8 @@ class LayerNormNormalizer(nn.Module):
 class BatchStandardizer(nn.Module):
     """Per-feature standardisation over the batch: each column gets mean 0 and population variance 1."""
 
+    min_batch_size = 2  # batch statistics; trainers refuse smaller batches before they start
+
     def __init__(self, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
@@ -86,6 +88,8 @@ class Whitener(nn.Module):
 
     ``eps`` is the shrinkage relative to the mean eigenvalue of each group's covariance.
     """
+
+    min_batch_size = 2  # a covariance needs two samples
 
     def __init__(self, eps: float = 1e-5, group_size: int | None = None):
         super().__init__()

@@ -28,6 +28,7 @@ class RSDLoss(nn.Module):
     """
 
     kind = "feature"
+    min_batch_size = 2  # batch-standardised correlations (and the decoupler's BatchNorm)
 
     def __init__(self, student_dim: int, teacher_dim: int, kappa: float = 0.01, eps: float = 1e-5,
                  decoupler: str = "aad"):

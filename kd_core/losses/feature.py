@@ -54,6 +54,11 @@ class VkDLoss(nn.Module):
         self.normalizer = build_normalizer(normalizer, **(normalizer_options or {}))
         self.distance = distance
 
+    @property
+    def min_batch_size(self) -> int:
+        """Samples per batch the loss needs: 2 for normalisers that use batch statistics, else 1."""
+        return int(getattr(self.normalizer, "min_batch_size", 1))
+
     def forward(self, student_features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
         projected = self.projector(at_least_float32(pool_features(student_features)))
         target = self.normalizer(at_least_float32(pool_features(teacher_features).detach()))
@@ -80,6 +85,11 @@ class FitNetLoss(nn.Module):
         from kd_core.registry import build_projector
 
         self.projector = build_projector("linear", student_dim, teacher_dim, bias=bias)
+
+    @property
+    def min_batch_size(self) -> int:
+        """Samples per batch the loss needs: 2 for normalisers that use batch statistics, else 1."""
+        return int(getattr(self.normalizer, "min_batch_size", 1))
 
     def forward(self, student_features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
         projected = self.projector(at_least_float32(pool_features(student_features)))

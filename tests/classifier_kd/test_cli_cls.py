@@ -246,7 +246,6 @@ def test_train_teacher_distill_evaluate(cifar10_root, tmp_path):
     (["--loss", "kd:0.5", "--zscore"],  # the weight given on the command line is kept
      {"ce_weight": 1.0, "losses": [("kd", 0.5, {"temperature": 2.0, "zscore": True})]}),
     (["--method", "rsd"], {"ce_weight": 1.0, "label_smoothing": 0.1, "losses": [("rsd", 0.1, {"kappa": 0.01})]}),
-    (["--method", "ce"], {"ce_weight": 1.0, "losses": []}),
 ])
 def test_distill_records_the_expanded_terms(cifar10_root, cifar10_resnet20, tmp_path, args, expected):
     out = tmp_path / "run"
@@ -272,6 +271,8 @@ def test_distill_records_the_expanded_terms(cifar10_root, cifar10_resnet20, tmp_
     (["--teacher", "resnet8x4"], ["--teacher-ckpt", "resnet20", "resnet8x4"]),  # file holds another arch
     (["--method", "vkd", "--set", "vkd.projector=identity", "--student", "resnet8x4"], ["cannot build", "vkd"]),
     (["--method", "kd", "--dataset", "cifar100"], ["10 classes", "cifar100"]),
+    (["--method", "ce"], ["--method ce trains without a teacher", "--teacher-ckpt would be ignored"]),
+    (["--method", "vkd", "--set", "vkd.normalizer=whiten", "--batch-size", "1"], ["batch size 1", "--batch-size >= 2"]),
 ])
 def test_distill_refuses_bad_input(cifar10_root, cifar100_root, cifar10_resnet20, tmp_path, args, fragments):
     out = tmp_path / "run"
@@ -304,3 +305,85 @@ def test_teacher_image_size_resizes_the_teachers_input(cifar10_root, cifar10_res
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["teacher_input_spec"]["size"] == 48 and config["input_spec"]["size"] == 32
+
+
+def test_distill_method_ce_needs_no_teacher(cifar10_root, tmp_path):
+    out = tmp_path / "run"
+    result = invoke("distill", *DISTILL, "--data-root", cifar10_root, "--method", "ce", "--out", out)
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["losses"] == [] and config["teacher"] is None and config["teacher_ckpt"] is None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# safety (issue 9): untrusted files, corruption, divergence, validation before writing
+
+
+def flip_middle(path: Path, count: int = 16) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + count] = bytes(b ^ 0xFF for b in data[middle:middle + count])
+    path.write_bytes(bytes(data))
+
+
+def test_code_running_files_are_refused_everywhere(cifar10_root, cifar10_resnet20, malicious_checkpoint, tmp_path):
+    path, marker = malicious_checkpoint
+    assert_refused(distill(cifar10_root, path, tmp_path / "a"), "safe loader refuses", str(path))
+    assert_refused(invoke("evaluate", path, "--data-root", cifar10_root, "--device", "cpu"), "safe loader refuses")
+    out = tmp_path / "b"
+    assert distill(cifar10_root, cifar10_resnet20, out).exit_code == 0
+    (out / "checkpoints" / "last.pt").write_bytes(path.read_bytes())
+    assert_refused(distill(cifar10_root, cifar10_resnet20, out, "--epochs", "2"), "safe loader refuses")
+    assert not marker.exists() and not (tmp_path / "a").exists()
+
+
+def test_corrupted_checkpoints_are_refused_naming_the_intact_previous_one(cifar10_root, cifar10_resnet20, tmp_path):
+    out = tmp_path / "run"
+    assert distill(cifar10_root, cifar10_resnet20, out, "--epochs", "2", "--milestones", "2").exit_code == 0
+    last, previous = out / "checkpoints" / "last.pt", out / "checkpoints" / "last.prev.pt"
+    assert torch.load(previous, weights_only=False)["epoch"] == 1
+    flip_middle(last)
+    corrupted = last.read_bytes()
+    assert_refused(distill(cifar10_root, cifar10_resnet20, out, "--epochs", "3", "--milestones", "2"),
+                   str(last), "corrupted", str(previous), "intact")
+    assert last.read_bytes() == corrupted
+    best = out / "checkpoints" / "best.pt"
+    flip_middle(best)
+    assert_refused(invoke("evaluate", best, "--data-root", cifar10_root, "--device", "cpu", "--workers", "0"),
+                   str(best), "corrupted")
+    assert not list(best.parent.glob("*.json"))
+
+
+def test_nan_teacher_and_nan_checkpoints_are_refused(cifar10_root, cifar10_resnet20, tmp_path):
+    state = torch.load(cifar10_resnet20, weights_only=False)
+    state.pop("integrity")
+    state["model"]["fc.weight"][0, 0] = float("nan")
+    nan_file = tmp_path / "nan.pt"
+    torch.save(state, nan_file)  # written around save_classifier, which refuses NaN weights
+    assert_refused(distill(cifar10_root, nan_file, tmp_path / "run"), "--teacher-ckpt", "non-finite weights",
+                   "fc.weight")
+    assert_refused(invoke("evaluate", nan_file, "--data-root", cifar10_root, "--device", "cpu"), "non-finite weights")
+    assert not (tmp_path / "run").exists() and not list(tmp_path.glob("*.json"))
+
+
+def test_divergence_in_the_first_epoch_says_no_checkpoint_exists(cifar10_root, tmp_path):
+    out = tmp_path / "run"
+    result = invoke("train-teacher", *TINY, "--dataset", "cifar10", "--data-root", cifar10_root, "--epochs", "1",
+                    "--lr", "1e30", "--out", out)
+    assert result.exit_code == 1, result.output
+    line = result.stderr.strip().splitlines()[-1]
+    assert "diverged in epoch 1" in line and "no checkpoint was written" in line and "lower --lr" in line
+    assert not (out / "checkpoints").exists()
+
+
+def test_outputs_and_data_root_are_checked_before_any_work(cifar10_root, cifar10_resnet20, tmp_path):
+    a_file = tmp_path / "somefile"
+    a_file.write_text("x")
+    assert_refused(invoke("evaluate", cifar10_resnet20, "--data-root", cifar10_root, "--device", "cpu",
+                          "--out", a_file / "eval.json"), "--out", "is a file, not a directory")
+    missing = tmp_path / "nonexistent"
+    assert_refused(invoke("train-teacher", *TINY, "--dataset", "cifar10", "--data-root", missing, "--out",
+                          tmp_path / "run"), "--data-root", f"{missing} does not exist")
+    assert not missing.exists() and not (tmp_path / "run").exists()
+    assert_refused(invoke("train-teacher", *TINY, "--dataset", "cifar10", "--data-root", cifar10_root, "--out",
+                          a_file / "run"), "is a file, not a directory")

@@ -202,3 +202,218 @@ def test_clip_teacher_from_local_weights_and_inception_evaluation(cifar10_root, 
     assert all(torch.isfinite(torch.tensor(m["mean"])) for m in metrics.values())
     assert metrics["is_mean"]["mean"] >= 1.0
     assert no_network == []
+
+
+# ------------------------------------------------------------------------------ safety (issue 9)
+
+
+def one_error_line(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def flip_middle(path: Path, count: int = 16) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + count] = bytes(b ^ 0xFF for b in data[middle:middle + count])
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def finished_run(cifar10_root, tmp_path):
+    """A 2-iteration `da` run with a checkpoint every iteration: last.pt (2), last.prev.pt (1), no best.pt."""
+    out = tmp_path / "done"
+    run(["train", "--out", out, "--preset", "da", "--data-root", cifar10_root, "--iterations", 2,
+         "--checkpoint-every", 1, "--sample-every", 0, *TINY])
+    return out
+
+
+def test_every_file_option_refuses_a_code_running_file(finished_run, malicious_checkpoint, cifar10_root,
+                                                       clip_model_name, tmp_path):
+    path, marker = malicious_checkpoint
+    train = ["train", "--data-root", str(cifar10_root), "--iterations", "1", *TINY]
+    cases = {
+        "--teacher ckpt:": [*train, "--out", str(tmp_path / "a"), "--preset", "vkd", "--teacher", f"ckpt:{path}"],
+        "--teacher-weights": [*train, "--out", str(tmp_path / "b"), "--preset", "vkd", "--teacher",
+                              f"clip:{clip_model_name}", "--teacher-weights", str(path)],
+        "--fd-features (train)": [*train, "--out", str(tmp_path / "c"), "--preset", "da", "--eval-every", "1",
+                                  "--metrics", "fd", "--fd-features", f"ckpt:{path}"],
+        "--inception-weights (train)": [*train, "--out", str(tmp_path / "d"), "--preset", "da", "--eval-every", "1",
+                                        "--metrics", "fid", "--inception-weights", str(path)],
+        "--inception-weights (evaluate)": ["evaluate", str(finished_run), "--checkpoint", "last", "--metrics", "fid",
+                                           "--inception-weights", str(path)],
+        "--fd-features (evaluate)": ["evaluate", str(finished_run), "--checkpoint", "last", "--metrics", "fd",
+                                     "--fd-features", f"ckpt:{path}"],
+    }
+    for name, args in cases.items():
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, (name, result.output)
+        assert str(path) in one_error_line(result), name
+        assert not marker.exists(), name
+    for new_run in "abcd":
+        assert not (tmp_path / new_run).exists()
+    # A run directory whose checkpoint was replaced: resume, evaluate and sample all refuse it.
+    last = finished_run / "checkpoints" / "last.pt"
+    last.write_bytes(path.read_bytes())
+    for args in ([*train[:-len(TINY) - 2], "--iterations", "3", *TINY, "--out", str(finished_run), "--preset", "da",
+                  "--checkpoint-every", "1", "--sample-every", "0"],
+                 ["evaluate", str(finished_run), "--checkpoint", "last", "--metrics", "fd", "--fd-features", "ckpt:x"],
+                 ["sample", str(finished_run), "--checkpoint", "last"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, (args[0], result.output)
+        assert "safe loader refuses" in one_error_line(result)
+        assert not marker.exists()
+    assert last.read_bytes() == path.read_bytes()  # the refused file is left for inspection, not overwritten
+
+
+def test_corrupted_checkpoint_is_refused_and_names_the_intact_previous_one(finished_run, cifar10_root, teacher_ckpt):
+    last = finished_run / "checkpoints" / "last.pt"
+    previous = finished_run / "checkpoints" / "last.prev.pt"
+    assert torch.load(previous, weights_only=False)["iteration"] == 1
+    flip_middle(last)
+    corrupted = last.read_bytes()
+    resume = ["train", "--out", str(finished_run), "--preset", "da", "--data-root", str(cifar10_root),
+              "--iterations", "3", "--checkpoint-every", "1", "--sample-every", "0", *TINY]
+    for args in (resume, ["evaluate", str(finished_run), "--checkpoint", "last", "--metrics", "fd",
+                          "--fd-features", f"ckpt:{teacher_ckpt}", "--num-samples", "10"],
+                 ["sample", str(finished_run), "--checkpoint", "last"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, result.output
+        line = one_error_line(result)
+        assert str(last) in line and "corrupted" in line and str(previous) in line and "intact" in line
+    assert last.read_bytes() == corrupted  # not overwritten by a resumed run
+    assert not (finished_run / "result.json").exists()
+    # Following the advice resumes from iteration 1.
+    previous.replace(last)
+    result = run(resume)
+    assert "at iteration 1" in result.output
+
+
+def test_diverging_run_stops_with_exit_1_and_writes_nothing_non_finite(cifar10_root, tmp_path):
+    out = tmp_path / "nan"
+    # lr 1e20 makes D's weights overflow in the first iteration (today's code logged nan and exited 0).
+    result = CliRunner().invoke(main, ["train", "--out", str(out), "--preset", "da", "--data-root", str(cifar10_root),
+                                       "--iterations", "5", "--checkpoint-every", "1", "--lr-d", "1e20", *TINY])
+    assert result.exit_code == 1, result.output
+    line = one_error_line(result)
+    assert "iteration 1, D step" in line and "d_loss nan" in line and "no checkpoint was written yet" in line
+    assert not (out / "checkpoints").exists() and not (out / "training.json").exists()
+
+
+def test_skip_nonfinite_budget_then_stop_naming_the_last_good_checkpoint(cifar10_root, tmp_path, monkeypatch):
+    """NaN losses at chosen iterations: one is skipped under --skip-nonfinite 1, the second stops the run."""
+    from gan_kd import train as gan_train
+
+    hinge = gan_train.discriminator_hinge
+    calls = []
+
+    def nan_at(real_logits, fake_logits):  # TINY has 2 D steps: calls 5 and 9 are the first of iterations 3 and 5
+        calls.append(1)
+        value = hinge(real_logits, fake_logits)
+        return value * float("nan") if len(calls) in (5, 9) else value
+
+    monkeypatch.setattr(gan_train, "discriminator_hinge", nan_at)
+    out = tmp_path / "skip"
+    result = CliRunner().invoke(main, ["train", "--out", str(out), "--preset", "da", "--data-root", str(cifar10_root),
+                                       "--iterations", "6", "--checkpoint-every", "1", "--sample-every", "0",
+                                       "--skip-nonfinite", "1", *TINY])
+    assert result.exit_code == 1, result.output
+    assert "step skipped (1 of 1 allowed)" in result.output
+    line = one_error_line(result)
+    assert "iteration 5, D step" in line and f"{out / 'checkpoints' / 'last.pt'} (iteration 4)" in line
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert state["iteration"] == 4 and state["skipped_nonfinite"] == 1
+    assert all(torch.isfinite(v).all() for v in state["generator"].values() if v.is_floating_point())
+
+
+def test_teacher_with_nan_weights_is_refused_up_front(cifar10_root, tmp_path):
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=10)
+    with torch.no_grad():
+        model.fc.weight[0, 0] = float("nan")
+    teacher = tmp_path / "nan_teacher.pt"
+    torch.save({"model": model.state_dict(), "arch": "resnet20", "num_classes": 10, "feature_dim": 64,
+                "format": "classifier_kd/1"}, teacher)  # written around save_classifier, which refuses NaN
+    out = tmp_path / "never"
+    result = CliRunner().invoke(main, ["train", "--out", str(out), "--preset", "vkd-whiten", "--data-root",
+                                       str(cifar10_root), "--teacher", f"ckpt:{teacher}", *TINY])
+    assert result.exit_code == 2, result.output
+    assert "non-finite weights (fc.weight: 1 of" in one_error_line(result)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--batch-size", "500"], "batch size 500 is larger than the"),
+    (["--eval-samples", "1"], "eval_samples must be >= 2"),
+    (["--threads", "-1"], "threads must be >= 1"),
+    (["--preset", "da", "--teacher", "ckpt:x.pt"], "--preset da trains without a teacher, so --teacher would be ignored"),
+    (["--preset", "da", "--normalizer", "layernorm"], "--normalizer would be ignored"),
+])
+def test_bad_values_are_refused_before_anything_is_written(args, message, cifar10_root, tmp_path):
+    out = tmp_path / "never"
+    base = ["train", "--out", str(out), "--preset", "da", "--data-root", str(cifar10_root), "--iterations", "1", *TINY]
+    result = CliRunner().invoke(main, base + args)
+    assert result.exit_code == 2, result.output
+    assert message in one_error_line(result)
+    assert not out.exists()
+
+
+def test_unusable_out_and_missing_data_root_are_refused(cifar10_root, tmp_path):
+    a_file = tmp_path / "somefile"
+    a_file.write_text("x")
+    base = ["train", "--preset", "da", "--iterations", "1", *TINY]
+    result = CliRunner().invoke(main, [*base, "--data-root", str(cifar10_root), "--out", str(a_file / "run")])
+    assert result.exit_code == 2 and "is a file, not a directory" in one_error_line(result)
+    missing = tmp_path / "nonexistent"
+    result = CliRunner().invoke(main, [*base, "--data-root", str(missing), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and f"{missing} does not exist" in one_error_line(result)
+    assert not missing.exists() and not (tmp_path / "r").exists()
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(0o500)
+    try:
+        if not os.access(read_only, os.W_OK):  # root may write anywhere
+            result = CliRunner().invoke(main, [*base, "--data-root", str(cifar10_root), "--out", str(read_only / "r")])
+            assert result.exit_code == 2 and "not writable" in one_error_line(result)
+    finally:
+        read_only.chmod(0o700)
+
+
+def test_a_run_that_saved_nothing_can_be_taken_over_by_a_corrected_command(cifar10_root, tmp_path):
+    out = tmp_path / "retry"
+    bad = CliRunner().invoke(main, ["train", "--out", str(out), "--preset", "da", "--data-root", str(cifar10_root),
+                                    "--iterations", "3", "--lr-d", "1e20", *TINY])
+    assert bad.exit_code == 1 and (out / "config.json").is_file() and not (out / "checkpoints").exists()
+    run(["train", "--out", out, "--preset", "da", "--data-root", cifar10_root, "--iterations", 1, "--sample-every", 0,
+         *TINY])
+    assert json.loads((out / "config.json").read_text())["lr_d"] == 2e-4
+
+
+def test_table_names_what_a_classifier_run_is(tmp_path):
+    run_dir = tmp_path / "cls"
+    run_dir.mkdir()
+    (run_dir / "result.json").write_text(json.dumps({"best_top1": 90.0}))
+    (run_dir / "config.json").write_text(json.dumps({"model": "resnet20"}))
+    result = CliRunner().invoke(main, ["table", str(run_dir)])
+    assert result.exit_code == 2
+    assert "is a classifier-kd run" in one_error_line(result) and "classifier-kd table" in result.output
+
+
+def test_evaluate_offline_without_inception_weights_fails_first(finished_run, tmp_path, monkeypatch, no_network):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    result = CliRunner().invoke(main, ["evaluate", str(finished_run), "--checkpoint", "last"])  # default fid,isc
+    assert result.exit_code == 2
+    line = one_error_line(result)
+    assert "--inception-weights" in line and "--metrics fd" in line
+    assert not (finished_run / "result.json").exists()
+
+
+def test_train_offline_without_inception_weights_fails_before_training(cifar10_root, tmp_path, monkeypatch,
+                                                                       no_network):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    out = tmp_path / "never"
+    result = CliRunner().invoke(main, ["train", "--out", str(out), "--preset", "da", "--data-root", str(cifar10_root),
+                                       "--eval-every", "1", "--metrics", "fid", *TINY])
+    assert result.exit_code == 2 and "--inception-weights" in one_error_line(result)
+    assert not out.exists()
