@@ -7,7 +7,9 @@ Datasets (:data:`DATASETS`)
   exactly as ``gan_kd`` prepares it, so one checkpoint trained here can teach the GAN discriminator.
   Its files are read in place, gzipped or not, from ``<root>/FashionMNIST/raw`` (torchvision's layout)
   or from Debian's ``dataset-fashion-mnist`` package (:data:`SYSTEM_FASHION_MNIST_DIR`); nothing is
-  copied or decompressed to disk.
+  copied or decompressed to disk. Finding and validating the CIFAR and Fashion-MNIST files is
+  ``kd_core.runtime.datasets``' job, shared with ``gan_kd`` (one-line :class:`DatasetNotFound` /
+  :class:`DatasetCorrupt`).
 * ImageNet is two ``torchvision.datasets.ImageFolder`` trees (one sub-folder per class, the validation
   images sorted into class folders too): ``<root>/train`` + ``<root>/val``, or ``<root>/imagenet/train`` +
   ``<root>/imagenet/val`` (mdistiller's ``data/imagenet`` layout). Both splits must list the same classes
@@ -72,11 +74,9 @@ Random draws use torch's generator (seeded per worker by the DataLoader).
 """
 from __future__ import annotations
 
-import gzip
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, ImageFilter, ImageOps
 from torch.utils.data import Dataset, Subset
@@ -84,6 +84,15 @@ from torchvision import datasets, transforms
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from kd_core.runtime.datasets import (
+    SYSTEM_FASHION_MNIST_DIR,
+    DatasetCorrupt,
+    DatasetNotFound,
+    GreyImageDataset,
+    check_data_root,
+    load_cifar,
+    load_fashion_mnist,
+)
 from kd_core.runtime.seed import subset_indices
 
 __all__ = [
@@ -95,6 +104,7 @@ __all__ = [
     "DatasetCorrupt",
     "DatasetNotFound",
     "build_datasets",
+    "check_data_root",
     "default_augment",
     "default_image_size",
     "input_spec",
@@ -119,16 +129,10 @@ NORMALIZATION = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
-# Where Debian's `dataset-fashion-mnist` package installs the four gzipped idx files. Read at call time,
-# so tests can point it at a fixture.
-SYSTEM_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-_FASHION_FILES = {
-    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-_CIFAR_CLASS = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}
-_DISPLAY_NAME = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "fashion_mnist": "Fashion-MNIST",
-                 "imagenet": "ImageNet"}
+# SYSTEM_FASHION_MNIST_DIR, DatasetNotFound, DatasetCorrupt and check_data_root are kd_core.runtime.datasets'
+# (re-exported).
+# The system folder is read from kd_core.runtime.datasets at call time: point *that* one elsewhere in tests.
+
 _SMALL = ("cifar10", "cifar100", "fashion_mnist")  # stored at 32x32 (Fashion-MNIST once padded)
 _IMAGENET_LAYOUTS = (("train", "val"), ("imagenet/train", "imagenet/val"))
 CIFAR_PADDING = 4  # RandomCrop(32, padding=4)
@@ -141,14 +145,6 @@ THREE_AUGMENT_BLUR_SIGMA = (0.1, 2.0)  # DeiT III GaussianBlur radius_min / radi
 SOLARIZE_THRESHOLD = 128  # PIL ImageOps.solarize's default, as DeiT III calls it
 RANDAUG_OPS, RANDAUG_MAGNITUDE = 2, 9  # rand-m9 (2 layers is timm's default)
 RANDOM_ERASING_PROB = 0.25  # OFA vit_mlp.yaml reprob
-
-
-class DatasetNotFound(FileNotFoundError):
-    """The dataset's files are not where they are looked for (and no download was asked for or possible)."""
-
-
-class DatasetCorrupt(ValueError):
-    """The dataset's files are there but cannot be read (e.g. they fail torchvision's md5 check)."""
 
 
 def _check_name(name: str) -> str:
@@ -351,87 +347,12 @@ def test_transform(name: str, spec: dict) -> transforms.Compose:
 # Reading the files.
 
 
-class IdxImageDataset(Dataset):
-    """Grey images and labels from a pair of (optionally gzipped) idx files, held in memory.
-
-    Items are ``(PIL image (mode "L"), int label)``, like ``torchvision.datasets.FashionMNIST``.
-    """
-
-    def __init__(self, images_path: Path, labels_path: Path, transform=None) -> None:
-        self.images = _read_idx(images_path, magic=2051)
-        self.targets = _read_idx(labels_path, magic=2049).astype(np.int64)
-        if len(self.images) != len(self.targets):
-            raise DatasetCorrupt(f"{images_path} has {len(self.images)} images but {labels_path} "
-                                 f"{len(self.targets)} labels")
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index: int):
-        image = Image.fromarray(self.images[index])  # uint8 (H, W) -> mode "L"
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, int(self.targets[index])
-
-
-def _read_idx(path: Path, magic: int) -> np.ndarray:
-    """The uint8 array of an idx file: magic (4 bytes big-endian), one uint32 per dimension, the data."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            blob = f.read()
-        header = np.frombuffer(blob, dtype=">u4", count=1)[0]
-        if header != magic:
-            raise ValueError(f"magic number {header}, expected {magic}")
-        ndim = magic & 0xFF
-        shape = tuple(int(d) for d in np.frombuffer(blob, dtype=">u4", count=ndim, offset=4))
-        return np.frombuffer(blob, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-    except (OSError, EOFError, ValueError) as err:
-        raise DatasetCorrupt(f"cannot read idx file {path}: {err}") from err
-
-
-def _find_fashion_file(root: Path, filename: str) -> Path | None:
-    """The first of ``<root>/FashionMNIST/raw/<f>[.gz]``, ``<system dir>/<f>[.gz]`` that exists."""
-    for folder in (root / "FashionMNIST" / "raw", Path(SYSTEM_FASHION_MNIST_DIR)):
-        for candidate in (folder / filename, folder / f"{filename}.gz"):
-            if candidate.is_file():
-                return candidate
-    return None
-
-
 def _load_fashion_mnist(root: Path, train: bool, transform, download: bool) -> Dataset:
-    files = _FASHION_FILES[train]
-    found = [_find_fashion_file(root, f) for f in files]
-    if None in found and download:
-        datasets.FashionMNIST(str(root), train=train, download=True)  # into <root>/FashionMNIST/raw
-        found = [_find_fashion_file(root, f) for f in files]
-    if None in found:
-        missing = [f for f, path in zip(files, found) if path is None]
-        raise DatasetNotFound(
-            f"Fashion-MNIST not found: expected {', '.join(missing)} (optionally .gz) in "
-            f"{root / 'FashionMNIST' / 'raw'} or {SYSTEM_FASHION_MNIST_DIR} (Debian's dataset-fashion-mnist); "
-            f"pass --download to fetch it when online"
-        )
-    return IdxImageDataset(found[0], found[1], transform)
+    return GreyImageDataset.from_split(load_fashion_mnist(root, train, download=download), transform)
 
 
 def _load_cifar(name: str, root: Path, train: bool, transform, download: bool) -> Dataset:
-    cls = _CIFAR_CLASS[name]
-    folder = root / cls.base_folder
-    needed = [f for f, _ in (cls.train_list if train else cls.test_list)] + [cls.meta["filename"]]
-    missing = [f for f in needed if not (folder / f).is_file()]
-    if missing and not download:
-        every_file = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-        raise DatasetNotFound(
-            f"{_DISPLAY_NAME[name]} not found: expected {folder}/{{{', '.join(every_file)}}}, missing "
-            f"{', '.join(missing)}; pass --download to fetch it when online"
-        )
-    try:
-        return cls(str(root), train=train, transform=transform, download=bool(missing))
-    except RuntimeError as err:  # files present but failing torchvision's md5 check
-        raise DatasetCorrupt(f"{_DISPLAY_NAME[name]} files in {folder} failed torchvision's integrity check; "
-                             f"delete them and pass --download to fetch them again") from err
+    return load_cifar(name, root, train, transform=transform, download=download)
 
 
 def _imagenet_folders(root: Path, download: bool) -> tuple[Path, Path]:

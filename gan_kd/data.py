@@ -11,14 +11,17 @@ What this module settles, and where it comes from (``shared/reference/gan.md`` s
 * The loader is an endless, resumable stream of batches, sharded across DDP ranks.
 
 Fashion-MNIST (28x28 grey) is padded to 32x32 with its own background value and repeated to 3 channels, so
-the same BigGAN-32 and the same 3-channel teachers work on all three datasets. Offline, its files can come
-from Debian's ``dataset-fashion-mnist`` package (see :func:`find_fashion_mnist`).
+the same BigGAN-32 and the same 3-channel teachers work on all three datasets.
+
+Finding and validating the files is ``kd_core.runtime.datasets``' job (shared with ``classifier_kd``):
+Fashion-MNIST is read in place, gzipped or not, from ``<root>/FashionMNIST/raw`` or Debian's
+``dataset-fashion-mnist`` package (:data:`SYSTEM_FASHION_MNIST_DIR`), CIFAR through torchvision; nothing is
+written unless ``download=True``. Missing files raise :class:`DatasetNotFound`, unreadable or inconsistent
+ones :class:`DatasetCorrupt` (one line each).
 """
 from __future__ import annotations
 
-import gzip
 import os
-import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -27,14 +30,26 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torch.utils.data.distributed import DistributedSampler
-from torchvision import datasets, transforms
+from torchvision import transforms
 
+from kd_core.runtime.datasets import (
+    SYSTEM_FASHION_MNIST_DIR,
+    DatasetCorrupt,
+    DatasetNotFound,
+    GreyImageDataset,
+    check_data_root,
+    copy_fashion_mnist,
+    load_cifar,
+    load_fashion_mnist,
+)
 from kd_core.runtime.seed import subset_indices
 
 __all__ = [
     "DATASETS",
     "SYSTEM_FASHION_MNIST_DIR",
+    "DatasetCorrupt",
     "DatasetNotFound",
+    "check_data_root",
     "num_classes",
     "load_dataset",
     "image_transform",
@@ -50,26 +65,19 @@ __all__ = [
 DATASETS = ("cifar10", "cifar100", "fashion_mnist")
 
 _NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "fashion_mnist": 10}
-_TORCHVISION_CLASS = {
-    "cifar10": datasets.CIFAR10,
-    "cifar100": datasets.CIFAR100,
-    "fashion_mnist": datasets.FashionMNIST,
-}
-_DISPLAY_NAME = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "fashion_mnist": "Fashion-MNIST"}
 
-# Where Debian's `dataset-fashion-mnist` package installs the original gzipped idx files
-# (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz).
-# Read at call time, so tests can point it elsewhere.
-SYSTEM_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+# SYSTEM_FASHION_MNIST_DIR, DatasetNotFound, DatasetCorrupt and check_data_root are kd_core.runtime.datasets'
+# (re-exported).
+# The system folder is read from kd_core.runtime.datasets at call time: point *that* one elsewhere in tests.
+
+# find_fashion_mnist(root, system_dir=None) is kept as the name of kd_core's explicit copy_fashion_mnist:
+# it copies the gzipped files into <root>/FashionMNIST/raw when asked; load_dataset never calls it.
+find_fashion_mnist = copy_fashion_mnist
 
 # Fashion-MNIST's background is black (pixel 0), i.e. -1 in [-1, 1]. Padding with it makes the 2-pixel
 # border indistinguishable from the image's own background: no artificial frame for D to key on.
 FASHION_MNIST_BACKGROUND = -1.0
 IMAGE_SIZE = 32
-
-
-class DatasetNotFound(FileNotFoundError):
-    """The dataset's files are not under the data root (and downloading was not asked for)."""
 
 
 def num_classes(name: str) -> int:
@@ -123,73 +131,7 @@ def image_transform(name: str, hflip: bool) -> transforms.Compose:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Finding the files.
-
-
-def _expected_files(name: str, root: Path) -> tuple[Path, list[str]]:
-    """The folder torchvision reads for ``name`` under ``root`` and the file names it requires there."""
-    cls = _TORCHVISION_CLASS[name]
-    if name == "fashion_mnist":
-        # torchvision reads the decompressed idx files from <root>/FashionMNIST/raw.
-        return root / cls.__name__ / "raw", [_strip_gz(f) for f, _ in cls.resources]
-    files = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-    return root / cls.base_folder, files
-
-
-def _strip_gz(filename: str) -> str:
-    return filename[: -len(".gz")] if filename.endswith(".gz") else filename
-
-
-def _not_found(name: str, root: Path) -> DatasetNotFound:
-    folder, files = _expected_files(name, root)
-    missing = [f for f in files if not (folder / f).is_file()]
-    hint = ""
-    if name == "fashion_mnist":
-        hint = (f" (or the same files gzipped in {SYSTEM_FASHION_MNIST_DIR}, e.g. from Debian's "
-                f"dataset-fashion-mnist package)")
-    status = "none of them is there" if len(missing) == len(files) else f"missing {', '.join(missing)}"
-    return DatasetNotFound(
-        f"{_DISPLAY_NAME[name]} not found under {root}: expected {folder}/{{{', '.join(files)}}}{hint}; "
-        f"{status}; pass --download to fetch it when online"
-    )
-
-
-def find_fashion_mnist(root: str | os.PathLike, system_dir: str | os.PathLike | None = None) -> Path | None:
-    """Make ``<root>/FashionMNIST/raw`` complete without a download, if the files exist anywhere locally.
-
-    torchvision's ``FashionMNIST`` reads the *decompressed* idx files from ``<root>/FashionMNIST/raw``. Each
-    missing one is taken from, in order: its ``.gz`` in that folder, ``<system_dir>/<name>.gz``, or
-    ``<system_dir>/<name>``. ``system_dir`` defaults to :data:`SYSTEM_FASHION_MNIST_DIR`, where Debian's
-    ``dataset-fashion-mnist`` installs the original gzipped files. (Their gzip checksums differ from the
-    ones torchvision's downloader checks, so they are decompressed here rather than handed to it.)
-    Files are written to a temporary name and renamed, so DDP ranks calling this at once do not read
-    half-written files.
-
-    Returns the raw folder when all four files are there afterwards, else ``None``.
-    """
-    raw, files = _expected_files("fashion_mnist", Path(root))
-    system = Path(SYSTEM_FASHION_MNIST_DIR if system_dir is None else system_dir)
-    for filename in files:
-        target = raw / filename
-        if target.is_file():
-            continue
-        for source in (raw / f"{filename}.gz", system / f"{filename}.gz", system / filename):
-            if source.is_file():
-                _copy_atomically(source, target, decompress=source.suffix == ".gz")
-                break
-    return raw if all((raw / f).is_file() for f in files) else None
-
-
-def _copy_atomically(source: Path, target: Path, decompress: bool) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    opener = gzip.open if decompress else open
-    try:
-        with opener(source, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+# Loading.
 
 
 def load_dataset(
@@ -199,34 +141,25 @@ def load_dataset(
     download: bool = False,
     hflip: bool | None = None,
 ) -> Dataset:
-    """The standard torchvision dataset for ``name`` with :func:`image_transform` attached.
+    """One split of ``name`` with :func:`image_transform` attached.
 
     Items are ``(float32 (3, 32, 32) in [-1, 1], int label)``. ``hflip=None`` flips the training split only:
     real images are mirrored as in the reference, while the test split (the FID reference set) stays as is.
 
-    Offline and without the files, raises :class:`DatasetNotFound` naming the exact files expected under
-    ``root``. ``download=True`` lets torchvision fetch them (network needed). Fashion-MNIST is first looked
-    for locally with :func:`find_fashion_mnist`.
+    CIFAR is torchvision's ``CIFAR10`` / ``CIFAR100``. Fashion-MNIST is read in place (see
+    ``kd_core.runtime.datasets.load_fashion_mnist``) into a :class:`GreyImageDataset`, whose items are
+    bitwise those of torchvision's ``FashionMNIST`` with the same transform (and draw the same random flip).
+    A missing ``root`` is not created: the files are then looked for in the system folder. Without the
+    files, raises :class:`DatasetNotFound` naming the expected files (``download=True`` lets torchvision
+    fetch them into ``root``); with unreadable or inconsistent files, :class:`DatasetCorrupt`.
     """
     name = _check_name(name)
-    root = Path(root)
     if hflip is None:
         hflip = train
+    transform = image_transform(name, hflip)
     if name == "fashion_mnist":
-        find_fashion_mnist(root)
-    folder, files = _expected_files(name, root)
-    complete = all((folder / f).is_file() for f in files)
-    if not complete and not download:
-        raise _not_found(name, root)
-    cls = _TORCHVISION_CLASS[name]
-    try:
-        return cls(str(root), train=train, transform=image_transform(name, hflip), download=download and not complete)
-    except RuntimeError as err:
-        # The files are there but torchvision rejects them (CIFAR's md5 check).
-        raise RuntimeError(
-            f"{_DISPLAY_NAME[name]} files under {folder} failed torchvision's check ({err}); "
-            f"delete them and pass --download to fetch them again"
-        ) from err
+        return GreyImageDataset.from_split(load_fashion_mnist(root, train, download=download), transform)
+    return load_cifar(name, root, train, transform=transform, download=download)
 
 
 # --------------------------------------------------------------------------------------------------------

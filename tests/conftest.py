@@ -158,6 +158,69 @@ def fashion_mnist_raw_dir(tmp_path: Path) -> Path:
     return folder
 
 
+# Ways to break the fake Fashion-MNIST training split, for the loaders' DatasetCorrupt tests:
+# case -> (file broken, a fragment the one-line error must contain).
+FASHION_MNIST_CORRUPTIONS = {
+    "garbage": ("train-images-idx3-ubyte", "is not an idx image file"),
+    "not_gzip": ("train-images-idx3-ubyte.gz", "is not gzip-compressed"),
+    "damaged_gzip": ("train-images-idx3-ubyte.gz", "is a damaged gzip file"),
+    "wrong_magic": ("train-images-idx3-ubyte.gz", "(magic number 1234; expected 2051)"),
+    "swapped": ("train-images-idx3-ubyte.gz", "(magic number 2049, that of an idx label file; expected 2051)"),
+    "truncated": ("train-images-idx3-ubyte.gz", "is truncated"),
+    "padded": ("train-images-idx3-ubyte.gz", "bytes after the 60 images of 28x28"),
+    "image_size": ("train-images-idx3-ubyte.gz", "holds images of 32x32, expected 28x28"),
+    "count_mismatch": ("train-labels-idx1-ubyte.gz", "(59 labels) do not belong together"),
+    "label_range": ("train-labels-idx1-ubyte.gz", "label(s) outside 0..9 (e.g. 12 at index 5)"),
+}
+
+
+def break_fashion_mnist(folder: Path, case: str) -> Path:
+    """Break the training split of a folder of the four gzipped idx files as ``case`` says (one of
+    :data:`FASHION_MNIST_CORRUPTIONS`); returns the path of the broken file (which may be a new one)."""
+    images_gz, labels_gz = folder / "train-images-idx3-ubyte.gz", folder / "train-labels-idx1-ubyte.gz"
+    images, labels = gzip.decompress(images_gz.read_bytes()), gzip.decompress(labels_gz.read_bytes())
+    target = folder / FASHION_MNIST_CORRUPTIONS[case][0]
+    if case == "garbage":  # an uncompressed file of random bytes, which is found before the .gz
+        images_gz.unlink()
+        target.write_bytes(np.random.default_rng(0).integers(1, 256, 500, dtype=np.uint8).tobytes())
+    elif case == "not_gzip":
+        target.write_bytes(b"not gzip at all")
+    elif case == "damaged_gzip":
+        target.write_bytes(images_gz.read_bytes()[:200])
+    elif case == "wrong_magic":
+        target.write_bytes(gzip.compress(struct.pack(">I", 1234) + images[4:], mtime=0))
+    elif case == "swapped":
+        target.write_bytes(labels_gz.read_bytes())
+    elif case == "truncated":
+        target.write_bytes(gzip.compress(images[:-100], mtime=0))
+    elif case == "padded":
+        target.write_bytes(gzip.compress(images + b"\0" * 7, mtime=0))
+    elif case == "image_size":
+        n = len(labels) - 8
+        target.write_bytes(gzip.compress(struct.pack(">IIII", 2051, n, 32, 32) + bytes(n * 32 * 32), mtime=0))
+    elif case == "count_mismatch":  # a consistent label file, but one label short of the images
+        target.write_bytes(gzip.compress(struct.pack(">II", 2049, len(labels) - 9) + labels[8:-1], mtime=0))
+    elif case == "label_range":
+        broken = bytearray(labels)
+        broken[8 + 5] = 12
+        target.write_bytes(gzip.compress(bytes(broken), mtime=0))
+    else:
+        raise ValueError(case)
+    return target
+
+
+@pytest.fixture(params=list(FASHION_MNIST_CORRUPTIONS))
+def broken_fashion_mnist(request, tmp_path: Path, fashion_mnist_raw_dir: Path) -> tuple[Path, Path, str]:
+    """``(folder, broken_file, fragment)``, once per case of :data:`FASHION_MNIST_CORRUPTIONS`: a copy of
+    :func:`fashion_mnist_raw_dir` whose training split is broken (the test split stays whole), the broken
+    file, and a fragment the loaders' one-line ``DatasetCorrupt`` message must contain."""
+    folder = tmp_path / f"broken-fashion-mnist-{request.param}"
+    folder.mkdir()
+    for path in fashion_mnist_raw_dir.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    return folder, break_fashion_mnist(folder, request.param), FASHION_MNIST_CORRUPTIONS[request.param][1]
+
+
 @pytest.fixture
 def one_torch_thread():
     """One intra-op thread for the test: on a shared 2-core box, threads contend and slow down up to 10x.
@@ -168,3 +231,28 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class _TouchOnUnpickle:
+    """Unpickling this object creates ``marker``: a stand-in for a weights file that runs code when loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.fixture
+def malicious_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
+    """``(file, marker)``: a torch file shaped like a checkpoint whose unpickling would create ``marker``.
+
+    Every option that takes a file must refuse it with one line and leave ``marker`` uncreated. (Loading it
+    with ``torch.load(weights_only=False)`` does create the marker: ``tests/kd_core/runtime/test_checkpoint.py``
+    checks that the threat is real.)
+    """
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "malicious.pt"
+    torch.save({"model": _TouchOnUnpickle(marker), "format": "classifier_kd/1", "arch": "resnet8x4",
+                "num_classes": 10, "feature_dim": 256}, path)
+    return path, marker

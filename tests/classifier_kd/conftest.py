@@ -9,22 +9,28 @@ import pytest
 from PIL import Image
 
 
+def _point_system_dir(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """The loaders read kd_core.runtime.datasets.SYSTEM_FASHION_MNIST_DIR at call time; classifier_kd.data's
+    re-exported name is patched too, so both say the same."""
+    from classifier_kd import data
+    from kd_core.runtime import datasets
+
+    monkeypatch.setattr(datasets, "SYSTEM_FASHION_MNIST_DIR", folder)
+    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST_DIR", folder)
+
+
 @pytest.fixture
 def fashion_system_dir(fashion_mnist_raw_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point the Debian location at the tiny fake Fashion-MNIST (60 train, 20 test images); returns it."""
-    from classifier_kd import data
-
-    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST_DIR", fashion_mnist_raw_dir)
+    _point_system_dir(monkeypatch, fashion_mnist_raw_dir)
     return fashion_mnist_raw_dir
 
 
 @pytest.fixture
 def no_system_fashion_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Hide a real /usr/share/datasets/fashion-mnist, so "missing data" paths are tested on any machine."""
-    from classifier_kd import data
-
     empty = tmp_path / "no-system-fashion-mnist"
-    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST_DIR", empty)
+    _point_system_dir(monkeypatch, empty)
     return empty
 
 

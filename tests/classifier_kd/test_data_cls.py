@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import pickle
 import shutil
 
@@ -9,12 +10,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
+from torchvision import datasets as tv_datasets
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from classifier_kd import data
 from classifier_kd.models.checkpoint import CIFAR100_INPUT_SPEC
+from kd_core.runtime import datasets as kd_datasets
 from kd_core.runtime.seed import subset_indices
 
 
@@ -136,13 +139,46 @@ def test_missing_data_names_expected_files(tmp_path, no_system_fashion_mnist, na
     assert not (tmp_path / "nothing-here").exists()
 
 
-def test_corrupt_idx_file_is_reported(tmp_path, fashion_mnist_raw_dir, monkeypatch):
-    broken = tmp_path / "broken"
-    shutil.copytree(fashion_mnist_raw_dir, broken)
-    (broken / "train-images-idx3-ubyte.gz").write_bytes(b"not gzip")
-    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST_DIR", broken)
-    with pytest.raises(data.DatasetCorrupt, match="train-images-idx3-ubyte"):
+def test_corrupt_idx_file_is_reported(tmp_path, broken_fashion_mnist, monkeypatch):
+    folder, broken, fragment = broken_fashion_mnist
+    monkeypatch.setattr(kd_datasets, "SYSTEM_FASHION_MNIST_DIR", folder)
+    with pytest.raises(data.DatasetCorrupt) as info:
         data.build_datasets("fashion_mnist", tmp_path / "root")
+    message = str(info.value)
+    assert "\n" not in message and str(broken) in message and fragment in message, message
+    assert not (tmp_path / "root").exists()
+
+
+def test_the_finder_is_kd_cores():
+    assert data.DatasetNotFound is kd_datasets.DatasetNotFound and data.DatasetCorrupt is kd_datasets.DatasetCorrupt
+    assert data.SYSTEM_FASHION_MNIST_DIR == kd_datasets.SYSTEM_FASHION_MNIST_DIR
+
+
+@pytest.mark.skipif(not kd_datasets.SYSTEM_FASHION_MNIST_DIR.is_dir(),
+                    reason="Debian dataset-fashion-mnist not installed")
+def test_real_fashion_mnist_with_a_missing_root_creates_nothing(tmp_path):
+    root = tmp_path / "nonexistent" / "data"
+    test_set = data.load_split("fashion_mnist", root, train=False)
+    assert len(test_set) == 10000 and test_set[0][0].size == (28, 28)
+    assert not (tmp_path / "nonexistent").exists()
+
+
+def test_corrupt_cifar_is_one_line_naming_the_file(cifar10_root):
+    path = cifar10_root / "cifar-10-batches-py" / "batches.meta"
+    path.write_bytes(b"garbage")
+    with pytest.raises(data.DatasetCorrupt) as info:
+        data.build_datasets("cifar10", cifar10_root)
+    assert str(info.value) == (f"CIFAR-10 file {path} failed torchvision's md5 check (it is not the original "
+                               f"file); delete it and pass --download to fetch the original again")
+
+
+def test_unpicklable_cifar_is_corrupt_not_a_traceback(cifar10_root, monkeypatch):
+    folder = cifar10_root / "cifar-10-batches-py"
+    (folder / "test_batch").write_bytes(b"\x80\x02}q\x00.")  # a pickled empty dict: no "data" key
+    monkeypatch.setattr(tv_datasets.CIFAR10, "test_list",
+                        [["test_batch", hashlib.md5((folder / "test_batch").read_bytes()).hexdigest()]])
+    with pytest.raises(data.DatasetCorrupt, match=r"^CIFAR-10 files in .* cannot be unpickled \(KeyError: 'data'\)"):
+        data.load_split("cifar10", cifar10_root, train=False)
 
 
 def test_transforms_pickle_for_workers(fashion_system_dir, tmp_path):

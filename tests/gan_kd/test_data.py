@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import pickle
 from pathlib import Path
 
@@ -9,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data import TensorDataset
+from torchvision import datasets as tv_datasets
 
 from gan_kd import data
+from kd_core.runtime import datasets as kd_datasets
 from kd_core.runtime import seed as kd_seed
 
 
@@ -42,16 +45,23 @@ def expected(pixels_hwc: np.ndarray) -> torch.Tensor:
 CIFAR10_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
 
 
+def point_system_dir(monkeypatch, folder: Path) -> None:
+    """The loaders read kd_core.runtime.datasets.SYSTEM_FASHION_MNIST_DIR at call time (gan_kd.data re-exports
+    the name; patched too, so both say the same)."""
+    monkeypatch.setattr(kd_datasets, "SYSTEM_FASHION_MNIST_DIR", folder)
+    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST_DIR", folder)
+
+
 @pytest.fixture
 def no_system_fashion_mnist(monkeypatch, tmp_path):
     """Hide the machine's Debian Fashion-MNIST, so 'missing' really is missing."""
-    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST_DIR", tmp_path / "no-such-dir")
+    point_system_dir(monkeypatch, tmp_path / "no-such-dir")
 
 
 @pytest.fixture
 def fashion_root(monkeypatch, tmp_path, fashion_mnist_raw_dir):
-    """A data root whose Fashion-MNIST comes from the fake system folder."""
-    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST_DIR", fashion_mnist_raw_dir)
+    """A data root (not created) whose Fashion-MNIST comes from the fake system folder."""
+    point_system_dir(monkeypatch, fashion_mnist_raw_dir)
     return tmp_path / "fm-root"
 
 
@@ -60,6 +70,10 @@ def fashion_root(monkeypatch, tmp_path, fashion_mnist_raw_dir):
 
 def test_registry():
     assert data.DATASETS == ("cifar10", "cifar100", "fashion_mnist")
+    # One finder, in kd_core; the names gan_kd.data exported are kd_core's.
+    assert data.DatasetNotFound is kd_datasets.DatasetNotFound and data.DatasetCorrupt is kd_datasets.DatasetCorrupt
+    assert data.SYSTEM_FASHION_MNIST_DIR == kd_datasets.SYSTEM_FASHION_MNIST_DIR
+    assert data.find_fashion_mnist is kd_datasets.copy_fashion_mnist
     assert [data.num_classes(n) for n in data.DATASETS] == [10, 100, 10]
     with pytest.raises(ValueError, match="unknown dataset"):
         data.num_classes("mnist")
@@ -126,6 +140,7 @@ def test_fashion_mnist_pad_and_replicate(fashion_root, fashion_mnist_raw_dir):
         assert (image[:, border] == data.FASHION_MNIST_BACKGROUND).all()
     test = data.load_dataset("fashion_mnist", fashion_root, train=False)
     assert len(test) == 20 and sorted({test[i][1] for i in range(20)}) == list(range(10))
+    assert not fashion_root.exists()  # read in place: nothing copied or decompressed
 
 
 def test_transform_pickles():
@@ -137,32 +152,27 @@ def test_transform_pickles():
 # ------------------------------------------------------------------------------------- finding the files
 
 
-def test_find_fashion_mnist_decompresses_from_system_dir(tmp_path, fashion_mnist_raw_dir):
-    root = tmp_path / "root"
-    raw = data.find_fashion_mnist(root, system_dir=fashion_mnist_raw_dir)
-    assert raw == root / "FashionMNIST" / "raw"
-    names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-    assert sorted(p.name for p in raw.iterdir()) == sorted(names)
-    for name in names:
-        assert (raw / name).read_bytes() == gzip.decompress((fashion_mnist_raw_dir / f"{name}.gz").read_bytes())
-    # Present files are left alone; a second call is a no-op.
-    (raw / names[0]).write_bytes(b"sentinel")
-    assert data.find_fashion_mnist(root, system_dir=fashion_mnist_raw_dir) == raw
-    assert (raw / names[0]).read_bytes() == b"sentinel"
-
-
-def test_find_fashion_mnist_absent(tmp_path):
+def test_find_fashion_mnist_is_the_explicit_copy(tmp_path, fashion_mnist_raw_dir):
+    """The old name copies the gzipped files into <root>/FashionMNIST/raw when called; loading never calls it."""
     root = tmp_path / "root"
     assert data.find_fashion_mnist(root, system_dir=tmp_path / "nowhere") is None
     assert not root.exists()  # nothing created when there is nothing to copy
+    raw = data.find_fashion_mnist(root, system_dir=fashion_mnist_raw_dir)
+    assert raw == root / "FashionMNIST" / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == sorted(p.name for p in fashion_mnist_raw_dir.iterdir())
+    assert len(data.load_dataset("fashion_mnist", root, train=False)) == 20  # read from there, in place
 
 
-def test_find_fashion_mnist_uses_gz_already_in_raw(tmp_path, fashion_mnist_raw_dir):
+def test_fashion_mnist_from_torchvision_layout(tmp_path, fashion_mnist_raw_dir, no_system_fashion_mnist):
     raw = tmp_path / "root" / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
-    for gz in fashion_mnist_raw_dir.iterdir():
-        (raw / gz.name).write_bytes(gz.read_bytes())
-    assert data.find_fashion_mnist(tmp_path / "root", system_dir=tmp_path / "nowhere") == raw
+    for gz in fashion_mnist_raw_dir.iterdir():  # decompressed, as torchvision's download leaves them
+        (raw / gz.stem).write_bytes(gzip.decompress(gz.read_bytes()))
+    ds = data.load_dataset("fashion_mnist", tmp_path / "root", train=True, hflip=False)
+    images = read_idx(fashion_mnist_raw_dir / "train-images-idx3-ubyte.gz")
+    centre = torch.from_numpy(images[3] / 127.5 - 1).float()
+    torch.testing.assert_close(ds[3][0][0, 2:30, 2:30], centre, rtol=0, atol=1e-6)
+    assert sorted(p.name for p in raw.iterdir()) == sorted(gz.stem for gz in fashion_mnist_raw_dir.iterdir())
 
 
 @pytest.mark.parametrize(
@@ -171,8 +181,7 @@ def test_find_fashion_mnist_uses_gz_already_in_raw(tmp_path, fashion_mnist_raw_d
         ("cifar10", "cifar-10-batches-py",
          ["data_batch_1", "data_batch_5", "test_batch", "batches.meta"]),
         ("cifar100", "cifar-100-python", ["train", "test", "meta"]),
-        ("fashion_mnist", "FashionMNIST/raw",
-         ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
+        ("fashion_mnist", "FashionMNIST/raw", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "no-such-dir"]),
     ],
 )
 def test_missing_dataset_names_expected_files(tmp_path, no_system_fashion_mnist, name, folder, files):
@@ -184,22 +193,82 @@ def test_missing_dataset_names_expected_files(tmp_path, no_system_fashion_mnist,
     assert "\n" not in message and "--download" in message and str(root / folder) in message
     for f in files:
         assert f in message
+    assert not root.exists()
 
 
 def test_corrupted_cifar_is_reported(cifar10_root):
-    (cifar10_root / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"garbage")
-    with pytest.raises(RuntimeError, match="failed torchvision's check"):
+    path = cifar10_root / "cifar-10-batches-py" / "data_batch_3"
+    path.write_bytes(b"garbage")
+    with pytest.raises(data.DatasetCorrupt) as info:
         data.load_dataset("cifar10", cifar10_root)
+    message = str(info.value)
+    assert "\n" not in message and f"{path} failed torchvision's md5 check" in message and "--download" in message
 
 
-@pytest.mark.skipif(not data.SYSTEM_FASHION_MNIST_DIR.is_dir(), reason="Debian dataset-fashion-mnist not installed")
-def test_real_fashion_mnist_from_debian_package(tmp_path):
-    assert data.find_fashion_mnist(tmp_path) is not None
-    ds = data.load_dataset("fashion_mnist", tmp_path, train=True)
+def test_unpicklable_cifar_is_reported(cifar100_root, monkeypatch):
+    """Garbage whose md5 is the expected one still gives one line, not an unpickling traceback."""
+    (cifar100_root / "cifar-100-python" / "train").write_bytes(b"garbage")
+    monkeypatch.setattr(tv_datasets.CIFAR100, "train_list", [["train", hashlib.md5(b"garbage").hexdigest()]])
+    with pytest.raises(data.DatasetCorrupt, match=r"^CIFAR-100 files in .*cifar-100-python cannot be unpickled "
+                                                  r"\(UnpicklingError: .*\); delete them and pass --download"):
+        data.load_dataset("cifar100", cifar100_root)
+
+
+def test_corrupt_fashion_mnist_is_one_line_naming_the_file(monkeypatch, tmp_path, broken_fashion_mnist):
+    folder, broken, fragment = broken_fashion_mnist
+    point_system_dir(monkeypatch, folder)
+    with pytest.raises(data.DatasetCorrupt) as info:
+        data.load_dataset("fashion_mnist", tmp_path / "root", train=True)
+    message = str(info.value)
+    assert "\n" not in message and str(broken) in message and fragment in message, message
+    assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.skipif(not kd_datasets.SYSTEM_FASHION_MNIST_DIR.is_dir(),
+                    reason="Debian dataset-fashion-mnist not installed")
+def test_real_fashion_mnist_from_debian_package_creates_nothing(tmp_path):
+    root = tmp_path / "nonexistent" / "data"
+    ds = data.load_dataset("fashion_mnist", root, train=True)
     assert len(ds) == 60000
-    assert sorted(ds.targets.unique().tolist()) == list(range(10))
+    assert sorted(np.unique(ds.targets).tolist()) == list(range(10))
     image, _ = ds[0]
     assert image.shape == (3, 32, 32) and image.min() >= -1 and image.max() <= 1
+    assert not (tmp_path / "nonexistent").exists()
+
+
+@pytest.mark.skipif(not kd_datasets.SYSTEM_FASHION_MNIST_DIR.is_dir(),
+                    reason="Debian dataset-fashion-mnist not installed")
+@pytest.mark.parametrize("train", [True, False])
+def test_fashion_mnist_items_bitwise_equal_to_torchvision(tmp_path, train):
+    """The earlier path was torchvision's FashionMNIST + image_transform: same tensors, same RNG draws."""
+    raw = tmp_path / "reference" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    prefix = "train" if train else "t10k"
+    for name in kd_datasets.FASHION_MNIST_FILES[True] + kd_datasets.FASHION_MNIST_FILES[False]:
+        if name.startswith(prefix):
+            blob = gzip.decompress((kd_datasets.SYSTEM_FASHION_MNIST_DIR / f"{name}.gz").read_bytes())
+        else:
+            blob = b""  # torchvision only checks that the other split's files exist
+        (raw / name).write_bytes(blob)
+    indices = [0, 1, 7, 4242 if train else 999, -1]
+    for hflip in (False, True):
+        ours = data.load_dataset("fashion_mnist", tmp_path / "missing", train=train, hflip=hflip)
+        reference = tv_datasets.FashionMNIST(str(tmp_path / "reference"), train=train,
+                                             transform=data.image_transform("fashion_mnist", hflip))
+        assert len(ours) == len(reference) == (60000 if train else 10000)
+        torch.manual_seed(123)
+        mine = [ours[i % len(ours)] for i in indices * 4]
+        after_ours = torch.rand(1)
+        torch.manual_seed(123)
+        theirs = [reference[i % len(reference)] for i in indices * 4]
+        assert torch.equal(after_ours, torch.rand(1))  # the same random numbers consumed
+        for (a, label_a), (b, label_b) in zip(mine, theirs):
+            assert a.dtype == b.dtype == torch.float32 and torch.equal(a, b)
+            assert type(label_a) is type(label_b) is int and label_a == label_b
+        if hflip:  # and the flips did happen
+            plain = data.load_dataset("fashion_mnist", tmp_path / "missing", train=train, hflip=False)
+            flipped = [not torch.equal(a, plain[i][0]) for (a, _), i in zip(mine, indices * 4)]
+            assert any(flipped) and not all(flipped)
 
 
 # --------------------------------------------------------------------------------------------- subsets
