@@ -27,7 +27,8 @@ import torch
 
 import kd_core
 from classifier_kd.data import (
-    AUGMENTATIONS, DATASETS, NUM_CLASSES, DatasetCorrupt, DatasetNotFound, build_datasets, input_spec, load_split,
+    AUGMENTATIONS, DATASETS, NUM_CLASSES, DatasetCorrupt, DatasetNotFound, build_datasets, check_data_root,
+    input_spec, load_split,
     test_transform,
 )
 from classifier_kd.distiller import METHODS, Distiller, TeacherInput, parse_loss_spec
@@ -178,10 +179,11 @@ def _expand_recipe(recipe: str, model: str, options: dict) -> tuple[dict, dict]:
 
 
 def _datasets(dataset: str, data_root: str, used: dict, data_fraction: float, seed: int, download: bool):
-    if not download and not Path(data_root).is_dir() and click.get_current_context().get_parameter_source(
-            "data_root") == click.core.ParameterSource.COMMANDLINE:
-        raise click.BadParameter(f"{data_root} does not exist; pass an existing folder, or --download to fetch the "
-                                 f"dataset into it", param_hint="'--data-root'")
+    if click.get_current_context().get_parameter_source("data_root") == click.core.ParameterSource.COMMANDLINE:
+        try:  # a root given explicitly must exist: a typo must not fall through to another copy of the data
+            check_data_root(data_root, download)
+        except (DatasetNotFound, ValueError) as err:
+            raise click.BadParameter(_one_line(err), param_hint="'--data-root'") from err
     try:
         return build_datasets(dataset, data_root, augment=used["augment"], image_size=used["image_size"],
                               data_fraction=data_fraction, subset_seed=seed, download=download)

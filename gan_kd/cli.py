@@ -131,9 +131,11 @@ def train(ctx, out, **options):
     for key, value in preset.items():
         if key == "distill" or key not in given:
             options[key] = value
-    if "data_root" in given and not options["download"] and not Path(options["data_root"]).is_dir():
-        raise click.BadParameter(f"{options['data_root']} does not exist; pass an existing folder, or --download to "
-                                 f"fetch the dataset into it", param_hint="'--data-root'")
+    if "data_root" in given:  # a root given explicitly must exist: a typo must not fall through to another copy
+        try:
+            gan_data.check_data_root(options["data_root"], options["download"])
+        except (FileNotFoundError, ValueError) as error:
+            raise click.BadParameter(" ".join(str(error).split()), param_hint="'--data-root'") from None
     try:
         check_writable_dir(out, "run directory --out")
         config = TrainConfig(**options)
@@ -177,8 +179,11 @@ def evaluate(run_dir, checkpoint, num_samples, repeats, metrics, inception_weigh
 
     if num_samples < 2 or repeats < 1:
         raise click.UsageError(f"--num-samples must be >= 2 and --repeats >= 1, got {num_samples} and {repeats}")
-    if data_root is not None and not Path(data_root).is_dir():
-        raise click.BadParameter(f"{data_root} does not exist", param_hint="'--data-root'")
+    if data_root is not None:
+        try:
+            gan_data.check_data_root(data_root)
+        except (FileNotFoundError, ValueError) as error:
+            raise click.BadParameter(" ".join(str(error).split()), param_hint="'--data-root'") from None
     try:
         resolved = resolve_device(device)
         check_writable_file(Path(run_dir) / "result.json", "result file")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from kd_core.runtime.checkpoint import CheckpointError, NonFiniteCheckpoint, ato
 from kd_core.runtime.distributed import (DistributedContext, all_reduce_mean, barrier, cleanup_distributed,
                                          init_distributed)
 from kd_core.runtime.finite import TrainingDiverged, all_finite, all_ranks_true, format_terms
+from kd_core.runtime.io import write_json
 from kd_core.runtime.logging import (MetricsLogger, Progress, get_logger, hardware_summary, prepare_run_dir,
                                      validate_run_dir)
 from kd_core.runtime.seed import capture_rng_state, restore_rng_state, seed_everything
@@ -515,7 +515,7 @@ class Trainer:
             summary = {"iterations": config.iterations, "best": self.best, "wall_time_s": round(time.monotonic() - started, 1),
                        "resumed_from": self.start_iteration, "world_size": context.world_size, "device": str(self.device),
                        "hardware": hardware_summary(self.device)}
-            (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+            write_json(out / "training.json", summary)
             logger.info("done: %d iterations; best %s", config.iterations, self.best or "not evaluated")
         barrier()
         return self.best

@@ -82,6 +82,7 @@ def test_train_evaluate_resume(cifar10_root, tmp_path):
 @pytest.mark.slow
 def test_fashion_mnist_teacher_from_debian_folder(fashion_system_dir, tmp_path):
     out = tmp_path / "fmnist"
+    (tmp_path / "empty").mkdir()  # an explicit --data-root must exist; the files come from the Debian folder
     result = invoke("train-teacher", *TINY, "--dataset", "fashion_mnist", "--data-root", tmp_path / "empty",
                     "--epochs", "1", "--data-fraction", "0.5", "--out", out)
     assert result.exit_code == 0, result.output
@@ -109,6 +110,7 @@ def test_train_teacher_refuses_bad_options(tmp_path, args, fragments):
                                                 ("fashion_mnist", "train-images-idx3-ubyte")])
 def test_train_teacher_refuses_missing_data(tmp_path, no_system_fashion_mnist, dataset, fragment):
     out = tmp_path / "run"
+    (tmp_path / "data").mkdir()
     result = invoke("train-teacher", "--model", "resnet8x4", "--dataset", dataset, "--data-root", tmp_path / "data",
                     "--device", "cpu", "--out", out)
     assert_refused(result, "not found", fragment)
