@@ -16,6 +16,7 @@ DATA_ROOT=${DATA_ROOT:-data}; RUNS=${RUNS:-runs/cls_fmnist_cpu}; SEEDS=${SEEDS:-
 FRACTION=${FRACTION:-0.1}; EPOCHS=${EPOCHS:-6}; MILESTONES=${MILESTONES:-4,5}
 METHODS=${METHODS:-"ce kd kd-zscore dkd dkd-zscore fitnet vkd dcd dcd+kd rsd"}
 TEACHER_RUN=runs/teachers/fmnist_resnet32
+mkdir -p "$DATA_ROOT"  # an explicit --data-root must exist; the files come from Debian's package if not in it
 export OMP_NUM_THREADS=1
 
 # 1. the teacher: resnet32 on all 60k images, ~2 passes (the same command as scripts/gan_fmnist_cpu.sh)
@@ -31,7 +32,8 @@ run_student() {  # method seed
   [ -f "$out/result.json" ] && return 0  # finished (delete the folder to run it again)
   [ "$1" != "$method" ] && extra+=(--zscore)
   case $method in dkd) extra+=(--set dkd.warmup_epochs=1);; esac
-  classifier-kd distill --student resnet20 --teacher-ckpt "$TEACHER_RUN/checkpoints/best.pt" --method "$method" \
+  [ "$method" != ce ] && extra+=(--teacher-ckpt "$TEACHER_RUN/checkpoints/best.pt")  # ce has no teacher
+  classifier-kd distill --student resnet20 --method "$method" \
     "${extra[@]}" --dataset fashion_mnist --data-root "$DATA_ROOT" --data-fraction "$FRACTION" --epochs "$EPOCHS" \
     --milestones "$MILESTONES" --workers 0 --device cpu --log-every 50 --seed "$2" --out "$out" > "$out.log" 2>&1
 }

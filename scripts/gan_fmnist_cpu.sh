@@ -16,6 +16,7 @@ DATA_ROOT=${DATA_ROOT:-data}; RUNS=${RUNS:-runs/gan_fmnist_cpu}; ITERATIONS=${IT
 SEEDS=${SEEDS:-0}; PARALLEL=${PARALLEL:-2}; PRESETS=${PRESETS:-"da da-kd vkd vkd-whiten"}; FRACTION=${FRACTION:-0.1}
 TEACHER=runs/teachers/fmnist_resnet20/checkpoints/best.pt
 FD_NET=runs/teachers/fmnist_resnet32/checkpoints/best.pt
+mkdir -p "$DATA_ROOT"  # an explicit --data-root must exist; the files come from Debian's package if not in it
 
 # 1. the teacher (resnet20) and the FD network (resnet32): ~2 passes over the 60k images each
 train_classifier() {  # model seed out
