@@ -42,6 +42,7 @@ from kd_core.runtime.checkpoint import load_checkpoint
 from kd_core.runtime.distributed import cleanup_distributed, init_distributed
 from kd_core.runtime.finite import first_non_finite
 from kd_core.runtime.io import check_writable_file, write_json, write_text
+from kd_core.runtime.precision import resolve_precision
 from kd_core.runtime.logging import format_duration
 from kd_core.runtime.seed import seed_everything
 
@@ -158,7 +159,9 @@ def _training_options(command):
         click.option("--channels-last", is_flag=True, help="NHWC memory format (faster convolutions on recent GPUs)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed for initialisation, data order and the subset."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (under torchrun: auto or cuda)."),
-        click.option("--amp/--no-amp", default=True, show_default=True, help="float16 autocast + grad scaling on CUDA (ignored on CPU)."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+                     help="Autocast precision: bf16 (CPU or CUDA), fp16 (CUDA, with grad scaling), fp32; auto = bf16/fp16 "
+                          "on CUDA, fp32 on the CPU."),
         click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader worker processes."),
         click.option("--max-steps-per-epoch", type=click.IntRange(min=1), default=None,
                      help="Cap the optimisation steps per epoch (tiny CPU runs and smoke tests)."),
@@ -196,7 +199,7 @@ def _train_config(model: str, options: dict, used: dict, extra: dict) -> TrainCo
     return TrainConfig(
         model=model, dataset=options["dataset"], num_classes=NUM_CLASSES[options["dataset"]], out=options["out"],
         **loop_values, channels_last=options["channels_last"], seed=options["seed"], device=options["device"],
-        workers=options["workers"], amp=options["amp"], max_steps_per_epoch=options["max_steps_per_epoch"],
+        workers=options["workers"], precision=options["precision"], max_steps_per_epoch=options["max_steps_per_epoch"],
         log_every=options["log_every"],
         extra={"data_root": options["data_root"], "download": options["download"],
                "data_fraction": options["data_fraction"], "recipe": options["recipe"],
@@ -442,12 +445,19 @@ def distill(student, student_pretrained, teacher, teacher_ckpt, teacher_pretrain
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Evaluation batch size.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader worker processes.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+              help="Autocast precision of the forward pass (auto = bf16/fp16 on CUDA, fp32 on the CPU).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="JSON file for the result [default: <ckpt stem>_eval_<dataset>.json next to CKPT].")
-def evaluate_command(ckpt, dataset, data_root, download, arch, batch_size, device, workers, out):
+def evaluate_command(ckpt, dataset, data_root, download, arch, batch_size, device, workers, precision, out):
     """Top-1 / top-5 test accuracy of the classifier checkpoint CKPT (ours or RepDistiller's layout)."""
     ctx = _init_device(device)
     ckpt = Path(ckpt)
+    try:
+        resolved_precision = resolve_precision(precision, ctx.device)
+    except ValueError as err:
+        cleanup_distributed()
+        raise click.BadParameter(_one_line(err), param_hint="'--precision'") from err
     try:
         try:
             model = load_classifier(ckpt, arch=arch)
@@ -479,7 +489,7 @@ def evaluate_command(ckpt, dataset, data_root, download, arch, batch_size, devic
         start = time.monotonic()
         model.to(ctx.device)
         metrics = evaluate(model, test_set, batch_size=batch_size, device=ctx.device, workers=workers,
-                           amp=ctx.device.type == "cuda", ctx=ctx)
+                           precision=resolved_precision, ctx=ctx)
         wall_time = time.monotonic() - start
     finally:
         cleanup_distributed()

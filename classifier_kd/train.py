@@ -20,7 +20,8 @@ per epoch) and ``result.json``. Re-running the same command on the same director
 
 Under ``torchrun`` every rank trains on its ``DistributedSampler`` shard, the target is wrapped in DDP,
 metrics are averaged over ranks and only rank 0 writes files. On CUDA the forward pass runs under
-float16 autocast with a gradient scaler (``amp=True``); on the CPU in float32.
+autocast precision of ``precision`` (:mod:`kd_core.runtime.precision`: ``auto`` is bf16 or float16 with a gradient
+scaler on CUDA and float32 on the CPU; ``bf16`` works on both).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import math
 import sys
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ from kd_core.runtime.checkpoint import CheckpointError, atomic_save, load_checkp
 from kd_core.runtime.distributed import DistributedContext, all_reduce_mean, barrier, init_distributed
 from kd_core.runtime.finite import TrainingDiverged, first_non_finite, format_terms
 from kd_core.runtime.io import check_writable_dir, write_json, write_npy
+from kd_core.runtime.precision import Precision, resolve_precision, slow_precision_warning
 from kd_core.runtime.logging import (
     MetricsLogger, Progress, RunConfigMismatch, format_duration, get_logger, hardware_summary, prepare_run_dir,
     validate_run_dir,
@@ -65,7 +68,7 @@ __all__ = [
 
 # Options that may differ when a run directory is resumed: they change where and how fast the run goes,
 # or how long it is, not what the finished epochs computed.
-RESUMABLE_KEYS = ("epochs", "device", "workers", "download", "data_root", "out", "log_every")
+RESUMABLE_KEYS = ("epochs", "device", "workers", "download", "data_root", "out", "log_every", "precision", "amp")
 
 CHECKPOINT_DIR = "checkpoints"
 LAST, BEST, RESULT = "last.pt", "best.pt", "result.json"
@@ -119,7 +122,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     workers: int = 2
-    amp: bool = True
+    precision: str = "auto"
     max_steps_per_epoch: int | None = None
     log_every: int = 50
     extra: dict[str, Any] = field(default_factory=dict)
@@ -231,7 +234,7 @@ def evaluate(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     workers: int = 0,
-    amp: bool = False,
+    precision: Precision | None = None,
     ctx: DistributedContext | None = None,
 ) -> dict[str, float]:
     """Top-1 / top-5 accuracy (percent) and mean cross-entropy of ``model`` on every item of ``dataset``.
@@ -248,7 +251,7 @@ def evaluate(
     totals = {"correct1": 0.0, "correct5": 0.0, "loss_sum": 0.0, "count": 0.0}
     for images, labels in loader:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+        with (precision.autocast() if precision is not None else nullcontext()):
             logits = model(images)
         logits = logits.float()
         correct1, correct5 = _topk_correct(logits, labels, (1, 5))
@@ -309,7 +312,10 @@ def fit(
     device, is_main = ctx.device, ctx.is_main
     run_dir = Path(config.out)
     ckpt_dir = run_dir / CHECKPOINT_DIR
-    amp = config.amp and device.type == "cuda"
+    try:
+        precision = resolve_precision(config.precision, device)
+    except ValueError as err:
+        raise RunSetupError(str(err)) from err
 
     # ---- 1. Check everything that can be checked before a file is written.
     per_rank = len(train_set) // ctx.world_size
@@ -365,7 +371,7 @@ def fit(
     parameters = [p for p in target.parameters() if p.requires_grad]
     optimizer = _build_optimizer(target, config)
     mixer = _batch_mixer(config)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    scaler = precision.grad_scaler()
     start_epoch, best_top1, best_epoch, wall_before = 0, -math.inf, 0, 0.0
     if state is not None:
         target.load_state_dict(state["target"])
@@ -377,9 +383,11 @@ def fit(
         log.info("resuming from %s at epoch %d (best top-1 %.2f at epoch %d)",
                  ckpt_dir / LAST, start_epoch, best_top1, best_epoch)
     trainable = sum(p.numel() for p in parameters)
+    if slow_precision_warning(precision):
+        log.warning(slow_precision_warning(precision))
     log.info("%s on %s: %d trainable parameters, %d training images, %d steps/epoch, device %s x%d%s",
              config.model, config.dataset, trainable, len(train_set), steps_per_epoch, device,
-             ctx.world_size, ", AMP" if amp else "")
+             ctx.world_size, f", {precision.name} autocast" if precision.dtype is not None else "")
     extra_parameters = target.extra_parameters() if hasattr(target, "extra_parameters") else 0
     if hasattr(target, "describe"):  # a distiller: which losses, and what they add to the student
         log.info("distillation: %s; %d extra trainable parameters (projectors, heads, temperatures) on top of "
@@ -430,7 +438,7 @@ def fit(
             hard_labels = labels
             if mixer is not None:
                 images, labels = mixer(images, labels)  # labels become class probabilities
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            with precision.autocast():
                 logits, losses = network(images, labels)
                 loss = sum(losses.values())
             optimizer.zero_grad(set_to_none=True)
@@ -454,7 +462,7 @@ def fit(
             log.error(message)
             raise TrainingDiverged(message)
         test_metrics = evaluate(target.model, test_set, batch_size=max(config.batch_size, 256), device=device,
-                                workers=config.workers, amp=amp, ctx=ctx)
+                                workers=config.workers, precision=precision, ctx=ctx)
         is_best = test_metrics["top1"] > best_top1
         if is_best:
             best_top1, best_epoch = test_metrics["top1"], epoch + 1
@@ -484,7 +492,7 @@ def fit(
     # ---- 6. Result. A resume of a finished run only re-reports it (final accuracy re-evaluated).
     if not test_metrics:
         test_metrics = evaluate(target.model, test_set, batch_size=max(config.batch_size, 256), device=device,
-                                workers=config.workers, amp=amp, ctx=ctx)
+                                workers=config.workers, precision=precision, ctx=ctx)
     wall_time = wall_before + time.monotonic() - session_start
     result = {
         "model": config.model,

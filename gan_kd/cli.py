@@ -102,7 +102,8 @@ def main():
 @click.option("--skip-nonfinite", type=int, default=0, show_default=True, help="Skip up to N D/G steps whose loss is NaN/Inf (their optimiser step is not taken); one more stops the run (exit 1).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, noise and data order.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA (ignored on CPU).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True, help="Autocast precision: bf16 (CPU or CUDA; the teacher too), fp16 (CUDA, with grad scaling), fp32; auto = bf16/fp16 on CUDA, fp32 on the CPU.")
+@click.option("--channels-last/--no-channels-last", default=False, show_default=True, help="NHWC memory format for G, D, the EMA G, the teacher and the batches (faster convolutions on many CPUs and GPUs).")
 @click.option("--threads", type=int, default=None, help="torch.set_num_threads for this process.")
 @click.option("--workers", "num_workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
 @click.pass_context

@@ -50,13 +50,16 @@ def diff_augment(
     ops = parse_policy(policy)
     if x.dim() != 4:
         raise ValueError(f"images must have shape (batch, channels, H, W); got {tuple(x.shape)}")
+    # The output keeps the input's memory format (channels_last batches stay channels_last for D's convolutions).
+    memory_format = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
+                     and not x.is_contiguous() else torch.contiguous_format)
     if "color" in ops:
         x = random_color(x, generator)
     if "translation" in ops:
         x = random_translation(x, TRANSLATION_RATIO, generator)
     if "cutout" in ops:
         x = random_cutout(x, CUTOUT_RATIO, generator)
-    return x.contiguous()
+    return x.contiguous(memory_format=memory_format)
 
 
 def random_color(x: Tensor, generator: torch.Generator | None = None) -> Tensor:

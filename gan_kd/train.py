@@ -44,6 +44,7 @@ from kd_core.runtime.distributed import (DistributedContext, all_reduce_mean, ba
                                          init_distributed)
 from kd_core.runtime.finite import TrainingDiverged, all_finite, all_ranks_true, format_terms
 from kd_core.runtime.io import write_json
+from kd_core.runtime.precision import PRECISIONS, fp32, resolve_precision, slow_precision_warning
 from kd_core.runtime.logging import (MetricsLogger, Progress, get_logger, hardware_summary, prepare_run_dir,
                                      validate_run_dir)
 from kd_core.runtime.seed import capture_rng_state, restore_rng_state, seed_everything
@@ -58,7 +59,8 @@ PRESETS: dict[str, dict] = {
 
 # Options that may change when a run is resumed: they do not change what is being trained.
 RESUMABLE_KEYS = ("iterations", "eval_every", "sample_every", "checkpoint_every", "log_every", "device",
-                  "num_workers", "threads", "eval_samples", "skip_nonfinite")
+                  "num_workers", "threads", "eval_samples", "skip_nonfinite", "precision", "channels_last",
+                  "amp")  # amp: the option --precision replaced; runs that recorded it stay resumable
 
 
 @dataclass
@@ -116,7 +118,8 @@ class TrainConfig:
     # runtime
     seed: int = 0
     device: str = "auto"
-    amp: bool = True
+    precision: str = "auto"
+    channels_last: bool = False
     threads: int | None = None
     num_workers: int = 0
 
@@ -142,7 +145,8 @@ class Critic(nn.Module):
         logits, features = self.discriminator.forward_with_features(images, labels)
         if self.distill_loss is None or teacher_features is None:
             return logits, None
-        return logits, self.distill_loss(features, teacher_features)
+        with fp32(images.device.type):  # projector, normaliser and distance stay in float32 under autocast
+            return logits, self.distill_loss(features.float(), teacher_features.float())
 
 
 def build_models(config: TrainConfig, n_classes: int, teacher_dim: int | None) -> tuple[Generator, Critic]:
@@ -190,6 +194,8 @@ def validate_config(config: TrainConfig) -> None:
     if config.lecam < 0 or config.kd_weight < 0:
         raise ValueError("lecam and kd_weight must be >= 0")
     parse_policy(config.diffaug)
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {config.precision!r}; allowed: {', '.join(PRECISIONS)}")
     if config.threads is not None and config.threads < 1:
         raise ValueError(f"threads must be >= 1, got {config.threads}")
     if config.eval_samples < 2:
@@ -256,6 +262,8 @@ class Trainer:
         if config.batch_size % world:
             raise ValueError(f"batch size {config.batch_size} is not divisible by the {world} processes")
         self.local_batch = config.batch_size // world
+        self.precision = resolve_precision(config.precision, self.device)
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.resuming = validate_run_dir(self.out, config.to_dict(), RESUMABLE_KEYS)
 
         seed_everything(config.seed)  # same initial weights on every rank (DDP also broadcasts them)
@@ -271,18 +279,17 @@ class Trainer:
         if config.distill:
             self.teacher = build_teacher(config.teacher, pretrained=config.teacher_pretrained, weights=config.teacher_weights,
                                          arch=config.teacher_arch, preprocessing=config.teacher_preprocessing,
-                                         bf16=config.teacher_bf16).to(self.device)
+                                         bf16=config.teacher_bf16 or self.precision.name == "bf16")
+            self.teacher.to(self.device, memory_format=self.memory_format)
         self.generator, self.critic = build_models(config, self.n_classes, self.teacher.feature_dim if self.teacher else None)
-        self.generator.to(self.device)
-        self.critic.to(self.device)
+        self.generator.to(self.device, memory_format=self.memory_format)
+        self.critic.to(self.device, memory_format=self.memory_format)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
         betas = (config.beta1, config.beta2)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=betas, eps=1e-8)
         self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=config.lr_d, betas=betas, eps=1e-8)
         self.lecam = LeCamRegularizer(config.lecam)
-        self.use_amp = config.amp and self.device.type == "cuda"
-        self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.scaler = self.precision.grad_scaler()
         self.evaluator = None
         if config.eval_every > 0 and self.context.is_main:
             self.evaluator = Evaluator(dataset=config.dataset, data_root=config.data_root, metrics=config.metrics,
@@ -359,7 +366,7 @@ class Trainer:
         return z, labels
 
     def _autocast(self):
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp)
+        return self.precision.autocast()
 
     def _last_good(self) -> str:
         """Which checkpoint a diverged run can be resumed (or inspected) from."""
@@ -443,6 +450,9 @@ class Trainer:
         logger.info("G parameters: %s; D parameters: %s; distillation parameters: %s",
                     f"{count_parameters(self.generator):,}", f"{count_parameters(self.critic.discriminator):,}",
                     f"{count_parameters(self.critic.distill_loss) if self.critic.distill_loss else 0:,}")
+        warning = slow_precision_warning(self.precision)
+        if warning:
+            logger.warning(warning)
         logger.info("data: %s, %d of %d training images (fraction %g, subset seed %d); teacher: %s; preset %s",
                     config.dataset, len(self.train_set), len(self.train_set.dataset), config.data_fraction,
                     config.subset_seed, self.teacher.description if self.teacher else "none", config.preset)
@@ -476,8 +486,8 @@ class Trainer:
             for _ in range(config.d_steps):
                 real, real_labels = next(loader)
                 try:
-                    terms = self.discriminator_step(real.to(self.device, non_blocking=True),
-                                                    real_labels.to(self.device, non_blocking=True), iteration)
+                    real = real.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+                    terms = self.discriminator_step(real, real_labels.to(self.device, non_blocking=True), iteration)
                 except NonFiniteStep as error:
                     self._skip_or_stop(error, logger)
                     terms = {}

@@ -52,6 +52,10 @@ class SpectralNorm(nn.Module):
         self.register_buffer("sigma", torch.ones((), device=weight.device, dtype=weight.dtype))
 
     def forward(self, weight: Tensor) -> Tensor:
+        with torch.autocast(device_type=weight.device.type, enabled=False):  # the power iteration stays in fp32
+            return self._normalise(weight)
+
+    def _normalise(self, weight: Tensor) -> Tensor:
         matrix = weight.flatten(1)
         with torch.no_grad():
             v = F.normalize(self.u @ matrix, dim=1, eps=self.eps)

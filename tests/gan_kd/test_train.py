@@ -130,3 +130,68 @@ def test_critic_without_teacher_features_skips_distillation():
     critic = Critic(Discriminator(d_ch=4), None)
     logits, distill = critic(torch.rand(2, 3, 32, 32), torch.tensor([0, 1]))
     assert logits.shape == (2, 1) and distill is None
+
+
+# ------------------------------------------------------------------------------ precision and memory format
+
+
+def d_losses(critic, images, labels, teacher, precision: str, channels_last: bool):
+    """(hinge, distillation) of one D forward, as the trainer computes them."""
+    from kd_core.runtime.precision import resolve_precision
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    critic = critic.to(memory_format=fmt)
+    with resolve_precision(precision, "cpu").autocast():
+        logits, distill = critic(images.contiguous(memory_format=fmt), labels, teacher)
+    logits = logits.float()
+    return discriminator_hinge(logits[10:], logits[:10]), distill
+
+
+def test_channels_last_and_bf16_compute_the_fp32_losses():
+    """channels_last fp32: equal up to float reassociation (rtol 1e-4); bf16 autocast: within 5% (bf16 has
+    8 mantissa bits); the distillation term is computed in float32 in every case."""
+    import copy
+
+    torch.manual_seed(0)
+    _, critic = build_models(tiny_config(d_ch=8), n_classes=10, teacher_dim=24)
+    images, labels = torch.rand(20, 3, 32, 32) * 2 - 1, torch.randint(0, 10, (20,))
+    teacher = torch.randn(20, 24)
+    reference = d_losses(copy.deepcopy(critic), images, labels, teacher, "fp32", False)
+    last = d_losses(copy.deepcopy(critic), images, labels, teacher, "fp32", True)
+    bf16 = d_losses(copy.deepcopy(critic), images, labels, teacher, "bf16", True)
+    for ref, value in zip(reference, last):
+        torch.testing.assert_close(value, ref, rtol=1e-4, atol=1e-5)
+    for ref, value in zip(reference, bf16):
+        assert value.dtype == torch.float32
+        torch.testing.assert_close(value, ref, rtol=5e-2, atol=5e-2)
+
+
+def test_spectral_norm_power_iteration_stays_fp32_under_bf16_autocast():
+    import copy
+
+    torch.manual_seed(0)
+    discriminator = Discriminator(n_classes=10, d_ch=4)
+    bf16 = copy.deepcopy(discriminator)
+    images, labels = torch.rand(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    discriminator(images, labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16(images, labels)
+    fp32_state, bf16_state = discriminator.state_dict(), bf16.state_dict()
+    spectral = [name for name in fp32_state if name.endswith(".u") or name.endswith(".sigma")]
+    assert spectral
+    for name in spectral:  # the same fp32 iteration, from the same weights: bitwise equal
+        assert bf16_state[name].dtype == torch.float32 and torch.equal(bf16_state[name], fp32_state[name]), name
+
+
+def test_diff_augment_keeps_the_memory_format():
+    """The same draws on both layouts: translation/cutout move pixels exactly; color's means reassociate."""
+    from gan_kd.diffaug import diff_augment
+
+    x = torch.rand(6, 3, 32, 32)
+    for policy, atol in (("translation,cutout", 0.0), ("color,translation,cutout", 1e-6)):
+        torch.manual_seed(1)
+        plain = diff_augment(x, policy)
+        torch.manual_seed(1)
+        last = diff_augment(x.contiguous(memory_format=torch.channels_last), policy)
+        assert plain.is_contiguous() and last.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(last, plain, rtol=0, atol=atol)
