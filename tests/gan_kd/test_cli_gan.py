@@ -417,3 +417,18 @@ def test_train_offline_without_inception_weights_fails_before_training(cifar10_r
                                        "--eval-every", "1", "--metrics", "fid", *TINY])
     assert result.exit_code == 2 and "--inception-weights" in one_error_line(result)
     assert not out.exists()
+
+
+def test_evaluate_and_sample_refuse_a_non_finite_generator(finished_run, teacher_ckpt):
+    last = finished_run / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    state.pop("integrity")
+    name = next(k for k, v in state["generator_ema"].items() if v.is_floating_point())
+    state["generator_ema"][name].view(-1)[0] = float("nan")
+    torch.save(state, last)  # around atomic_save, which refuses to write NaN
+    for args in (["evaluate", str(finished_run), "--checkpoint", "last", "--metrics", "fd", "--fd-features",
+                  f"ckpt:{teacher_ckpt}", "--num-samples", "10"], ["sample", str(finished_run), "--checkpoint", "last"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, result.output
+        assert f"non-finite weights ({name}: 1 of" in one_error_line(result)
+    assert not (finished_run / "result.json").exists() and not (finished_run / "samples" / "last_grid.png").exists()
