@@ -12,6 +12,7 @@ import click
 
 from gan_kd import data as gan_data
 from gan_kd.diffaug import AUGMENTATIONS
+from kd_core.projectors import ORTHOGONAL_MAPS
 
 PRESET_HELP = ("da: DiffAugment baseline, no teacher; da-kd: linear projector, no normalisation ('DA + KD (CLIP)'); "
                "vkd: orthogonal projector, no normalisation ('DA + VkD'); vkd-whiten: orthogonal projector + "
@@ -86,7 +87,7 @@ def main():
 @click.option("--teacher-bf16/--no-teacher-bf16", default=False, show_default=True, help="Run the teacher under bfloat16 autocast.")
 @click.option("--kd-weight", type=float, default=1.0, show_default=True, help="Weight of the distillation term in the D loss.")
 @click.option("--projector", type=click.Choice(["orthogonal", "linear", "mlp", "identity"]), default="orthogonal", show_default=True, help="Projector on D's features (set by the preset).")
-@click.option("--orthogonal-map", type=click.Choice(["matrix_exp", "cayley", "householder"]), default="matrix_exp", show_default=True, help="Parametrisation of the orthogonal projector.")
+@click.option("--orthogonal-map", type=click.Choice(list(ORTHOGONAL_MAPS)), default=ORTHOGONAL_MAPS[0], show_default=True, help="Parametrisation of the orthogonal projector: qr (exact, cheap), matrix_exp (the paper's eq. 5), cayley, householder.")
 @click.option("--normalizer", type=click.Choice(["none", "layernorm", "standardize", "whiten"]), default="whiten", show_default=True, help="Teacher-feature normaliser (set by the preset).")
 @click.option("--whiten-group-size", type=int, default=None, help="Group size for whitening (default: min(dim, batch // 2)).")
 @click.option("--distance", type=click.Choice(["mse", "smooth_l1"]), default="mse", show_default=True, help="Distance between projected and teacher features (paper: L2).")

@@ -100,7 +100,7 @@ class TrainConfig:
     teacher_bf16: bool = False
     kd_weight: float = 1.0
     projector: str = "orthogonal"
-    orthogonal_map: str = "matrix_exp"
+    orthogonal_map: str = "qr"
     normalizer: str = "whiten"
     whiten_group_size: int | None = None
     distance: str = "mse"
