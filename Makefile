@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # torch/torchvision pinned to the wheels this project is tested with (on the dev machines they lie on disk).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: test test-fast install clean
+.PHONY: test test-fast install clean bench
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: install
 # Skips the end-to-end runs marked `slow`.
 test-fast: install
 	$(PY) -m pytest -m "not slow"
+
+# Benchmarks of this machine (one thread, about 10 minutes) -> results/benchmarks.md.
+bench: install
+	$(PY) scripts/bench.py --out results/benchmarks.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1200 @@
+#!/usr/bin/env python
+"""Benchmarks of the training and evaluation paths on this machine -> ``results/benchmarks.md`` (``make bench``).
+
+One command, one thread: every timed region runs with ``torch.set_num_threads(1)``. Each number is the
+median of the timed repetitions after warm-up (the row says how many); variants that are compared with each
+other (fp32 / channels_last / bf16, or the methods of one table) are built side by side and their repetitions
+are interleaved, so that a change of machine load during the run hits all of them alike. The file's header
+records the machine, the torch version, whether the CPU has native bf16, the load average before and after
+the run (with a warning when another process competed for the cores) and the exact command. Every number in
+the file comes from the run that wrote it, including the verdicts of the "Targets" section.
+
+Sections (``--sections`` runs a subset, comma-separated):
+
+* ``gan``: a GAN iteration as :class:`gan_kd.train.Trainer` runs it (its own ``discriminator_step`` and
+  ``generator_step``), presets ``da`` / ``vkd-whiten``, widths 8 / 64, fp32 / channels_last / bf16 /
+  bf16+channels_last, with FLOPs (``FlopCounterMode``) and the fraction of a conv peak measured here.
+* ``distill``: what ``vkd-whiten`` adds to a ``da`` iteration: teacher forward, projector, whitening, loss.
+* ``projector``: every orthogonal map of :data:`kd_core.projectors.ORTHOGONAL_MAPS`, speed and orthonormality.
+* ``whiten``: :class:`kd_core.normalizers.Whitener` and :func:`~kd_core.normalizers.zca_whitening_matrix`.
+* ``eval``: :mod:`gan_kd.evaluate` throughput for the domain FD and the Evaluator's set-up cost.
+* ``classifier``: train-step images/s of resnet32x4 -> resnet8x4 with ce / kd / vkd.
+
+``--quick`` runs the same sections with tiny sizes and one or two repetitions (a smoke test: its numbers
+mean nothing).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import datetime as dt
+import math
+import os
+import platform
+import re
+import shlex
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+SECTIONS = ("gan", "distill", "projector", "whiten", "eval", "classifier")
+SECTION_TITLES = {
+    "gan": "1. GAN iteration",
+    "distill": "2. Distillation overhead (vkd-whiten vs da)",
+    "projector": "3. Orthogonal projectors",
+    "whiten": "4. Whitening",
+    "eval": "5. Evaluation (domain FD)",
+    "classifier": "6. Classifier distillation",
+}
+VARIANTS = ("fp32", "channels_last", "bf16", "bf16+channels_last")
+LOAD_LIMIT = 1.2            # 1-minute load above this: another process competed with the benchmark
+STUDY_SECONDS = 0.91        # the CPU study's s/iteration, measured on another machine (issue 10)
+CELL_BUDGET_S = 20.0        # a projector cell estimated above this is skipped
+NO_BF16 = "not measured: no native bf16 on this CPU"
+
+
+# ----------------------------------------------------------------------------------------------------- sizes
+@dataclass(frozen=True)
+class Sizes:
+    """Everything that differs between the full run and ``--quick``.
+
+    The full run must fit in 10 minutes on a 2-core AVX2 machine, where a width-64 iteration at batch 50 takes
+    about 30 s on one thread and bf16 convolutions run on fallback kernels (10-25x slower than fp32): hence the
+    smaller batches of the width-64 rows and of the bf16 rows, which the tables state.
+    """
+
+    quick: bool
+    warmup: int
+    reps_cheap: int             # timed repetitions of rows whose warm-up call took under cheap_s
+    reps: int                   # ... of the others (at least 5 in the full run)
+    reps_bf16: int              # bf16 rows on a CPU without native bf16 (at least 3 in the full run)
+    cheap_s: float
+    gan_batch: int              # the Trainer's batch (50): width-8 rows
+    gan_batch_large: int        # batch of the width-64 rows
+    gan_batch_bf16: int         # batch of the width-8 bf16 rows (and their fp32 reference) without native bf16
+    widths: tuple[int, int]     # (small, large): 8 and 64
+    clip_model: str
+    clip_warm_batch: int        # the CLIP teacher is warmed up on a few images, then timed on the D batch
+    projector_shapes: tuple[tuple[int, int], ...]
+    projector_batch: int
+    adam_steps: int
+    whiten_batches: tuple[int, ...]
+    whiten_dims: tuple[int, ...]
+    eval_real: int | None       # real test images the Evaluator is built on (None: the whole split)
+    eval_fake_real: bool        # True: a random in-memory uint8 real set instead of Fashion-MNIST
+    eval_generate: tuple[int, int]   # samples generated per repetition at (small, large) width
+    eval_features: int          # images per feature-throughput repetition
+    eval_call_samples: int      # num_samples of the end-to-end Evaluator call
+    cls_models: tuple[str, str]     # (teacher, student)
+    cls_batch: int
+    cls_batch_bf16: int         # bf16 classifier batch on a CPU without native bf16
+    cls_reps_bf16: int
+    conv_flops: float           # FLOPs per conv-peak repetition (fp32 / native bf16)
+    conv_flops_slow: float      # ... for bf16 without native bf16
+
+
+FULL = Sizes(quick=False, warmup=1, reps_cheap=7, reps=5, reps_bf16=3, cheap_s=0.3, gan_batch=50, gan_batch_large=5,
+             gan_batch_bf16=10, widths=(8, 64), clip_model="ViT-B-32", clip_warm_batch=10,
+             projector_shapes=((256, 512), (512, 512), (192, 3024)), projector_batch=100, adam_steps=3,
+             whiten_batches=(50, 100), whiten_dims=(128, 512), eval_real=1000, eval_fake_real=False,
+             eval_generate=(500, 10), eval_features=250, eval_call_samples=250,
+             cls_models=("resnet32x4", "resnet8x4"), cls_batch=64, cls_batch_bf16=2, cls_reps_bf16=2,
+             conv_flops=20e9, conv_flops_slow=0.6e9)
+QUICK = Sizes(quick=True, warmup=1, reps_cheap=2, reps=1, reps_bf16=1, cheap_s=0.3, gan_batch=4, gan_batch_large=2,
+              gan_batch_bf16=2, widths=(2, 4), clip_model="ViT-S-32-alt", clip_warm_batch=2,
+              projector_shapes=((16, 32), (32, 32), (12, 189)), projector_batch=8, adam_steps=1,
+              whiten_batches=(10, 20), whiten_dims=(8, 32), eval_real=64, eval_fake_real=True,
+              eval_generate=(16, 4), eval_features=16, eval_call_samples=8,
+              cls_models=("resnet20", "resnet20"), cls_batch=4, cls_batch_bf16=2, cls_reps_bf16=1,
+              conv_flops=2e7, conv_flops_slow=5e6)
+
+
+# ---------------------------------------------------------------------------------------------- machine/load
+class LoadMonitor:
+    """Samples ``os.getloadavg()`` every second in a daemon thread; keeps the before/after and the maxima."""
+
+    def __init__(self, interval: float = 1.0):
+        self.interval = interval
+        self.before = os.getloadavg()
+        self.max_1min = self.before[0]
+        self.after: tuple[float, float, float] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.max_1min = max(self.max_1min, os.getloadavg()[0])
+
+    def now(self) -> float:
+        load = os.getloadavg()[0]
+        self.max_1min = max(self.max_1min, load)
+        return load
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.after = os.getloadavg()
+        self.max_1min = max(self.max_1min, self.after[0])
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """The SIMD flags that decide conv speed: avx512* and amx* (whatever is there), plus avx2 / fma."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split(":", 1)[-1].split()
+    except OSError:
+        return []
+    return sorted({flag for flag in flags if flag.startswith(("avx512", "amx")) or flag in ("avx2", "fma")})
+
+
+# ---------------------------------------------------------------------------------------------------- timing
+@dataclass
+class Timing:
+    """Seconds of each timed repetition (``times``) and of named parts of it (``parts``)."""
+
+    times: list[float] = field(default_factory=list)
+    parts: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def reps(self) -> int:
+        return len(self.times)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def ms(self) -> float:
+        return 1e3 * self.median
+
+    def part_ms(self, name: str) -> float:
+        return 1e3 * statistics.median(self.parts[name])
+
+
+def _call(fn: Callable[[], dict | None]) -> tuple[float, dict]:
+    start = time.perf_counter()
+    parts = fn()
+    return time.perf_counter() - start, parts if isinstance(parts, dict) else {}
+
+
+def measure(fns: dict[str, Callable[[], dict | None]], reps, warmup: int,
+            prepare: dict[str, Callable[[], None]] | None = None,
+            warm: dict[str, Callable[[], object]] | None = None) -> dict[str, Timing]:
+    """Warm each function up, then time them with interleaved repetitions.
+
+    ``reps``: an int, ``{name: int}``, or ``rule(name, seconds of the last warm-up call) -> int``. A function may
+    return ``{part: seconds}`` to report parts of its own time. ``prepare[name]`` runs untimed before every call of
+    ``name`` (e.g. an optimiser step that moves the parameters); ``warm[name]`` replaces ``name``'s warm-up call
+    (e.g. the same network on fewer images).
+    """
+    prepare, warm = prepare or {}, warm or {}
+    warm_seconds = {}
+    for name, fn in fns.items():
+        warm_seconds[name] = 0.0
+        for _ in range(warmup):
+            prepare.get(name, lambda: None)()
+            warm_seconds[name], _ = _call(warm.get(name, fn))
+    if callable(reps):
+        counts = {name: reps(name, warm_seconds[name]) for name in fns}
+    else:
+        counts = reps if isinstance(reps, dict) else {name: reps for name in fns}
+    timings = {name: Timing() for name in fns}
+    for rep in range(max(counts.values(), default=0)):
+        for name, fn in fns.items():
+            if rep >= counts[name]:
+                continue
+            prepare.get(name, lambda: None)()
+            seconds, parts = _call(fn)
+            timings[name].times.append(seconds)
+            for part, value in parts.items():
+                timings[name].parts.setdefault(part, []).append(value)
+    return timings
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+# ------------------------------------------------------------------------------------------------ formatting
+def fmt(value: float, digits: int = 3) -> str:
+    """About ``digits`` significant figures, never in exponent form; refuses NaN/Inf (a broken measurement)."""
+    if not math.isfinite(value):
+        raise ValueError(f"non-finite benchmark value {value!r}")
+    magnitude = abs(value)
+    if magnitude >= 10 ** (digits - 1) or value == 0:
+        return f"{value:.0f}"
+    decimals = digits - 1 - int(math.floor(math.log10(magnitude)))
+    return f"{value:.{min(decimals, 8)}f}"
+
+
+def pct(fraction: float) -> str:
+    if not math.isfinite(fraction):
+        raise ValueError(f"non-finite benchmark fraction {fraction!r}")
+    return f"{100 * fraction:.1f}%" if fraction >= 0.001 else f"{100 * fraction:.3f}%"
+
+
+def sci(value: float) -> str:
+    if not math.isfinite(value):
+        raise ValueError(f"non-finite benchmark value {value!r}")
+    return f"{value:.1e}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines + [""]
+
+
+class Progress:
+    def __init__(self, monitor: LoadMonitor):
+        self.start = time.monotonic()
+        self.monitor = monitor
+
+    def __call__(self, message: str) -> None:
+        print(f"[bench {time.monotonic() - self.start:6.1f} s, load {self.monitor.now():.2f}] {message}",
+              file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------- shared set-up
+class Context:
+    """What the sections share: sizes, a temp dir with the teacher checkpoint, and measurements to reuse."""
+
+    def __init__(self, sizes: Sizes, workdir: Path, log: Progress):
+        from kd_core.runtime.precision import cpu_has_native_bf16
+
+        self.sizes, self.workdir, self.log = sizes, workdir, log
+        self.native_bf16 = cpu_has_native_bf16()
+        self.gan: dict[tuple[str, int, int, str], Timing] = {}   # (preset, width, batch, variant) -> 1 D + 1 G
+        self.gan_flops: dict[tuple[str, int, int], int] = {}
+        self.peaks: dict[tuple[int, str], tuple[float, int, int]] = {}  # (width, variant) -> (GFLOP/s, batch, reps)
+        self.study: Timing | None = None
+        self.distill: dict[str, dict] = {}
+        self.projector: dict[tuple[str, tuple[int, int]], dict] = {}
+        self.whiten: dict[tuple[int, int, str], dict] = {}
+        self.classifier: dict[tuple[str, str], tuple[Timing, int]] = {}
+        self._teacher_path: Path | None = None
+
+    def slow_bf16(self) -> bool:
+        return not self.native_bf16
+
+    def reps_rule(self, slow: bool = False) -> Callable[[str, float], int]:
+        """Repetitions from the warm-up call's time: more for cheap rows, fewer (>= 3) for slow bf16 ones."""
+        sizes = self.sizes
+        return lambda name, seconds: sizes.reps_bf16 if slow else (sizes.reps_cheap if seconds < sizes.cheap_s
+                                                                  else sizes.reps)
+
+    @property
+    def teacher_spec(self) -> str:
+        """``ckpt:PATH`` of a random-weight resnet20 (10 classes) written with ``save_classifier``."""
+        if self._teacher_path is None:
+            from classifier_kd.data import input_spec
+            from classifier_kd.models import create_model, save_classifier
+
+            torch.manual_seed(0)
+            path = self.workdir / "resnet20_random.pt"
+            save_classifier(path, create_model("resnet20", 10), "resnet20", 10, input_spec=input_spec("cifar10"))
+            self._teacher_path = path
+        return f"ckpt:{self._teacher_path}"
+
+
+def kd_core_default_map() -> str:
+    """``OrthogonalProjector``'s default ``orthogonal_map``, read when the bench runs."""
+    import inspect
+
+    from kd_core.projectors import OrthogonalProjector
+
+    return inspect.signature(OrthogonalProjector).parameters["orthogonal_map"].default
+
+
+def variant_parts(variant: str) -> tuple[str, bool]:
+    return ("bf16" if "bf16" in variant else "fp32"), "channels_last" in variant
+
+
+@contextlib.contextmanager
+def random_clip_weights():
+    """``gan_kd.teacher`` builds its CLIP teacher from ``open_clip.create_model(name, pretrained=None)``:
+    random weights (a random CLIP costs exactly what a trained one does) without any weights file."""
+    import open_clip
+
+    from gan_kd import teacher as teacher_module
+
+    original = teacher_module._load_clip
+    teacher_module._load_clip = lambda name, pretrained, weights: open_clip.create_model(name, pretrained=None,
+                                                                                         device="cpu")
+    try:
+        yield
+    finally:
+        teacher_module._load_clip = original
+
+
+def build_gan_trainer(ctx: Context, preset: str, width: int, variant: str, batch: int, *, teacher: str | None = None):
+    """A :class:`gan_kd.train.Trainer` holding what its D and G steps use, built as ``Trainer.__init__`` does
+    (teacher, ``build_models``, memory format, Adam, LeCam, scaler) but without a dataset or run directory."""
+    from gan_kd.objectives import LeCamRegularizer
+    from gan_kd.teacher import build_teacher
+    from gan_kd.train import PRESETS, Trainer, TrainConfig, build_models, validate_config
+    from kd_core.runtime.precision import resolve_precision
+    from kd_core.runtime.seed import seed_everything
+
+    precision_name, channels_last = variant_parts(variant)
+    preset_fields = dict(PRESETS[preset])
+    distill = preset_fields["distill"]
+    config = TrainConfig(preset=preset, **preset_fields, g_ch=width, d_ch=width, batch_size=batch,
+                         teacher=(teacher or ctx.teacher_spec) if distill else None, precision=precision_name,
+                         channels_last=channels_last, device="cpu")
+    validate_config(config)
+    trainer = Trainer.__new__(Trainer)
+    trainer.config, trainer.device, trainer.local_batch, trainer.n_classes = config, torch.device("cpu"), batch, 10
+    trainer.precision = resolve_precision(config.precision, "cpu")
+    trainer.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    seed_everything(0)
+    trainer.teacher = None
+    if distill:
+        weights = __file__ if config.teacher.startswith("clip:") else None  # never read: see random_clip_weights
+        trainer.teacher = build_teacher(config.teacher, weights=weights, preprocessing=config.teacher_preprocessing,
+                                        bf16=config.teacher_bf16 or trainer.precision.name == "bf16")
+        trainer.teacher.to(trainer.device, memory_format=trainer.memory_format)
+    trainer.generator, trainer.critic = build_models(config, trainer.n_classes,
+                                                     trainer.teacher.feature_dim if trainer.teacher else None)
+    trainer.generator.to(trainer.device, memory_format=trainer.memory_format)
+    trainer.critic.to(trainer.device, memory_format=trainer.memory_format)
+    trainer.generator_ema = copy.deepcopy(trainer.generator).requires_grad_(False)
+    betas = (config.beta1, config.beta2)
+    trainer.opt_g = torch.optim.Adam(trainer.generator.parameters(), lr=config.lr_g, betas=betas, eps=1e-8)
+    trainer.opt_d = torch.optim.Adam(trainer.critic.parameters(), lr=config.lr_d, betas=betas, eps=1e-8)
+    trainer.lecam = LeCamRegularizer(config.lecam)
+    trainer.scaler = trainer.precision.grad_scaler()
+    generator = torch.Generator().manual_seed(1)
+    # Trainer.run moves each real batch to the memory format before the D step; done once here.
+    trainer.bench_real = (torch.rand(batch, 3, 32, 32, generator=generator) * 2 - 1).contiguous(
+        memory_format=trainer.memory_format)
+    trainer.bench_labels = torch.randint(0, trainer.n_classes, (batch,), generator=generator)
+    return trainer
+
+
+def gan_iteration(trainer, d_steps: int = 1, ema: bool = False) -> Callable[[], dict]:
+    """One iteration as ``Trainer.run`` does it: ``d_steps`` D steps, one G step (and the EMA update)."""
+    from gan_kd.train import ema_update
+
+    def step() -> dict:
+        start = time.perf_counter()
+        trainer.generator.requires_grad_(False)
+        trainer.critic.requires_grad_(True)
+        for _ in range(d_steps):
+            trainer.discriminator_step(trainer.bench_real, trainer.bench_labels, 1)
+        middle = time.perf_counter()
+        trainer.critic.requires_grad_(False)
+        trainer.generator.requires_grad_(True)
+        trainer.generator_step(1)
+        if ema:
+            ema_update(trainer.generator_ema, trainer.generator, trainer.config.ema_decay)
+        end = time.perf_counter()
+        return {"d": (middle - start) / d_steps, "g": end - middle}
+
+    return step
+
+
+def conv_peak(ctx: Context, width: int, variant: str) -> tuple[float, int, int]:
+    """GFLOP/s of the 3x3 conv of D's first block (C -> C at 32x32, C = 4 d_ch), forward + backward, in the
+    variant's precision and memory format; the batch keeps one repetition near ``conv_flops``."""
+    from kd_core.runtime.precision import resolve_precision
+
+    key = (width, variant)
+    if key in ctx.peaks:
+        return ctx.peaks[key]
+    precision_name, channels_last = variant_parts(variant)
+    slow = precision_name == "bf16" and ctx.slow_bf16()
+    precision = resolve_precision(precision_name, "cpu")
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    channels = 4 * width
+    per_sample = 3 * 2 * 32 * 32 * channels * channels * 9
+    batch = max(1, min(100, int((ctx.sizes.conv_flops_slow if slow else ctx.sizes.conv_flops) // per_sample)))
+    torch.manual_seed(0)
+    conv = nn.Conv2d(channels, channels, 3, padding=1).to(memory_format=memory_format)
+    x = torch.randn(batch, channels, 32, 32).contiguous(memory_format=memory_format).requires_grad_(True)
+    with precision.autocast():
+        probe = conv(x)
+    grad = torch.ones_like(probe)
+
+    def step() -> None:
+        x.grad = None
+        conv.zero_grad(set_to_none=True)
+        with precision.autocast():
+            out = conv(x)
+        out.backward(grad)
+
+    flops = count_flops(step)
+    timing = measure({"conv": step}, ctx.reps_rule(slow), ctx.sizes.warmup)["conv"]
+    ctx.peaks[key] = (flops / timing.median / 1e9, batch, timing.reps)
+    return ctx.peaks[key]
+
+
+def gan_measure(ctx: Context, preset: str, width: int, batch: int, variants: tuple[str, ...]) -> None:
+    """Time ``variants`` of (preset, width, batch) side by side; FLOPs counted on the first one's first call."""
+    todo = [v for v in variants if (preset, width, batch, v) not in ctx.gan]
+    if not todo:
+        return
+    ctx.log(f"gan {preset} width {width} batch {batch}: {', '.join(todo)}")
+    steps = {v: gan_iteration(build_gan_trainer(ctx, preset, width, v, batch)) for v in todo}
+    if (preset, width, batch) not in ctx.gan_flops:
+        ctx.gan_flops[(preset, width, batch)] = count_flops(steps[todo[0]])  # an extra warm-up of that variant
+    rules = {v: ctx.reps_rule("bf16" in v and ctx.slow_bf16()) for v in todo}
+    timings = measure(steps, lambda name, seconds: rules[name](name, seconds), ctx.sizes.warmup)
+    ctx.gan.update({(preset, width, batch, v): t for v, t in timings.items()})
+
+
+def gan_groups(ctx: Context) -> list[tuple[int, int, tuple[str, ...]]]:
+    """(width, batch, measured variants) of section 1's tables."""
+    sizes = ctx.sizes
+    small, large = sizes.widths
+    fp32_variants = ("fp32", "channels_last")
+    if ctx.native_bf16:
+        return [(small, sizes.gan_batch, VARIANTS), (large, sizes.gan_batch_large, VARIANTS)]
+    return [(small, sizes.gan_batch, fp32_variants), (small, sizes.gan_batch_bf16, VARIANTS),
+            (large, sizes.gan_batch_large, fp32_variants)]
+
+
+# ---------------------------------------------------------------------------------------------------- 1. gan
+def section_gan(ctx: Context) -> list[str]:
+    from gan_kd.train import TrainConfig
+
+    sizes = ctx.sizes
+    small, large = sizes.widths
+    groups = gan_groups(ctx)
+    for preset in ("da", "vkd-whiten"):
+        for width, batch, variants in groups:
+            gan_measure(ctx, preset, width, batch, variants)
+    ctx.log("gan: conv peaks")
+    for width, _, variants in groups:
+        for variant in variants:
+            conv_peak(ctx, width, variant)
+    ctx.log("gan: trainer iteration of the CPU study config")
+    study = gan_iteration(build_gan_trainer(ctx, "vkd-whiten", small, "fp32", sizes.gan_batch), d_steps=4, ema=True)
+    ctx.study = measure({"study": study}, ctx.reps_rule(), sizes.warmup)["study"]
+
+    lines = [f"One iteration = **1 D step + 1 G step** as `gan_kd.train.Trainer.discriminator_step` / `generator_step` "
+             f"run them (the D step: G's fakes + the real batch, DiffAugment `translation,cutout`, D on both halves "
+             f"at once, the distillation term, Adam; the G step: G, DiffAugment, D, Adam); CIFAR-10-sized models "
+             f"(10 classes), random in-memory real images. vkd-whiten: a random-weight `resnet20` teacher (64-d) "
+             f"written with `save_classifier` and loaded through `build_teacher(\"ckpt:PATH\")`, the orthogonal "
+             f"projector with the GAN's default map (`{TrainConfig().orthogonal_map}`), whitening, MSE. FLOPs: "
+             f"`torch.utils.flop_counter.FlopCounterMode` over one iteration (matmuls and convolutions). Conv peak: "
+             f"the 3×3 convolution of D's first block (C→C at 32×32, C = 4·width) forward + backward in the row's "
+             f"precision and memory format, timed here (its batch and repetitions in brackets). \"ratio\" is to "
+             f"fp32 at the same width and batch; repetitions of the rows of one (preset, width, batch) are "
+             f"interleaved."]
+    notes = []
+    if sizes.gan_batch_large != sizes.gan_batch:
+        scale = sizes.gan_batch / sizes.gan_batch_large
+        slowest = max(ctx.gan[(p, large, sizes.gan_batch_large, "fp32")].median for p in ("da", "vkd-whiten"))
+        notes.append(f"width {large} is timed at batch {sizes.gan_batch_large}, not the Trainer's {sizes.gan_batch}: "
+                     f"scaled by {scale:g}, its fp32 iterations here would take about {slowest * scale:.0f} s each, "
+                     f"too long for the 10-minute budget of this benchmark")
+    if ctx.slow_bf16():
+        scale = sizes.gan_batch / sizes.gan_batch_bf16
+        slowest = max(ctx.gan[(p, small, sizes.gan_batch_bf16, "bf16")].median for p in ("da", "vkd-whiten"))
+        notes.append(f"without native bf16, bf16 is timed at width {small} only, at batch {sizes.gan_batch_bf16} "
+                     f"(with its own fp32 / channels_last reference at that batch) and {sizes.reps_bf16} repetitions: "
+                     f"scaled by {scale:g}, a bf16 iteration at batch {sizes.gan_batch} would take about "
+                     f"{slowest * scale:.0f} s on its fallback kernels")
+    if notes:
+        lines += ["", "Budget: " + "; ".join(notes) + "."]
+    lines.append("")
+    rows = []
+    for preset in ("da", "vkd-whiten"):
+        for width, batch, variants in groups:
+            base = ctx.gan[(preset, width, batch, "fp32")]
+            flops = ctx.gan_flops[(preset, width, batch)]
+            shown = VARIANTS if (width == large or "bf16" in variants) else variants
+            for variant in shown:
+                timing = ctx.gan.get((preset, width, batch, variant))
+                if timing is None:
+                    rows.append([preset, str(width), str(batch), variant, "—", NO_BF16, "", "", "", "", "", ""])
+                    continue
+                achieved = flops / timing.median / 1e9
+                peak, peak_batch, peak_reps = ctx.peaks[(width, variant)]
+                rows.append([preset, str(width), str(batch), variant, str(timing.reps), fmt(timing.ms),
+                             fmt(timing.part_ms("d")), fmt(timing.part_ms("g")), f"{timing.median / base.median:.2f}×",
+                             fmt(flops / 1e9), fmt(achieved),
+                             f"{fmt(peak)} (b{peak_batch}, {peak_reps} reps) → {pct(achieved / peak)}"])
+    lines += table(["preset", "width", "batch", "variant", "reps", "ms / iteration (1 D + 1 G)", "D step ms",
+                    "G step ms", "ratio to fp32", "GFLOP / iteration", "GFLOP/s", "conv peak GFLOP/s → fraction"], rows)
+    t = ctx.study
+    lines += [f"The CPU study's configuration (`--preset vkd-whiten --g-ch {small} --d-ch {small}`, batch "
+              f"{sizes.gan_batch}, resnet20 teacher, fp32) as `Trainer.run` iterates: **4 D steps + 1 G step + EMA "
+              f"update** per iteration: {fmt(t.ms)} ms ({t.reps} reps; D step {fmt(t.part_ms('d'))} ms each, G step + "
+              f"EMA {fmt(t.part_ms('g'))} ms).", ""]
+    return lines
+
+
+# ------------------------------------------------------------------------------------------------ 2. distill
+def distill_parts(ctx: Context, teacher_spec: str) -> dict:
+    """Teacher forward, projector forward + backward, whitening and loss of the vkd-whiten D step, timed apart."""
+    from gan_kd.diffaug import diff_augment
+    from kd_core.losses.feature import feature_distance
+    from kd_core.runtime.precision import fp32
+
+    sizes = ctx.sizes
+    small = sizes.widths[0]
+    trainer = build_gan_trainer(ctx, "vkd-whiten", small, "fp32", sizes.gan_batch, teacher=teacher_spec)
+    loss = trainer.critic.distill_loss
+    torch.manual_seed(2)
+    with torch.no_grad():
+        z, labels = trainer._noise(sizes.gan_batch)
+        fake = trainer.generator(z, labels).float()
+        images = diff_augment(torch.cat([fake, trainer.bench_real]), trainer.config.diffaug)
+        features = trainer.critic.discriminator.forward_features(images).float()
+    teacher_features = trainer.teacher(images)
+    with fp32("cpu"):
+        target = loss.normalizer(teacher_features.float())
+        student = features.clone().requires_grad_(True)
+        projected = loss.projector(student).detach().requires_grad_(True)
+    projector_opt = torch.optim.Adam(loss.projector.parameters(), lr=trainer.config.lr_d, betas=(0.0, 0.999))
+    projected_grad = torch.randn_like(projected)
+
+    def teacher_forward() -> None:
+        trainer.teacher(images)
+
+    def projector() -> None:
+        student.grad = None
+        with fp32("cpu"):
+            loss.projector(student).backward(projected_grad)
+
+    def move_projector() -> None:  # the optimiser step of the previous D step (untimed)
+        projector_opt.step()
+        projector_opt.zero_grad(set_to_none=True)
+
+    def normaliser() -> None:
+        with fp32("cpu"):
+            loss.normalizer(teacher_features.float())
+
+    def distance() -> None:
+        projected.grad = None
+        with fp32("cpu"):
+            feature_distance(loss.distance, projected, target).backward()
+
+    fns = {"teacher": teacher_forward, "projector": projector, "normaliser": normaliser, "loss": distance}
+    prepare = {"projector": move_projector}
+    default_map = kd_core_default_map()
+    if default_map != trainer.config.orthogonal_map:  # kd_core's default map on the same features, for comparison
+        from kd_core.projectors import OrthogonalProjector
+
+        other = OrthogonalProjector(features.shape[1], teacher_features.shape[1], orthogonal_map=default_map)
+        other_opt = torch.optim.Adam(other.parameters(), lr=trainer.config.lr_d, betas=(0.0, 0.999))
+
+        def other_projector() -> None:
+            student.grad = None
+            with fp32("cpu"):
+                other(student).backward(projected_grad)
+
+        def move_other() -> None:
+            other_opt.step()
+            other_opt.zero_grad(set_to_none=True)
+
+        fns["projector_default"], prepare["projector_default"] = other_projector, move_other
+    clip = teacher_spec.startswith("clip:")
+    timings = measure(fns, ctx.reps_rule(), sizes.warmup, prepare=prepare,
+                      warm={"teacher": lambda: trainer.teacher(images[: sizes.clip_warm_batch])} if clip else None)
+    groups = loss.normalizer.groups(*teacher_features.shape)
+    return {"dims": (features.shape[1], teacher_features.shape[1]), "groups": [g.stop - g.start for g in groups],
+            "timings": timings, "map": trainer.config.orthogonal_map, "batch": images.shape[0],
+            "default_map": default_map}
+
+
+def section_distill(ctx: Context) -> list[str]:
+    sizes = ctx.sizes
+    small = sizes.widths[0]
+    for preset in ("da", "vkd-whiten"):
+        gan_measure(ctx, preset, small, sizes.gan_batch, ("fp32", "channels_last"))
+    da = ctx.gan[("da", small, sizes.gan_batch, "fp32")]
+    vkd = ctx.gan[("vkd-whiten", small, sizes.gan_batch, "fp32")]
+    ctx.log("distill: resnet20 teacher parts")
+    ctx.distill["resnet20"] = distill_parts(ctx, ctx.teacher_spec)
+    ctx.log(f"distill: {sizes.clip_model} teacher parts (random weights)")
+    with random_clip_weights():
+        ctx.distill["clip"] = distill_parts(ctx, f"clip:{sizes.clip_model}")
+    batch = ctx.distill["resnet20"]["batch"]
+    lines = [f"Width {small}, fp32, the D batch of {batch} images ({sizes.gan_batch} fake + {sizes.gan_batch} real, "
+             f"DiffAugmented). The parts as the vkd-whiten D step computes them: the teacher forward (`no_grad`, "
+             f"KD-DLGAN input: nearest-upsampled to the teacher's resolution), the orthogonal projector forward + "
+             f"backward on D's pooled feature (an untimed Adam step moves it before every repetition, as training "
+             f"does), batch whitening of the teacher features (default groups), the MSE forward + backward. "
+             f"Percentages are of one `da` iteration at width {small} (1 D step + 1 G step, batch {sizes.gan_batch}, "
+             f"fp32: {fmt(da.ms)} ms, {da.reps} reps, section 1). The CLIP teacher is "
+             f"`open_clip.create_model(\"{sizes.clip_model}\", pretrained=None)` (random weights: the same cost as "
+             f"trained ones) inside `gan_kd.teacher.ClipTeacher` (warmed up on {sizes.clip_warm_batch} images, "
+             f"timed on {batch}).", ""]
+    rows = []
+    show_default = any("projector_default" in ctx.distill[k]["timings"] for k in ("resnet20", "clip"))
+    for key in ("resnet20", "clip"):
+        record = ctx.distill[key]
+        t = record["timings"]
+        parts = {name: t[name].ms for name in ("teacher", "projector", "normaliser", "loss")}
+        added = parts["projector"] + parts["normaliser"] + parts["loss"]
+        record["added_ms"], record["teacher_ms"] = added, parts["teacher"]
+        if "projector_default" in t:
+            record["added_default_ms"] = t["projector_default"].ms + parts["normaliser"] + parts["loss"]
+        dims = record["dims"]
+        groups = record["groups"]
+        group_text = "+".join(map(str, groups)) if len(groups) <= 4 else f"{len(groups)} groups of ≤{groups[0]}"
+        row = [("resnet20 (`ckpt:`)" if key == "resnet20" else f"{sizes.clip_model} (`clip:`)"),
+               f"{dims[0]}→{dims[1]}; {group_text}", f"{t['teacher'].reps}/{t['projector'].reps}",
+               *(f"{fmt(parts[n])} ({pct(parts[n] / da.ms)})" for n in ("teacher", "projector"))]
+        if show_default:
+            value = t["projector_default"].ms if "projector_default" in t else parts["projector"]
+            row.append(f"{fmt(value)} ({pct(value / da.ms)})")
+        row += [*(f"{fmt(parts[n])} ({pct(parts[n] / da.ms)})" for n in ("normaliser", "loss")),
+                f"{fmt(added)} ({pct(added / da.ms)})"]
+        if show_default:
+            value = record.get("added_default_ms", added)
+            row.append(f"{fmt(value)} ({pct(value / da.ms)})")
+        row.append(f"{fmt(added + parts['teacher'])} ({pct((added + parts['teacher']) / da.ms)})")
+        rows.append(row)
+    gan_map, default_map = ctx.distill["resnet20"]["map"], ctx.distill["resnet20"]["default_map"]
+    header_row = ["teacher (random weights)", "D → teacher dims; whitening groups", "reps (teacher/others)",
+                  "teacher fwd ms", f"projector fwd+bwd ms (`{gan_map}`, the GAN's default)"]
+    if show_default:
+        header_row.append(f"… with `{default_map}` (kd_core's default)")
+    header_row += ["whitening ms", "loss ms", f"all but the teacher ms (`{gan_map}`)"]
+    if show_default:
+        header_row.append(f"… with `{default_map}`")
+    header_row.append(f"sum of parts ms (`{gan_map}`)")
+    lines += table(header_row, rows)
+    diff = vkd.median - da.median
+    lines += [f"Measured as whole iterations (section 1, width {small}, batch {sizes.gan_batch}, fp32): vkd-whiten with "
+              f"the resnet20 teacher {fmt(vkd.ms)} ms vs da {fmt(da.ms)} ms, a difference of {fmt(1e3 * diff)} ms "
+              f"({pct(diff / da.median)} of da; D step {fmt(vkd.part_ms('d'))} vs {fmt(da.part_ms('d'))} ms). The "
+              f"difference also holds D's backward through the distillation term, which the parts do not, and the "
+              f"noise of two separate measurements. The {sizes.clip_model} iteration was not timed whole (its "
+              f"teacher forward dominates it).", ""]
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------- 3. projector
+def map_complexity(name: str, in_dim: int, out_dim: int) -> float:
+    """Leading cost of building the weight: square maps work on the max x max matrix, qr/householder on m n^2."""
+    big, little = max(in_dim, out_dim), min(in_dim, out_dim)
+    return float(big * little * little) if name in ("qr", "householder") else float(big) ** 3
+
+
+def orthonormality_error(weight: torch.Tensor) -> float:
+    w = weight.detach().double()
+    gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+    return float((gram - torch.eye(gram.shape[0], dtype=gram.dtype)).abs().max())
+
+
+def projector_cell(name: str, in_dim: int, out_dim: int, batch: int, adam_steps: int):
+    """A projector moved off its identity start by ``adam_steps`` Adam steps, with its timed forward + backward
+    and the untimed optimiser step that precedes each call."""
+    from kd_core.projectors import OrthogonalProjector
+
+    torch.manual_seed(0)
+    projector = OrthogonalProjector(in_dim, out_dim, orthogonal_map=name)
+    x, target, grad_out = torch.randn(batch, in_dim), torch.randn(batch, out_dim), torch.randn(batch, out_dim)
+    optimiser = torch.optim.Adam(projector.parameters(), lr=1e-2)
+    for _ in range(adam_steps):
+        projector.zero_grad(set_to_none=True)
+        F.mse_loss(projector(x), target).backward()
+        optimiser.step()
+    projector.zero_grad(set_to_none=True)
+
+    def forward_backward() -> None:
+        projector(x).backward(grad_out)
+
+    def move() -> None:
+        optimiser.step()
+        projector.zero_grad(set_to_none=True)
+
+    return projector, forward_backward, move
+
+
+def probe_seconds(name: str, in_dim: int, out_dim: int, batch: int) -> float:
+    """One forward + backward at a quarter of each dimension, times 64: every map's cost is cubic under a uniform
+    scaling of both dimensions, and the probe's fixed overheads make this an over-estimate."""
+    _, forward_backward, move = projector_cell(name, max(1, in_dim // 4), max(1, out_dim // 4), batch, 1)
+    forward_backward()
+    move()
+    seconds, _ = _call(forward_backward)
+    return 64 * seconds
+
+
+def section_projector(ctx: Context) -> list[str]:
+    from kd_core import projectors
+
+    sizes = ctx.sizes
+    maps = tuple(projectors.ORTHOGONAL_MAPS)
+    default = kd_core_default_map()
+    for name in maps:
+        previous: tuple[float, float] | None = None  # (complexity, seconds per call) of the last shape measured
+        for shape in sizes.projector_shapes:
+            in_dim, out_dim = shape
+            complexity = map_complexity(name, in_dim, out_dim)
+            per_call = previous[1] * complexity / previous[0] if previous else 0.0
+            calls = sizes.adam_steps + sizes.warmup + (sizes.reps if per_call >= sizes.cheap_s else sizes.reps_cheap)
+            if per_call * calls <= CELL_BUDGET_S:
+                per_call = max(per_call, probe_seconds(name, in_dim, out_dim, sizes.projector_batch))
+            calls = sizes.adam_steps + sizes.warmup + (sizes.reps if per_call >= sizes.cheap_s else sizes.reps_cheap)
+            if per_call * calls > CELL_BUDGET_S:
+                ctx.projector[(name, shape)] = {"skipped": per_call * calls}
+                ctx.log(f"projector {name} {in_dim}->{out_dim}: skipped (estimated {per_call * calls:.0f} s)")
+                continue
+            ctx.log(f"projector {name} {in_dim}->{out_dim}")
+            projector, forward_backward, move = projector_cell(name, in_dim, out_dim, sizes.projector_batch,
+                                                               sizes.adam_steps)
+            timing = measure({"p": forward_backward}, ctx.reps_rule(), sizes.warmup, prepare={"p": move})["p"]
+            with torch.no_grad():
+                error = orthonormality_error(projector.weight)
+            ctx.projector[(name, shape)] = {"timing": timing, "error": error}
+            previous = (complexity, timing.median)
+
+    lines = [f"`kd_core.projectors.OrthogonalProjector` for every map in `ORTHOGONAL_MAPS` = `{maps}` (default: "
+             f"`{default}`), batch {sizes.projector_batch}, float32, identity start. Each cell: {sizes.adam_steps} Adam "
+             f"steps (lr 1e-2, MSE to a random target) move the parameters off the identity, then forward + backward "
+             f"is timed with an untimed Adam step before every call (so a map that factorises once per optimiser "
+             f"step, as `qr` does, pays for it in every repetition, as in training). ‖WᵀW − I‖∞ (WWᵀ for wide maps) "
+             f"of the weight after all the steps, in float64. A cell whose estimated time (the larger of: the map's "
+             f"previous shape scaled by its leading cost, max³ for square maps and m·n² for qr/householder; one call "
+             f"at a quarter of each dimension × 64) exceeds {CELL_BUDGET_S:.0f} s is skipped.", ""]
+    header_row = ["map", "reps", *(f"{i}→{o} ms" for i, o in sizes.projector_shapes),
+                  *(f"{i}→{o} ‖·−I‖∞" for i, o in sizes.projector_shapes)]
+    rows = []
+    for name in maps:
+        cells = [ctx.projector[(name, shape)] for shape in sizes.projector_shapes]
+        reps = [str(c["timing"].reps) if "timing" in c else "—" for c in cells]
+        times = [fmt(c["timing"].ms) if "timing" in c else f"skipped: over budget (est. {c['skipped']:.0f} s)"
+                 for c in cells]
+        errors = [sci(c["error"]) if "timing" in c else "—" for c in cells]
+        rows.append([f"`{name}`" + (" (default)" if name == default else ""), "/".join(reps), *times, *errors])
+    lines += table(header_row, rows)
+    return lines
+
+
+# ------------------------------------------------------------------------------------------------- 4. whiten
+def section_whiten(ctx: Context) -> list[str]:
+    from kd_core.normalizers import Whitener, zca_whitening_matrix
+
+    sizes = ctx.sizes
+    small = sizes.widths[0]
+    gan_measure(ctx, "da", small, sizes.gan_batch, ("fp32", "channels_last"))
+    d_step_ms = ctx.gan[("da", small, sizes.gan_batch, "fp32")].part_ms("d")
+    for batch in sizes.whiten_batches:
+        for dim in sizes.whiten_dims:
+            torch.manual_seed(0)
+            mixing = torch.randn(dim, dim) / math.sqrt(dim) + torch.eye(dim)
+            features = torch.randn(batch, dim) @ mixing * 3.0 + 1.0  # correlated, off-centre
+            for grouping in ("default", "full"):
+                whitener = Whitener(group_size=None if grouping == "default" else dim)
+                groups = whitener.groups(batch, dim)
+                centred = features.double() - features.double().mean(dim=0, keepdim=True)
+
+                def run() -> None:
+                    whitener(features)
+
+                def matrices() -> None:
+                    for group in groups:
+                        zca_whitening_matrix(centred[:, group], whitener.eps)
+
+                t = measure({"w": run, "m": matrices}, ctx.reps_rule(), sizes.warmup)
+                out = whitener(features).double()
+                out = out - out.mean(dim=0, keepdim=True)
+                cov = out.T @ out / batch
+                eye = torch.eye(dim, dtype=cov.dtype)
+                block = max(float((cov[g, g] - eye[g, g]).abs().max()) for g in groups)
+                ctx.whiten[(batch, dim, grouping)] = {"timing": t["w"], "matrix": t["m"], "groups": groups,
+                                                      "full_error": float((cov - eye).abs().max()), "block_error": block,
+                                                      "fraction": t["w"].ms / d_step_ms}
+    lines = [f"`kd_core.normalizers.Whitener` forward (float64 inside) and the `zca_whitening_matrix` calls it makes "
+             f"(one per group), on correlated off-centre float32 features. `default`: groups of min(D, B // 2); "
+             f"`full`: one D×D ZCA (`group_size=D`). With B ≤ D the full covariance is singular: the shrinkage keeps "
+             f"the matrix finite but cannot whiten directions the batch does not span, which the ‖cov − I‖∞ columns "
+             f"show. ‖cov − I‖∞ of the output: within the whitened groups and over the whole matrix (group whitening "
+             f"leaves the correlations between groups alone). \"of a D step\": of a `da` D step at width {small}, "
+             f"fp32, batch {sizes.gan_batch} ({fmt(d_step_ms)} ms, section 1).", ""]
+    rows = []
+    for (batch, dim, grouping), r in ctx.whiten.items():
+        sizes_text = "+".join(str(g.stop - g.start) for g in r["groups"])
+        if len(r["groups"]) > 4:
+            sizes_text = f"{len(r['groups'])} groups of ≤{r['groups'][0].stop - r['groups'][0].start}"
+        rows.append([str(batch), str(dim), grouping, sizes_text, str(r["timing"].reps), fmt(r["timing"].ms),
+                     fmt(r["matrix"].ms), sci(r["block_error"]), sci(r["full_error"]), pct(r["fraction"])])
+    lines += table(["batch", "dim", "grouping", "groups", "reps", "Whitener ms", "zca_whitening_matrix ms (all groups)",
+                    "‖cov − I‖∞ in groups", "‖cov − I‖∞ whole", "of a D step"], rows)
+    return lines
+
+
+# --------------------------------------------------------------------------------------------------- 5. eval
+def section_eval(ctx: Context) -> list[str]:
+    from gan_kd import evaluate
+    from gan_kd.models.biggan import Generator
+
+    sizes = ctx.sizes
+    root = ctx.workdir / "data"  # empty: Fashion-MNIST is found in Debian's /usr/share/datasets/fashion-mnist
+    root.mkdir(exist_ok=True)
+    spent: dict[str, float] = {"features": 0.0}
+    source: dict[str, object] = {}
+    original_real, original_features = evaluate.real_uint8, evaluate.Evaluator._fd_features
+
+    def real_set(*args, **kwargs):
+        start = time.perf_counter()
+        images = None
+        if not sizes.eval_fake_real:
+            try:
+                images = original_real(*args, **kwargs)
+                source["text"] = "Fashion-MNIST's test split from Debian's package"
+            except Exception as error:  # no data on this machine: an in-memory stand-in, said in the table
+                source["text"] = f"a random uint8 set (Fashion-MNIST not found: {str(error).splitlines()[0][:120]})"
+        if images is None:
+            images = torch.randint(0, 256, (sizes.eval_real or 10_000, 3, 32, 32), dtype=torch.uint8,
+                                   generator=torch.Generator().manual_seed(0))
+            source.setdefault("text", "a random in-memory uint8 set (--quick)")
+        source["total"] = images.shape[0]
+        spent["real"] = time.perf_counter() - start
+        return images[: sizes.eval_real] if sizes.eval_real is not None else images
+
+    def timed_features(self, images):
+        start = time.perf_counter()
+        result = original_features(self, images)
+        spent["features"] += time.perf_counter() - start
+        return result
+
+    ctx.log("eval: Evaluator set-up")
+    evaluate.real_uint8, evaluate.Evaluator._fd_features = real_set, timed_features
+    try:
+        start = time.perf_counter()
+        evaluator = evaluate.Evaluator(dataset="fashion_mnist", data_root=root, metrics=("fd",),
+                                       num_samples=sizes.eval_call_samples, fd_features=ctx.teacher_spec,
+                                       device="cpu", seed=0)
+        setup = time.perf_counter() - start
+    finally:
+        evaluate.real_uint8, evaluate.Evaluator._fd_features = original_real, original_features
+    n_real, total = evaluator.real.shape[0], int(source["total"])
+
+    ctx.log("eval: generation and feature throughput")
+    generators = {}
+    for width in sizes.widths:
+        torch.manual_seed(0)
+        generators[width] = Generator(n_classes=10, g_ch=width)
+    counts = dict(zip(sizes.widths, sizes.eval_generate))
+    images = evaluator.real[: sizes.eval_features]
+    fns = {f"gen{w}": (lambda w=w: evaluate.generate_uint8(generators[w], counts[w], n_classes=10, dim_z=128, seed=0))
+           for w in sizes.widths}
+    fns["features"] = lambda: evaluator._fd_features(images)
+    fns["call"] = lambda: evaluator(generators[sizes.widths[0]], n_classes=10, dim_z=128)
+    t = measure(fns, ctx.reps_rule(), sizes.warmup)
+    feature_rate = sizes.eval_features / t["features"].median
+    lines = [f"`gan_kd.evaluate.Evaluator(metrics=(\"fd\",), fd_features=\"ckpt:…\")` with the random-weight resnet20 "
+             f"checkpoint of section 1 as the FD network (native preprocessing: its input spec); real set: "
+             f"{source['text']}, of which the first {n_real} of {total} images are used"
+             f"{' (the budget: the whole split would take its feature time × ' + format(total / n_real, '.0f') + ')' if n_real < total else ''}. "
+             f"Generators: fresh BigGAN Gs (10 classes) sampled as the Evaluator samples (a train-mode copy, "
+             f"batches of {evaluate.SAMPLE_BATCH}, uint8 rounding).", ""]
+    rows = [[f"Evaluator set-up: read the real set + the FD features of {n_real} images (once per command)",
+             "1 (a one-off cost)", f"{fmt(setup * 1e3)} ms (reading {fmt(spent['real'] * 1e3)} ms, features "
+             f"{fmt(spent['features'] * 1e3)} ms)", f"{fmt(n_real / spent['features'])} real images/s"]]
+    if n_real < total:
+        estimate = spent["real"] + total / feature_rate
+        rows.append([f"the same with all {total} images: reading + {total} / the feature throughput below",
+                     "(derived)", f"≈ {fmt(estimate * 1e3)} ms", "—"])
+    for w in sizes.widths:
+        timing = t[f"gen{w}"]
+        rows.append([f"generator width {w} → uint8 ({counts[w]} samples per call)", str(timing.reps),
+                     f"{fmt(timing.ms)} ms", f"{fmt(counts[w] / timing.median)} samples/s"])
+    timing = t["features"]
+    rows.append([f"FD features, resnet20 ({sizes.eval_features} uint8 images per call)", str(timing.reps),
+                 f"{fmt(timing.ms)} ms", f"{fmt(feature_rate)} samples/s"])
+    timing = t["call"]
+    rows.append([f"Evaluator call: generate {sizes.eval_call_samples} (width {sizes.widths[0]}) + features + FD",
+                 str(timing.reps), f"{fmt(timing.ms)} ms", f"{fmt(sizes.eval_call_samples / timing.median)} samples/s"])
+    lines += table(["what", "reps", "time", "throughput"], rows)
+    return lines
+
+
+# --------------------------------------------------------------------------------------------- 6. classifier
+def section_classifier(ctx: Context) -> list[str]:
+    from classifier_kd.distiller import Distiller
+    from classifier_kd.models import create_model
+    from classifier_kd.recipes import method_defaults, recipe_values
+    from kd_core.runtime.precision import resolve_precision
+
+    sizes = ctx.sizes
+    teacher_name, student_name = sizes.cls_models
+    recipe = recipe_values("cifar100", student_name)
+    variants = ("fp32", "channels_last", "bf16")
+    for method in ("ce", "kd", "vkd"):
+        ctx.log(f"classifier {method}")
+        terms = method_defaults("cifar100", method)
+        fns, rules, batches = {}, {}, {}
+        for variant in variants:
+            precision_name, channels_last = variant_parts(variant)
+            precision = resolve_precision(precision_name, "cpu")
+            memory_format = torch.channels_last if channels_last else torch.contiguous_format
+            torch.manual_seed(0)
+            teacher = create_model(teacher_name, 100) if terms["losses"] else None
+            distiller = Distiller(create_model(student_name, 100), teacher, terms["losses"],
+                                  ce_weight=terms["ce_weight"], label_smoothing=terms.get("label_smoothing", 0.0))
+            distiller.train()
+            if channels_last:
+                distiller.to(memory_format=torch.channels_last)
+            optimiser = torch.optim.SGD(distiller.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
+                                        weight_decay=recipe["weight_decay"])
+            slow = precision_name == "bf16" and ctx.slow_bf16()
+            batch = sizes.cls_batch_bf16 if slow else sizes.cls_batch
+            generator = torch.Generator().manual_seed(1)
+            images = torch.randn(batch, 3, 32, 32, generator=generator)
+            labels = torch.randint(0, 100, (batch,), generator=generator)
+
+            def step(distiller=distiller, optimiser=optimiser, precision=precision, images=images, labels=labels,
+                     memory_format=memory_format) -> None:  # the step of classifier_kd.train.fit
+                batch_images = images.contiguous(memory_format=memory_format)
+                with precision.autocast():
+                    _, losses = distiller(batch_images, labels)
+                    loss = sum(losses.values())
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+
+            fns[variant], batches[variant] = step, batch
+            rules[variant] = (lambda name, seconds: sizes.cls_reps_bf16) if slow else ctx.reps_rule()
+        timings = measure(fns, lambda name, seconds: rules[name](name, seconds), sizes.warmup)
+        for variant, timing in timings.items():
+            ctx.classifier[(method, variant)] = (timing, batches[variant])
+
+    bf16_step_estimate = max(ctx.classifier[(m, "bf16")][0].median for m in ("ce", "kd", "vkd")) * (
+        sizes.cls_batch / sizes.cls_batch_bf16)
+    lines = [f"`classifier_kd.distiller.Distiller`, {teacher_name} → {student_name} (random weights, 100 classes), with "
+             f"the terms of `classifier_kd.recipes.method_defaults(\"cifar100\", method)`; one train step = forward "
+             f"(under the precision's autocast, the teacher's forward included) + backward + SGD step (the cifar100 "
+             f"recipe's lr, momentum, weight decay), random 32×32 images, the three variants of a method interleaved."
+             + (f" bf16 without native bf16: batch {sizes.cls_batch_bf16} instead of {sizes.cls_batch} and "
+                f"{sizes.cls_reps_bf16} repetitions, since on its fallback kernels a step at batch {sizes.cls_batch} "
+                f"would take about {bf16_step_estimate:.0f} s (the slowest batch-{sizes.cls_batch_bf16} step × "
+                f"{sizes.cls_batch / sizes.cls_batch_bf16:g}); its images/s are at another batch than fp32's."
+                if ctx.slow_bf16() else ""),
+             ""]
+    rows = []
+    for method in ("ce", "kd", "vkd"):
+        terms = method_defaults("cifar100", method)
+        described = " + ".join([f"{terms['ce_weight']:g}·ce", *(f"{w:g}·{n}" for n, w, _ in terms["losses"])])
+        base, base_batch = ctx.classifier[(method, "fp32")]
+        base_speed = base_batch / base.median
+        for variant in variants:
+            timing, batch = ctx.classifier[(method, variant)]
+            speed = batch / timing.median
+            rows.append([method, described, variant, str(batch), str(timing.reps), fmt(timing.ms), fmt(speed),
+                         f"{base_speed / speed:.2f}×"])
+    lines += table(["method", "terms", "variant", "batch", "reps", "ms / step", "images/s", "time per image vs fp32"],
+                   rows)
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------- targets
+def section_targets(ctx: Context, ran: tuple[str, ...]) -> list[str]:
+    from kd_core import projectors
+
+    sizes = ctx.sizes
+    small, large = sizes.widths
+    rows = []
+
+    def verdict(ok: bool) -> str:
+        return "**met**" if ok else "**missed**"
+
+    def missing(section: str) -> list[str]:
+        return ["—", f"not evaluated: section `{section}` not run"]
+
+    if "gan" in ran:
+        batch = sizes.gan_batch_large
+        fp = ctx.gan[("da", large, batch, "fp32")]
+        cl = ctx.gan[("da", large, batch, "channels_last")]
+        ratio = cl.median / fp.median
+        rows.append([f"da iteration at width {large}: channels_last fp32 ≤ 0.80× fp32",
+                     f"{ratio:.2f}× ({fmt(cl.ms)} vs {fmt(fp.ms)} ms, batch {batch})", verdict(ratio <= 0.80)])
+        bf = ctx.gan.get(("da", large, batch, "bf16+channels_last"))
+        if bf is not None:
+            ratio = bf.median / fp.median
+            rows.append([f"da iteration at width {large}: bf16+channels_last ≤ 0.40× fp32",
+                         f"{ratio:.2f}× (batch {batch})", verdict(ratio <= 0.40)])
+        else:
+            bf_batch = sizes.gan_batch_bf16
+            small_ratio = (ctx.gan[("da", small, bf_batch, "bf16+channels_last")].median
+                           / ctx.gan[("da", small, bf_batch, "fp32")].median)
+            conv_ratio = ctx.peaks[(small, "fp32")][0] / ctx.peaks[(small, "bf16+channels_last")][0]
+            rows.append([f"da iteration at width {large}: bf16+channels_last ≤ 0.40× fp32",
+                         f"not measured at width {large} (no native bf16); at width {small}, batch {bf_batch}: "
+                         f"{small_ratio:.2f}× fp32",
+                         f"**unreachable here**: without AVX-512-BF16 / AMX, bf16 convolutions run on fallback kernels "
+                         f"(the conv peak in bf16+channels_last is {conv_ratio:.1f}× slower than fp32's at width "
+                         f"{small}); bounded by the CPU, it needs one with native bf16"])
+        study = ctx.study
+        limit = 0.5 * STUDY_SECONDS
+        rows.append([f"CPU study config (width {small}, batch {sizes.gan_batch}, vkd-whiten, resnet20 teacher) ≤ 0.5 × "
+                     f"0.91 s = {limit:.3f} s per trainer iteration (4 D + 1 G + EMA). The 0.91 s was measured on "
+                     f"another machine, not in this run",
+                     f"{study.median:.3f} s fp32 ({study.median / STUDY_SECONDS:.2f}× 0.91 s)",
+                     verdict(study.median <= limit)])
+    else:
+        rows.append([f"da iteration at width {large}: channels_last ≤ 0.80×, bf16+channels_last ≤ 0.40×; CPU study "
+                     f"config ≤ 0.455 s", *missing("gan")])
+    if "distill" in ran:
+        da_ms = ctx.gan[("da", small, sizes.gan_batch, "fp32")].ms
+        for key, label in (("resnet20", "resnet20 teacher"), ("clip", f"{sizes.clip_model} teacher")):
+            record = ctx.distill[key]
+            options = [(record["map"], record["added_ms"])]
+            if "added_default_ms" in record:
+                options.append((record["default_map"], record["added_default_ms"]))
+            for map_name, added in options:
+                rows.append([f"everything distillation adds except the teacher forward ≤ 10% of a da iteration "
+                             f"({label}, width {small}, projector `{map_name}`)", f"{fmt(added)} ms = {pct(added / da_ms)}",
+                             verdict(added / da_ms <= 0.10)])
+    else:
+        rows.append(["everything distillation adds except the teacher forward ≤ 10% of a da iteration",
+                     *missing("distill")])
+    default = kd_core_default_map()
+    if "projector" in ran:
+        for shape, limit in zip((sizes.projector_shapes[0], sizes.projector_shapes[2]), (25.0, 60.0)):
+            cell = ctx.projector[(default, shape)]
+            label = (f"default projector (`{default}`) forward + backward at {shape[0]}→{shape[1]}, batch "
+                     f"{sizes.projector_batch} ≤ {limit:.0f} ms")
+            if "timing" in cell:
+                rows.append([label, f"{fmt(cell['timing'].ms)} ms", verdict(cell["timing"].ms <= limit)])
+            else:
+                rows.append([label, "skipped: over budget", "**missed**"])
+    else:
+        rows.append(["default projector ≤ 25 ms at 256→512 and ≤ 60 ms at 192→3024", *missing("projector")])
+    if "whiten" in ran:
+        batch, dim = max(sizes.whiten_batches), max(sizes.whiten_dims)
+        r = ctx.whiten[(batch, dim, "default")]
+        rows.append([f"whitening ≤ 2% of a D step ({batch} × {dim}-d features, default groups, vs a da D step at "
+                     f"width {small}, batch {sizes.gan_batch})", pct(r["fraction"]), verdict(r["fraction"] <= 0.02)])
+    if "distill" in ran:
+        vkd_d = ctx.gan[("vkd-whiten", small, sizes.gan_batch, "fp32")].part_ms("d")
+        for key in ("resnet20", "clip"):
+            t = ctx.distill[key]["timings"]["normaliser"]
+            rows.append([f"whitening ≤ 2% of a D step (as trained: the {ctx.distill[key]['batch']} × "
+                         f"{ctx.distill[key]['dims'][1]}-d teacher features, vs the vkd-whiten D step at width {small})",
+                         pct(t.ms / vkd_d), verdict(t.ms / vkd_d <= 0.02)])
+    if "whiten" not in ran and "distill" not in ran:
+        rows.append(["whitening ≤ 2% of a D step", *missing("whiten")])
+    lines = ["Each verdict is computed by `scripts/bench.py` from the numbers of this run."]
+    if sizes.quick:
+        lines.append("**--quick run: tiny sizes, not the targets' sizes; these verdicts mean nothing.**")
+    lines.append("")
+    lines += table(["target (issue 10)", "this run", "verdict"], rows)
+    return lines
+
+
+# ------------------------------------------------------------------------------------------------------- main
+def header(sizes: Sizes, monitor: LoadMonitor, command: str, started: dt.datetime, wall: float,
+           ran: tuple[str, ...], native_bf16: bool) -> list[str]:
+    flags = cpu_flags()
+    special = [f for f in flags if f.startswith(("avx512", "amx"))]
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    before, after = monitor.before, monitor.after
+    lines = ["# Benchmarks" + (" (--quick: smoke-test sizes, not results)" if sizes.quick else ""), "",
+             "Generated by `scripts/bench.py` (`make bench`); every number below comes from this one run.", "",
+             f"* date: {started.strftime('%Y-%m-%d %H:%M:%S %Z').strip()} (wall time of the run: {wall:.0f} s)",
+             f"* machine: {cpu_model()}, {os.cpu_count()} logical cores ({affinity} usable), {platform.system()} "
+             f"{platform.release()}",
+             f"* torch {torch.__version__}, Python {platform.python_version()}",
+             f"* threads: {torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op "
+             f"(`torch.set_num_threads(1)` for every timed region)",
+             f"* native bf16: {'yes' if native_bf16 else 'no'} (`kd_core.runtime.precision.cpu_has_native_bf16()`); "
+             f"avx512/amx flags: {', '.join(special) if special else 'none'}"
+             f"{'; also ' + ', '.join(f for f in flags if f not in special) if len(flags) > len(special) else ''}",
+             f"* load average (1/5/15 min): before {before[0]:.2f} / {before[1]:.2f} / {before[2]:.2f}, after "
+             f"{after[0]:.2f} / {after[1]:.2f} / {after[2]:.2f}; highest 1-min value seen during the run "
+             f"{monitor.max_1min:.2f} (sampled every second; the benchmark itself adds about 1)",
+             f"* command: `{command}`",
+             f"* sections: {', '.join(ran)}; every time is the median of the timed repetitions after {sizes.warmup} "
+             f"warm-up call(s): {sizes.reps_cheap} for rows whose warm-up took under {sizes.cheap_s:g} s, "
+             f"{sizes.reps} otherwise, {sizes.reps_bf16} for bf16 on a CPU without native bf16 (each row gives its "
+             f"count)", ""]
+    if monitor.max_1min > LOAD_LIMIT:
+        lines += [f"> **Warning:** the 1-minute load average exceeded {LOAD_LIMIT} (highest {monitor.max_1min:.2f}): "
+                  f"another process competed for the CPU during this run, so the times are inflated and noisier than "
+                  f"on an idle machine. Ratios between variants of one table are more robust (their repetitions are "
+                  f"interleaved) than absolute times.", ""]
+    return lines
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="results/benchmarks.md", help="the markdown file to write")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, 1-2 repetitions (a smoke test)")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated subset of {', '.join(SECTIONS)} (default: all)")
+    args = parser.parse_args(argv)
+    chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in SECTIONS]
+    if unknown or not chosen:
+        parser.error(f"unknown section(s) {', '.join(unknown) or '(none)'}; allowed: {', '.join(SECTIONS)}")
+    args.sections = tuple(s for s in SECTIONS if s in chosen)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from kd_core.runtime.io import check_writable_file, write_text
+
+    out = Path(args.out)
+    check_writable_file(out, "--out")
+    torch.set_num_threads(1)
+    with contextlib.suppress(RuntimeError):  # only settable before the first parallel work
+        torch.set_num_interop_threads(1)
+    sizes = QUICK if args.quick else FULL
+    command = shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
+    started = dt.datetime.now().astimezone()
+    monitor = LoadMonitor()
+    log = Progress(monitor)
+    start = time.monotonic()
+    builders = {"gan": section_gan, "distill": section_distill, "projector": section_projector,
+                "whiten": section_whiten, "eval": section_eval, "classifier": section_classifier}
+    body: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="bench_") as workdir:
+        ctx = Context(sizes, Path(workdir), log)
+        for name in args.sections:
+            section_start = time.monotonic()
+            lines = builders[name](ctx)
+            took = time.monotonic() - section_start
+            body += [f"## {SECTION_TITLES[name]}", "", *lines,
+                     f"_Section time {took:.0f} s; 1-minute load at its end {monitor.now():.2f}._", ""]
+            log(f"{name} done in {took:.0f} s")
+        body += ["## Targets", "", *section_targets(ctx, args.sections)]
+    monitor.stop()
+    text = "\n".join(header(sizes, monitor, command, started, time.monotonic() - start, args.sections, ctx.native_bf16)
+                     + body).rstrip() + "\n"
+    if re.search(r"\bnan\b", text, flags=re.IGNORECASE):
+        raise RuntimeError("a benchmark produced NaN; not writing the file")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(out, text)
+    log(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
