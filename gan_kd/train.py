@@ -281,15 +281,7 @@ class Trainer:
                                          arch=config.teacher_arch, preprocessing=config.teacher_preprocessing,
                                          bf16=config.teacher_bf16 or self.precision.name == "bf16")
             self.teacher.to(self.device, memory_format=self.memory_format)
-        self.generator, self.critic = build_models(config, self.n_classes, self.teacher.feature_dim if self.teacher else None)
-        self.generator.to(self.device, memory_format=self.memory_format)
-        self.critic.to(self.device, memory_format=self.memory_format)
-        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
-        betas = (config.beta1, config.beta2)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=betas, eps=1e-8)
-        self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=config.lr_d, betas=betas, eps=1e-8)
-        self.lecam = LeCamRegularizer(config.lecam)
-        self.scaler = self.precision.grad_scaler()
+        self.build_training_state()
         self.evaluator = None
         if config.eval_every > 0 and self.context.is_main:
             self.evaluator = Evaluator(dataset=config.dataset, data_root=config.data_root, metrics=config.metrics,
@@ -303,6 +295,23 @@ class Trainer:
         self._rng_to_restore = None
         if self.resuming and (self.out / "checkpoints" / "last.pt").is_file():
             self._load(self.out / "checkpoints" / "last.pt")
+
+    def build_training_state(self) -> None:
+        """G, the critic (D + distillation loss), the EMA generator, both optimisers, LeCam and the grad scaler.
+
+        Needs ``config``, ``n_classes``, ``teacher``, ``device``, ``precision`` and ``memory_format``; the weights are
+        drawn from the global RNG (seeded by the caller). ``scripts/bench.py`` uses it to time the real steps.
+        """
+        config = self.config
+        self.generator, self.critic = build_models(config, self.n_classes, self.teacher.feature_dim if self.teacher else None)
+        self.generator.to(self.device, memory_format=self.memory_format)
+        self.critic.to(self.device, memory_format=self.memory_format)
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+        betas = (config.beta1, config.beta2)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=betas, eps=1e-8)
+        self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=config.lr_d, betas=betas, eps=1e-8)
+        self.lecam = LeCamRegularizer(config.lecam)
+        self.scaler = self.precision.grad_scaler()
 
     # ------------------------------------------------------------------ state
     def _state(self, iteration: int) -> dict:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import datetime as dt
 import math
 import os
@@ -354,10 +353,9 @@ def random_clip_weights():
 
 def build_gan_trainer(ctx: Context, preset: str, width: int, variant: str, batch: int, *, teacher: str | None = None):
     """A :class:`gan_kd.train.Trainer` holding what its D and G steps use, built as ``Trainer.__init__`` does
-    (teacher, ``build_models``, memory format, Adam, LeCam, scaler) but without a dataset or run directory."""
-    from gan_kd.objectives import LeCamRegularizer
+    (teacher, then ``Trainer.build_training_state``) but without a dataset or run directory."""
     from gan_kd.teacher import build_teacher
-    from gan_kd.train import PRESETS, Trainer, TrainConfig, build_models, validate_config
+    from gan_kd.train import PRESETS, Trainer, TrainConfig, validate_config
     from kd_core.runtime.precision import resolve_precision
     from kd_core.runtime.seed import seed_everything
 
@@ -379,16 +377,7 @@ def build_gan_trainer(ctx: Context, preset: str, width: int, variant: str, batch
         trainer.teacher = build_teacher(config.teacher, weights=weights, preprocessing=config.teacher_preprocessing,
                                         bf16=config.teacher_bf16 or trainer.precision.name == "bf16")
         trainer.teacher.to(trainer.device, memory_format=trainer.memory_format)
-    trainer.generator, trainer.critic = build_models(config, trainer.n_classes,
-                                                     trainer.teacher.feature_dim if trainer.teacher else None)
-    trainer.generator.to(trainer.device, memory_format=trainer.memory_format)
-    trainer.critic.to(trainer.device, memory_format=trainer.memory_format)
-    trainer.generator_ema = copy.deepcopy(trainer.generator).requires_grad_(False)
-    betas = (config.beta1, config.beta2)
-    trainer.opt_g = torch.optim.Adam(trainer.generator.parameters(), lr=config.lr_g, betas=betas, eps=1e-8)
-    trainer.opt_d = torch.optim.Adam(trainer.critic.parameters(), lr=config.lr_d, betas=betas, eps=1e-8)
-    trainer.lecam = LeCamRegularizer(config.lecam)
-    trainer.scaler = trainer.precision.grad_scaler()
+    trainer.build_training_state()
     generator = torch.Generator().manual_seed(1)
     # Trainer.run moves each real batch to the memory format before the D step; done once here.
     trainer.bench_real = (torch.rand(batch, 3, 32, 32, generator=generator) * 2 - 1).contiguous(
@@ -1014,7 +1003,6 @@ def section_classifier(ctx: Context) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------- targets
 def section_targets(ctx: Context, ran: tuple[str, ...]) -> list[str]:
-    from kd_core import projectors
 
     sizes = ctx.sizes
     small, large = sizes.widths
