@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -87,6 +88,7 @@ def init_distributed(device: str | torch.device = "auto") -> DistributedContext:
         resolved = resolve_device(f"cuda:{local_rank}")
         torch.cuda.set_device(resolved)
     if not dist.is_initialized():
+        _import_group_default_modules()
         if resolved.type == "cuda":
             # device_id binds NCCL to this GPU now instead of guessing it at the first collective.
             dist.init_process_group(backend="nccl", init_method="env://", device_id=resolved)
@@ -100,6 +102,21 @@ def init_distributed(device: str | torch.device = "auto") -> DistributedContext:
         is_main=rank == 0,
         distributed=True,
     )
+
+
+def _import_group_default_modules() -> None:
+    """Import, before the process group exists, the torch modules that bind it at import time.
+
+    ``torch.distributed.nn.functional`` declares ``group=group.WORLD`` as a default argument of
+    ten functions, so the default group current when it is first imported stays referenced by
+    those defaults for the life of the process. DistributedDataParallel imports it (through
+    ``torch.distributed._shard``) in its constructor, i.e. after ``init_process_group``; the
+    world group then outlives ``destroy_process_group``, its Gloo backend is never destroyed and
+    its threads (``pt_gloo_runloop`` x2, ``gloo_tcp_loop``) keep running through interpreter
+    shutdown and ``exit()``. Imported first, the defaults are ``None`` and destroying the group
+    (once the DDP wrappers holding it are gone) joins those threads.
+    """
+    import torch.distributed.nn.functional  # noqa: F401
 
 
 def _env_int(name: str, default: int) -> int:
@@ -123,9 +140,29 @@ def _comm_device() -> torch.device:
     return torch.device("cpu")
 
 
-def cleanup_distributed() -> None:
-    """Destroy the process group if one exists; safe to call in single-process runs and twice."""
-    if _is_distributed():
+def cleanup_distributed(*, synchronize: bool | None = None) -> None:
+    """Barrier, then destroy the process group; a no-op without one (single process, or a second call).
+
+    The barrier makes every rank finish its collectives before any rank tears down its
+    connections, so no rank closes a socket a peer is still reading from. It is skipped when the
+    call happens while an exception propagates (the usual ``try: ... finally:
+    cleanup_distributed()``), since the other ranks may never reach it and it would then block
+    until the collective timeout; ``synchronize`` overrides that choice. The group is destroyed
+    even if the barrier fails.
+
+    The backend's threads are stopped and joined when the last reference to the group goes: this
+    drops torch's registry entries, and a DistributedDataParallel wrapper holds one more until it
+    is freed. Free DDP models before the process exits (release them before this call, or let the
+    function holding them return), so no backend thread is still running at interpreter shutdown.
+    """
+    if not _is_distributed():
+        return
+    if synchronize is None:
+        synchronize = sys.exc_info()[1] is None
+    try:
+        if synchronize:
+            barrier()
+    finally:
         dist.destroy_process_group()
 
 

@@ -3,11 +3,17 @@
 Each rank checks the collective helpers against values it can compute alone, runs one DDP
 backward pass on rank-dependent data, and writes what it saw to ``<out_dir>/rank<R>.json`` for
 the test to compare across ranks. Any failed check exits non-zero (torchrun then fails).
+
+It ends the way the trainers should: release the DDP wrapper, then ``cleanup_distributed``
+(barrier, destroy), and checks that no Gloo thread survives the teardown, so nothing of the
+backend is still running when the interpreter shuts down.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -39,6 +45,20 @@ def make_batch(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
 def loss_fn(model: torch.nn.Module, rank: int) -> torch.Tensor:
     inputs, targets = make_batch(rank)
     return (model(inputs) - targets).pow(2).mean()
+
+
+def backend_threads() -> list[str] | None:
+    """Names of this process's Gloo threads (``gloo_tcp_loop``, ``pt_gloo_runloop``); None off Linux."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return None
+    names = []
+    for task in tasks.iterdir():
+        try:
+            names.append((task / "comm").read_text().strip())
+        except OSError:  # the thread exited meanwhile
+            continue
+    return sorted(name for name in names if "gloo" in name)
 
 
 def main(out_dir: Path) -> None:
@@ -75,8 +95,16 @@ def main(out_dir: Path) -> None:
 
     barrier()
     (out_dir / f"rank{ctx.rank}.json").write_text(json.dumps({"rank": ctx.rank, "grads": grads}))
+    del model  # DDP holds the process group: release it first, so destroying the group joins its threads
     cleanup_distributed()
     assert not torch.distributed.is_initialized()
+    leftover = backend_threads()
+    for _ in range(20):  # a joined thread can linger in /proc for a moment
+        if not leftover:
+            break
+        time.sleep(0.05)
+        leftover = backend_threads()
+    assert not leftover, f"rank {ctx.rank} (pid {os.getpid()}): Gloo threads still running after cleanup: {leftover}"
 
 
 if __name__ == "__main__":

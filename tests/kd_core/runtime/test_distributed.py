@@ -170,6 +170,95 @@ def test_reduce_paths_preserve_kinds_in_a_real_group(one_process_group):
     barrier()
 
 
+@pytest.fixture
+def teardown_calls(monkeypatch):
+    """Record cleanup_distributed's barrier and destroy calls, in order (both still run)."""
+    calls = []
+    real_barrier, real_destroy = distributed.barrier, dist.destroy_process_group
+    monkeypatch.setattr(distributed, "barrier", lambda: (calls.append("barrier"), real_barrier())[1])
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: (calls.append("destroy"), real_destroy())[1])
+    return calls
+
+
+def test_cleanup_barriers_then_destroys_once(one_process_group, teardown_calls):
+    cleanup_distributed()
+    assert teardown_calls == ["barrier", "destroy"] and not dist.is_initialized()
+    cleanup_distributed()  # a second call (e.g. a trainer's and its CLI's finally) does nothing
+    assert teardown_calls == ["barrier", "destroy"]
+
+
+def test_cleanup_while_an_exception_propagates_skips_the_barrier(one_process_group, teardown_calls):
+    """The other ranks may never reach a barrier a failing rank waits in: it would hang until the timeout."""
+    with pytest.raises(KeyError):
+        try:
+            raise KeyError("failed on this rank")
+        finally:
+            cleanup_distributed()
+    assert teardown_calls == ["destroy"] and not dist.is_initialized()
+
+
+def test_cleanup_synchronize_overrides_the_guess(one_process_group, teardown_calls):
+    try:
+        raise KeyError("handled")
+    except KeyError:
+        cleanup_distributed(synchronize=True)
+    assert teardown_calls == ["barrier", "destroy"]
+
+
+def test_cleanup_destroys_the_group_even_if_the_barrier_fails(one_process_group, monkeypatch):
+    def broken_barrier():
+        raise RuntimeError("Connection closed by peer")
+
+    monkeypatch.setattr(distributed, "barrier", broken_barrier)
+    with pytest.raises(RuntimeError, match="closed by peer"):
+        cleanup_distributed()
+    assert not dist.is_initialized()
+
+
+GLOO_TEARDOWN_SCRIPT = """
+import os, sys, time
+import torch, torch.distributed as dist
+from kd_core.runtime import distributed
+
+def gloo_threads():
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            names.append(open(f"/proc/self/task/{task}/comm").read().strip())
+        except OSError:
+            pass
+    return sorted(name for name in names if "gloo" in name)
+
+distributed._import_group_default_modules()  # what init_distributed does before init_process_group
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
+assert gloo_threads(), "expected Gloo threads while the group exists"
+model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 2))  # imports torch.distributed.nn.functional
+model(torch.ones(2, 3)).sum().backward()
+del model
+distributed.cleanup_distributed()
+for _ in range(20):
+    if not gloo_threads():
+        break
+    time.sleep(0.05)
+print(gloo_threads())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread names from /proc")
+def test_cleanup_after_ddp_stops_the_gloo_threads(tmp_path):
+    """torch.distributed.nn.functional binds the current world group into default arguments when first
+    imported, and DDP imports it: imported after init_process_group, it kept the group (and Gloo's
+    threads) alive past destroy_process_group until the process exited. A fresh interpreter, so the
+    import really happens here."""
+    env = {name: value for name, value in os.environ.items() if name not in TORCHRUN_ENV}
+    env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, "-c", GLOO_TEARDOWN_SCRIPT, str(tmp_path / "store")],
+                          env=env, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[]", f"Gloo threads left after cleanup: {done.stdout}"
+
+
 # --------------------------------------------------------------------------- torchrun, 2 processes
 
 
@@ -186,21 +275,40 @@ def _load_worker():
     return module
 
 
+def _worker_logs(log_dir: Path) -> str:
+    """Each rank's stdout/stderr as torchrun's ``--redirects 3`` wrote them (``<run>/attempt_N/<rank>/``)."""
+    parts = []
+    for path in sorted(log_dir.rglob("*.log")):
+        text = path.read_text(errors="replace")
+        if text.strip():
+            parts.append(f"----- {path.relative_to(log_dir)} -----\n{text[-6000:]}")
+    return "\n".join(parts) or f"(no worker output under {log_dir})"
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes(tmp_path):
     env = {name: value for name, value in os.environ.items() if name not in TORCHRUN_ENV}
     env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"  # a worker killed by a signal prints where each Python thread was
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    log_dir = tmp_path / "logs"
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
     command = [
         sys.executable, "-m", "torch.distributed.run",
         "--nnodes", "1", "--nproc_per_node", "2",
         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-        str(WORKER), str(tmp_path),
+        "--log-dir", str(log_dir), "--redirects", "3",  # each rank's stdout/stderr to its own file
+        str(WORKER), str(out_dir),
     ]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, f"torchrun failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, (
+        f"torchrun exited with {done.returncode}\n"
+        f"===== worker output =====\n{_worker_logs(log_dir)}\n"
+        f"===== torchrun stdout =====\n{done.stdout[-3000:]}\n===== torchrun stderr =====\n{done.stderr[-6000:]}"
+    )
 
-    results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    results = [json.loads((out_dir / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert [r["rank"] for r in results] == [0, 1]
     assert results[0]["grads"] == results[1]["grads"]  # bit-identical after the all-reduce
 
