@@ -383,8 +383,9 @@ def fit(
         log.info("resuming from %s at epoch %d (best top-1 %.2f at epoch %d)",
                  ckpt_dir / LAST, start_epoch, best_top1, best_epoch)
     trainable = sum(p.numel() for p in parameters)
-    if slow_precision_warning(precision):
-        log.warning(slow_precision_warning(precision))
+    warning = slow_precision_warning(precision)
+    if warning:
+        log.warning(warning)
     log.info("%s on %s: %d trainable parameters, %d training images, %d steps/epoch, device %s x%d%s",
              config.model, config.dataset, trainable, len(train_set), steps_per_epoch, device,
              ctx.world_size, f", {precision.name} autocast" if precision.dtype is not None else "")

@@ -49,6 +49,14 @@ DISTILLATION_OPTIONS = ("teacher", "teacher_pretrained", "teacher_weights", "tea
                         "distance")
 
 
+def _check_data_root(root: str, download: bool = False) -> None:
+    """An explicit ``--data-root`` must exist (unless downloading into it): one-line BadParameter otherwise."""
+    try:
+        gan_data.check_data_root(root, download)
+    except (FileNotFoundError, ValueError) as error:
+        raise click.BadParameter(" ".join(str(error).split()), param_hint="'--data-root'") from None
+
+
 def _usage(error: Exception) -> click.UsageError:
     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return click.UsageError(message)
@@ -134,10 +142,7 @@ def train(ctx, out, **options):
         if key == "distill" or key not in given:
             options[key] = value
     if "data_root" in given:  # a root given explicitly must exist: a typo must not fall through to another copy
-        try:
-            gan_data.check_data_root(options["data_root"], options["download"])
-        except (FileNotFoundError, ValueError) as error:
-            raise click.BadParameter(" ".join(str(error).split()), param_hint="'--data-root'") from None
+        _check_data_root(options["data_root"], options["download"])
     try:
         check_writable_dir(out, "run directory --out")
         config = TrainConfig(**options)
@@ -182,10 +187,7 @@ def evaluate(run_dir, checkpoint, num_samples, repeats, metrics, inception_weigh
     if num_samples < 2 or repeats < 1:
         raise click.UsageError(f"--num-samples must be >= 2 and --repeats >= 1, got {num_samples} and {repeats}")
     if data_root is not None:
-        try:
-            gan_data.check_data_root(data_root)
-        except (FileNotFoundError, ValueError) as error:
-            raise click.BadParameter(" ".join(str(error).split()), param_hint="'--data-root'") from None
+        _check_data_root(data_root)
     try:
         resolved = resolve_device(device)
         check_writable_file(Path(run_dir) / "result.json", "result file")

@@ -195,6 +195,11 @@ class Evaluator:
                                             self.device)
         self.real = real_uint8(dataset, data_root, train=False)
         self.real_inception_features = self._inception_features(self.real) if self.inception is not None else None
+        self.real_fid_statistics = None  # the real set's FID mean and covariance, computed once
+        if "fid" in self.metrics:
+            from torch_fidelity.metric_fid import fid_featuresdict_to_statistics
+
+            self.real_fid_statistics = fid_featuresdict_to_statistics(self.real_inception_features, INCEPTION_LAYERS["fid"])
         self.fd_extractor = None
         if "fd" in metrics:
             from gan_kd.teacher import build_teacher
@@ -233,7 +238,7 @@ class Evaluator:
         if "fid" in self.metrics:
             layer = INCEPTION_LAYERS["fid"]
             raw.update(fid_statistics_to_metric(fid_featuresdict_to_statistics(fake_features, layer),
-                                                fid_featuresdict_to_statistics(real_features, layer), False))
+                                                self.real_fid_statistics, False))
         if "isc" in self.metrics:
             raw.update(isc_featuresdict_to_metric(fake_features, INCEPTION_LAYERS["isc"], verbose=False))
         if "kid" in self.metrics:

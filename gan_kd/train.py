@@ -383,10 +383,14 @@ class Trainer:
             return "no checkpoint was written yet"
         return f"the last good checkpoint is {self.out / 'checkpoints' / 'last.pt'} (iteration {self.saved_iteration})"
 
-    def _require_finite(self, step: str, iteration: int, terms: dict, cause: str) -> None:
-        """Raise :class:`NonFiniteStep` on every rank when any rank's ``terms`` are not finite."""
+    def _require_finite(self, step: str, iteration: int, terms: dict, cause) -> None:
+        """Raise :class:`NonFiniteStep` on every rank when any rank's ``terms`` are not finite.
+
+        ``cause`` is the explanation, or a function giving it, called only when a term is not finite.
+        """
         if not all_ranks_true(all_finite(terms), self.device):
-            raise NonFiniteStep(f"iteration {iteration}, {step}: non-finite {format_terms(terms)} ({cause})")
+            reason = cause() if callable(cause) else cause
+            raise NonFiniteStep(f"iteration {iteration}, {step}: non-finite {format_terms(terms)} ({reason})")
 
     def discriminator_step(self, real: torch.Tensor, real_labels: torch.Tensor, iteration: int) -> dict:
         config = self.config
@@ -399,10 +403,10 @@ class Trainer:
         if self.teacher is not None:
             teacher_features = self.teacher(images)
             # Checked before the normaliser: whitening NaN features fails inside the eigendecomposition.
-            fake_ok = bool(torch.isfinite(fake).all())
-            cause = ("G's images are not finite: G diverged; lower --lr-g" if not fake_ok else
-                     "the teacher gives non-finite features for finite images; check the teacher")
-            self._require_finite("D step", iteration, {"teacher_features": teacher_features.abs().sum()}, cause)
+            self._require_finite("D step", iteration, {"teacher_features": teacher_features.abs().sum()},
+                                 lambda: "G's images are not finite: G diverged; lower --lr-g"
+                                 if not bool(torch.isfinite(fake).all()) else
+                                 "the teacher gives non-finite features for finite images; check the teacher")
         with self._autocast():
             logits, distill = self.critic(images, labels, teacher_features)
         logits = logits.float()
