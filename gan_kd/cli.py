@@ -105,6 +105,7 @@ def main():
 @click.option("--inception-weights", default=None, type=click.Path(), help="Local torch-fidelity Inception weights file (offline).")
 @click.option("--fd-features", default=None, help="ckpt:PATH of a classifier whose features give the domain Fréchet distance 'fd'.")
 @click.option("--fd-arch", default=None, help="Architecture of an --fd-features file that does not record it.")
+@click.option("--overfit-probe", type=int, default=500, show_default=True, help="At each evaluation, log D's mean logit on this many training reals and as many held-out (test) reals, their gap and ADA's r_t (probe/* in metrics.csv; 0 = off).")
 @click.option("--sample-every", type=int, default=500, show_default=True, help="Save a sample grid every N iterations (0 = only at the end).")
 @click.option("--checkpoint-every", type=int, default=500, show_default=True, help="Save checkpoints/last.pt every N iterations (and at the end).")
 @click.option("--log-every", type=int, default=50, show_default=True, help="Progress line and metrics.csv row every N iterations.")

@@ -60,7 +60,8 @@ PRESETS: dict[str, dict] = {
 # Options that may change when a run is resumed: they do not change what is being trained.
 RESUMABLE_KEYS = ("iterations", "eval_every", "sample_every", "checkpoint_every", "log_every", "device",
                   "num_workers", "threads", "eval_samples", "skip_nonfinite", "precision", "channels_last",
-                  "amp")  # amp: the option --precision replaced; runs that recorded it stay resumable
+                  "amp",  # amp: the option --precision replaced; runs that recorded it stay resumable
+                  "overfit_probe")
 
 
 @dataclass
@@ -114,6 +115,7 @@ class TrainConfig:
     sample_every: int = 500
     checkpoint_every: int = 500
     log_every: int = 50
+    overfit_probe: int = 500
     skip_nonfinite: int = 0
     # runtime
     seed: int = 0
@@ -186,7 +188,8 @@ def validate_config(config: TrainConfig) -> None:
     for name in ("iterations", "batch_size", "d_steps", "g_ch", "d_ch", "dim_z", "eval_samples", "log_every"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
-    for name in ("eval_every", "sample_every", "checkpoint_every", "ema_start", "num_workers", "skip_nonfinite"):
+    for name in ("eval_every", "sample_every", "checkpoint_every", "ema_start", "num_workers", "skip_nonfinite",
+                 "overfit_probe"):
         if getattr(config, name) < 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(config, name)}")
     if not 0 <= config.ema_decay < 1:
@@ -215,6 +218,49 @@ def validate_config(config: TrainConfig) -> None:
         kind, _, path = config.fd_features.partition(":")
         if kind != "ckpt" or not Path(path).is_file():
             raise ValueError(f"--fd-features must be ckpt:PATH of an existing classifier checkpoint, got {config.fd_features!r}")
+
+
+class OverfitProbe:
+    """D's mean logit on fixed training reals vs held-out reals: the discriminator-overfitting signal.
+
+    Karras et al., "Training Generative Adversarial Networks with Limited Data" (ADA, NeurIPS 2020, §3 and
+    eq. 1): as D overfits, its outputs on the training reals rise while those on held-out reals of the same
+    distribution fall, and ``r_t = E[sign(D_train)]`` approaches 1. Here both sets are fixed at start-up:
+    the first ``n`` images of the training subset and the first ``n`` of the test split, un-flipped and not
+    augmented (ADA computes ``r_t`` on D's augmented training batches). D runs in eval mode under
+    ``no_grad``, so the spectral-norm vectors are not updated and no random number is drawn: probing does
+    not change training. Logged per evaluation as ``probe/d_train``, ``probe/d_heldout``, ``probe/d_gap``
+    (train − held-out) and ``probe/rt``.
+    """
+
+    def __init__(self, dataset: str, data_root: str, indices, n: int):
+        train = gan_data.load_dataset(dataset, data_root, train=True, hflip=False)
+        heldout = gan_data.load_dataset(dataset, data_root, train=False, hflip=False)
+        self.sets = {"train": self._stack(Subset(train, [int(i) for i in indices[:n]])),
+                     "heldout": self._stack(Subset(heldout, range(min(n, len(heldout)))))}
+
+    @staticmethod
+    def _stack(data) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = zip(*(data[i] for i in range(len(data))))
+        return torch.stack(images), torch.as_tensor(labels)
+
+    @torch.no_grad()
+    def __call__(self, discriminator: nn.Module, device: torch.device, memory_format=torch.contiguous_format,
+                 batch_size: int = 100) -> dict[str, float]:
+        was_training = discriminator.training
+        discriminator.eval()
+        try:
+            logits = {}
+            for name, (images, labels) in self.sets.items():
+                logits[name] = torch.cat([
+                    discriminator(images[i:i + batch_size].to(device).contiguous(memory_format=memory_format),
+                                  labels[i:i + batch_size].to(device)).float().flatten().cpu()
+                    for i in range(0, images.shape[0], batch_size)])
+        finally:
+            discriminator.train(was_training)
+        train, heldout = logits["train"].mean().item(), logits["heldout"].mean().item()
+        return {"probe/d_train": train, "probe/d_heldout": heldout, "probe/d_gap": train - heldout,
+                "probe/rt": logits["train"].sign().mean().item()}
 
 
 def grid_labels(n_classes: int, rows: int, columns: int) -> torch.Tensor:
@@ -288,6 +334,9 @@ class Trainer:
                                        num_samples=config.eval_samples, inception_weights=config.inception_weights,
                                        fd_features=config.fd_features, fd_arch=config.fd_arch, device=self.device,
                                        seed=config.seed)
+        self.probe = None
+        if config.eval_every > 0 and config.overfit_probe > 0 and self.context.is_main:
+            self.probe = OverfitProbe(config.dataset, config.data_root, self.indices, config.overfit_probe)
         self.start_iteration = 0
         self.saved_iteration: int | None = None  # the iteration last.pt holds, for divergence messages
         self.skipped_nonfinite = 0
@@ -544,6 +593,8 @@ class Trainer:
         return self.best
 
     def _evaluate(self, iteration: int, metrics_log: MetricsLogger, logger) -> None:
+        if self.probe is not None:
+            metrics_log.log(iteration, self.probe(unwrap(self.critic).discriminator, self.device, self.memory_format))
         if self.evaluator is not None:
             results = self.evaluator(self.generator_ema, n_classes=self.n_classes, dim_z=self.config.dim_z)
             metrics_log.log(iteration, {f"eval/{k}": v for k, v in results.items()})

@@ -58,6 +58,8 @@ def test_train_each_preset_then_evaluate_fd_and_sample(preset, cifar10_root, tea
     assert [int(r["step"]) for r in rows if r.get("d_loss")] == [1, 2, 3, 4]
     assert all(r.get("kd_loss") for r in rows if r.get("d_loss")) == (preset != "da")
     assert sum(1 for r in rows if r.get("eval/fd")) == 2
+    probes = [r for r in rows if r.get("probe/d_gap")]  # the overfitting probe, at each evaluation
+    assert [int(r["step"]) for r in probes] == [2, 4] and all(-1 <= float(r["probe/rt"]) <= 1 for r in probes)
     assert (out / "checkpoints" / "last.pt").is_file() and (out / "checkpoints" / "best.pt").is_file()
     assert (out / "samples" / "iter_000002.png").is_file() and (out / "samples" / "final.png").is_file()
     assert len(torch.load(out / "subset_indices.npy", weights_only=False) if False else

@@ -195,3 +195,36 @@ def test_diff_augment_keeps_the_memory_format():
         last = diff_augment(x.contiguous(memory_format=torch.channels_last), policy)
         assert plain.is_contiguous() and last.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(last, plain, rtol=0, atol=atol)
+
+
+def test_overfit_probe_reads_d_on_train_and_heldout_reals_without_changing_d(cifar10_root):
+    import numpy as np
+
+    from gan_kd.data import load_dataset
+    from gan_kd.train import OverfitProbe
+
+    indices = np.arange(100)[::-1].copy()
+    probe = OverfitProbe("cifar10", str(cifar10_root), indices, 12)
+    train = load_dataset("cifar10", cifar10_root, train=True, hflip=False)
+    heldout = load_dataset("cifar10", cifar10_root, train=False, hflip=False)
+    images, labels = probe.sets["train"]
+    assert images.shape[0] == 12 and torch.equal(images[0], train[99][0]) and int(labels[1]) == train[98][1]
+    assert torch.equal(probe.sets["heldout"][0][3], heldout[3][0])
+
+    torch.manual_seed(0)
+    discriminator = Discriminator(n_classes=10, d_ch=4)
+    discriminator(torch.randn(4, 3, 32, 32), torch.arange(4))  # move the power-iteration vectors off their init
+    state = {k: v.clone() for k, v in discriminator.state_dict().items()}
+    rng = torch.get_rng_state()
+    result = probe(discriminator, torch.device("cpu"), batch_size=5)
+    assert discriminator.training and torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(v, state[k]) for k, v in discriminator.state_dict().items())
+
+    discriminator.eval()
+    with torch.no_grad():
+        d_train = discriminator(*probe.sets["train"]).flatten()
+        d_heldout = discriminator(*probe.sets["heldout"]).flatten()
+    assert result["probe/d_train"] == pytest.approx(d_train.mean().item(), rel=1e-5)
+    assert result["probe/d_heldout"] == pytest.approx(d_heldout.mean().item(), rel=1e-5)
+    assert result["probe/d_gap"] == pytest.approx((d_train.mean() - d_heldout.mean()).item(), rel=1e-4, abs=1e-6)
+    assert result["probe/rt"] == pytest.approx(d_train.sign().mean().item())
