@@ -5,13 +5,13 @@ PY     := $(VENV)/bin/python
 # torch/torchvision pinned to the wheels this project is tested with (on the dev machines they lie on disk).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: test test-fast install clean bench
+.PHONY: test test-fast install clean bench demo
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PINS)
-	$(PY) -m pip install --quiet -e '.[dev,imagenet]'
+	$(PY) -m pip install --quiet -e '.[dev,imagenet,plots]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -26,6 +26,11 @@ test-fast: install
 # Benchmarks of this machine (one thread, about 10 minutes) -> results/benchmarks.md.
 bench: install
 	$(PY) scripts/bench.py --out results/benchmarks.md
+
+# The main job offline, end to end (<= 10 minutes here, install included): teacher + evaluator classifiers,
+# da and vkd-whiten GANs on 10% of Fashion-MNIST, FD, sample grids and an FD plot. SMOKE=1: tiny sizes.
+demo: install
+	$(PY) scripts/demo.py $(if $(SMOKE),--smoke,)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

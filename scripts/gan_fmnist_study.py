@@ -1,0 +1,138 @@
+#!/usr/bin/env python
+"""The CPU-scale GAN study on Fashion-MNIST -> results/gan_fmnist.md (issue 11; VkD Table 4 rows).
+
+Three steps, each resumable and skipping what is finished (a run is finished when its copy under
+results/runs/ holds result.json):
+
+    python scripts/gan_fmnist_study.py pilot  --fractions 0.01,0.02,0.05 --iterations 1500
+    python scripts/gan_fmnist_study.py run    --fraction 0.01 --iterations 1500 --seeds 0-4
+    python scripts/gan_fmnist_study.py report
+
+``pilot`` trains plain DA at several data fractions to find where D overfits; ``run`` trains every row of
+the ablation (``--rows``) for every seed at one regime; ``report`` regenerates the tables, verdicts and
+plots from the committed run copies. The teacher (ResNet-20, seed 0) and the FD network (ResNet-32, seed 1)
+are trained first if missing, into runs/teachers/. Long runs: pin to one core, e.g.
+``nohup taskset -c 1 python scripts/gan_fmnist_study.py run ... &``. Checkpoints stay in --runs (not
+committed); the small files go to results/runs/.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gan_kd import study  # noqa: E402
+
+BIN = Path(sys.executable).parent
+TEACHERS = {  # role -> (model, seed, run dir)
+    "teacher": ("resnet20", 0, "runs/teachers/fmnist_resnet20"),
+    "fd_net": ("resnet32", 1, "runs/teachers/fmnist_resnet32"),
+}
+PILOT_RESULTS = "results/runs/gan_fmnist_pilot"
+STUDY_RESULTS = "results/runs/gan_fmnist"
+
+
+def train_classifiers(data_root: str) -> study.Assets:
+    """The teacher and the FD network (~2 passes over the 60k images each), unless already trained."""
+    paths = {}
+    for role, (model, seed, out) in TEACHERS.items():
+        out = ROOT / out
+        if not (out / "result.json").is_file():
+            click.echo(f"training the {role} ({model}, seed {seed}) into {out}")
+            subprocess.run([str(BIN / "classifier-kd"), "train-teacher", "--model", model, "--dataset", "fashion_mnist",
+                            "--data-root", data_root, "--epochs", "6", "--max-steps-per-epoch", "160",
+                            "--milestones", "4,5", "--batch-size", "128", "--lr", "0.1", "--workers", "0",
+                            "--device", "cpu", "--seed", str(seed), "--out", str(out)],
+                           check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        paths[role] = str(out / "checkpoints" / "best.pt")
+    return study.Assets(data_root=data_root, teacher=paths["teacher"], fd_net=paths["fd_net"])
+
+
+def seeds_option(value: str) -> list[int]:
+    if "-" in value:
+        first, last = value.split("-")
+        return list(range(int(first), int(last) + 1))
+    return [int(v) for v in value.split(",")]
+
+
+def regime(fraction, width, iterations, eval_every) -> study.Regime:
+    return study.Regime(fraction=fraction, width=width, iterations=iterations, eval_every=eval_every)
+
+
+common = [
+    click.option("--width", type=int, default=8, show_default=True, help="G and D width (g_ch = d_ch)."),
+    click.option("--iterations", type=int, default=1500, show_default=True),
+    click.option("--eval-every", type=int, default=100, show_default=True),
+    click.option("--data-root", default="data", show_default=True,
+                 help="Fashion-MNIST root (Debian's dataset-fashion-mnist is found automatically)."),
+    click.option("--runs", default="runs/gan_fmnist", show_default=True, help="Run directories (checkpoints)."),
+]
+
+
+def with_common(function):
+    for option in reversed(common):
+        function = option(function)
+    return function
+
+
+@click.group()
+def main():
+    """The CPU-scale data-limited GAN study (pilot, ablation runs, report)."""
+
+
+@main.command()
+@click.option("--fractions", default="0.01,0.02,0.05,0.1", show_default=True)
+@with_common
+def pilot(fractions, width, iterations, eval_every, data_root, runs):
+    """Plain DA at each fraction (seed 0): the FD curve and D's overfitting signal."""
+    os.chdir(ROOT)
+    Path(data_root).mkdir(parents=True, exist_ok=True)
+    assets = train_classifiers(data_root)
+    for fraction in (float(f) for f in fractions.split(",")):
+        study.execute("da", regime(fraction, width, iterations, eval_every), 0, runs=Path(runs),
+                      results=Path(PILOT_RESULTS), assets=assets, gan_kd=str(BIN / "gan-kd"), log=click.echo)
+
+
+@main.command()
+@click.option("--fraction", type=float, required=True)
+@click.option("--seeds", default="0-4", show_default=True, help="e.g. 0-4 or 0,2.")
+@click.option("--rows", default=",".join(study.ROWS), show_default=True)
+@with_common
+def run(fraction, seeds, rows, width, iterations, eval_every, data_root, runs):
+    """Every row for every seed at one regime, seed by seed (so rows fill up evenly)."""
+    os.chdir(ROOT)
+    Path(data_root).mkdir(parents=True, exist_ok=True)
+    assets = train_classifiers(data_root)
+    chosen = regime(fraction, width, iterations, eval_every)
+    for seed in seeds_option(seeds):
+        for row in rows.split(","):
+            pilot_copy = ROOT / PILOT_RESULTS / study.run_name(row, chosen, seed)
+            if row == "da" and (pilot_copy / "result.json").is_file():
+                # the pilot's DA run at the chosen regime is the same command: reuse it
+                if not study.is_finished(ROOT / STUDY_RESULTS, pilot_copy.name):
+                    study.copy_small_files(pilot_copy, ROOT / STUDY_RESULTS / pilot_copy.name)
+                continue
+            study.execute(row, chosen, seed, runs=Path(runs), results=Path(STUDY_RESULTS), assets=assets,
+                          gan_kd=str(BIN / "gan-kd"), log=click.echo)
+
+
+@main.command()
+@click.option("--rows", default=",".join(study.ROWS), show_default=True)
+@click.option("--min-seeds", type=int, default=5, show_default=True)
+@click.option("--out", default="results/gan_fmnist.md", show_default=True)
+def report(rows, min_seeds, out):
+    """Regenerate results/gan_fmnist.md and results/gan_fmnist_figures/*.png from the run copies."""
+    os.chdir(ROOT)
+    study.write_report(Path(PILOT_RESULTS), Path(STUDY_RESULTS), Path(out), Path("results/gan_fmnist_figures"),
+                       rows=rows.split(","), min_seeds=min_seeds)
+    click.echo(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""gan_kd.study (the CPU study driver and its report) and kd_core.stats, on run copies written here."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gan_kd import study
+from gan_kd.cli import main as gan_cli
+from gan_kd.train import TrainConfig
+from kd_core.stats import bootstrap_mean_ci, compare, mean_std
+
+REGIME = study.Regime(fraction=0.01, width=8, iterations=300, eval_every=100)
+ASSETS = study.Assets(data_root="data", teacher="t.pt", fd_net="f.pt")
+
+
+def test_mean_std_is_the_sample_std_and_intervals_are_reproducible():
+    assert mean_std([1.0, 2.0, 3.0, 4.0]) == (2.5, pytest.approx(np.std([1, 2, 3, 4], ddof=1)))
+    assert mean_std([7.0]) == (7.0, 0.0)
+    low, high = bootstrap_mean_ci([10.0, 11.0, 12.0, 13.0, 14.0])
+    assert 10 <= low < 12 < high <= 14 and (low, high) == bootstrap_mean_ci([10.0, 11.0, 12.0, 13.0, 14.0])
+
+
+@pytest.mark.parametrize("candidate, verdict", [
+    ([8.0, 8.2, 7.9, 8.1, 8.0], "yes"),      # clearly lower FD
+    ([12.0, 12.1, 11.9, 12.2, 12.0], "no"),  # clearly higher
+    ([9.0, 11.0, 10.5, 9.4, 10.2], "not resolved"),
+    ([8.0], "not resolved"),                 # one run: no interval
+])
+def test_compare_says_yes_no_or_not_resolved(candidate, verdict):
+    result = compare(candidate, [10.0, 10.2, 9.8, 10.1, 9.9])
+    assert result["verdict"] == verdict
+    assert result["difference"] == pytest.approx(np.mean(candidate) - 10.0)
+
+
+@pytest.mark.parametrize("row", study.ROWS)
+def test_train_commands_parse_with_the_gan_kd_cli(row, tmp_path):
+    command = study.train_command(row, REGIME, 3, tmp_path / "run", ASSETS)
+    assert command[:2] == ["gan-kd", "train"]
+    context = gan_cli.commands["train"].make_context("train", command[2:])
+    assert context.params["seed"] == 3 and context.params["data_fraction"] == 0.01
+    assert (context.params["teacher"] is None) == (row == "da")
+    if row == "linear-whiten":
+        assert (context.params["preset"], context.params["normalizer"]) == ("da-kd", "whiten")
+
+
+def fake_copy(results: Path, row: str, seed: int, fd: float, curve: list[float], gap: list[float]) -> Path:
+    """A run copy as study.copy_small_files leaves it (the numbers are made up for the report's plumbing)."""
+    folder = results / study.run_name(row, REGIME, seed)
+    folder.mkdir(parents=True)
+    config = TrainConfig(dataset="fashion_mnist", data_fraction=REGIME.fraction, g_ch=8, d_ch=8, iterations=300,
+                         eval_every=100, eval_samples=2000, ema_decay=0.99, ema_start=100, seed=seed,
+                         preset="da" if row == "da" else "vkd-whiten", distill=row != "da").to_dict()
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "training.json").write_text(json.dumps({"wall_time_s": 600.0 + seed}))
+    (folder / "result.json").write_text(json.dumps({
+        "metrics": {"fd": {"mean": fd, "std": 0.1, "values": [fd - 0.1, fd + 0.1]}}, "labels": {"fd": "FD (resnet32)"},
+        "iteration": 200, "num_samples": 10000, "repeats": 2, "hardware": "test CPU"}))
+    with open(folder / "metrics.csv", "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["step", "d_loss", "eval/fd", "probe/d_gap", "probe/rt"])
+        for i, (value, g) in enumerate(zip(curve, gap)):
+            writer.writerow([50 * (2 * i + 1), 1.0, "", "", ""])
+            writer.writerow([100 * (i + 1), "", value, g, 0.5])
+    return folder
+
+
+def test_report_tables_verdicts_and_plots_come_from_the_copies(tmp_path):
+    pilot, results = tmp_path / "pilot", tmp_path / "study"
+    fake_copy(pilot, "da", 0, 20.0, [30.0, 20.0, 25.0], [0.1, 0.8, 2.0])
+    for seed in range(5):
+        fake_copy(results, "da", seed, 20.0 + 0.1 * seed, [30.0, 20.0, 25.0], [0.1, 0.8, 2.0])
+        fake_copy(results, "vkd-whiten", seed, 15.0 + 0.1 * seed, [28.0, 15.0, 16.0], [0.1, 0.3, 0.5])
+    fake_copy(results, "vkd", 0, 19.0, [29.0, 19.0, 20.0], [0.1, 0.5, 1.0])
+    out = tmp_path / "report.md"
+    text = study.write_report(pilot, results, out, tmp_path / "figures", rows=list(study.ROWS))
+    assert out.read_text() == text
+    pilot_row = next(line for line in text.splitlines() if line.startswith("| 0.01 |"))
+    assert "| 600 | 8 | 300 | 20.00 (200) | 25.00 | +25.0% | +0.100 → +2.000 | +0.50 | 600 s |" in pilot_row
+    vkd_whiten = next(line for line in text.splitlines() if line.startswith("| DA + VkD w/ whitening"))
+    assert "15.20 ± 0.16 " in vkd_whiten and "| 5 |" in vkd_whiten and "-5.00 [" in vkd_whiten
+    assert "| DA + linear + whitening (linear, no normaliser" not in text
+    assert "| DA + linear + whitening | (missing) | | 0 of 5 |" in text
+    assert "| 1 (4 missing) |" in next(line for line in text.splitlines() if line.startswith("| DA + VkD (orth"))
+    assert "**(c) distillation (VkD w/ whitening) improves on DA**: yes — vkd-whiten is 5.00 FD lower (better)" in text
+    assert "**(a) whitening improves on VkD without it**: not resolved — too few finished seeds (5 vkd-whiten, 1 vkd)" in text
+    for name in ("pilot_fd.png", "pilot_gap.png", "study_fd.png", "study_gap.png"):
+        assert (tmp_path / "figures" / name).stat().st_size > 1000 and f"figures/{name})" in text
+    assert text.count("gan-kd train --out runs/gan_fmnist/") == 12
+
+
+def test_execute_skips_a_finished_copy_and_copies_a_fresh_run(tmp_path, monkeypatch):
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    fake_copy(results, "da", 0, 20.0, [30.0], [0.1])
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail("a finished run was started again"))
+    assert study.execute("da", REGIME, 0, runs=runs, results=results, assets=ASSETS, log=lambda _: None).is_dir()
+
+    run_dir = fake_copy(runs, "vkd", 1, 18.0, [25.0], [0.2])  # as a finished gan-kd run would leave it
+    (run_dir / "samples").mkdir()
+    (run_dir / "samples" / "final.png").write_bytes(b"png")
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"not copied")
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda command, **k: calls.append(command[:2]) or 0)
+    copy = study.execute("vkd", REGIME, 1, runs=runs, results=results, assets=ASSETS, log=lambda _: None)
+    assert calls == [["gan-kd", "train"], ["gan-kd", "evaluate"]]
+    assert sorted(p.name for p in copy.iterdir()) == ["config.json", "final.png", "metrics.csv", "result.json",
+                                                      "training.json"]
+
+    monkeypatch.setattr(subprocess, "call", lambda command, **k: 1)
+    with pytest.raises(RuntimeError, match="exited with 1"):
+        study.execute("da-kd", REGIME, 0, runs=runs, results=results, assets=ASSETS, log=lambda _: None)
+    assert not (results / study.run_name("da-kd", REGIME, 0)).exists()
