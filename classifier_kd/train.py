@@ -45,6 +45,7 @@ from classifier_kd.models.checkpoint import save_classifier
 from kd_core.runtime.checkpoint import CheckpointError, atomic_save, load_checkpoint
 from kd_core.runtime.distributed import DistributedContext, all_reduce_mean, barrier, init_distributed
 from kd_core.runtime.finite import TrainingDiverged, first_non_finite, format_terms
+from kd_core.runtime.run import lock_run_dir
 from kd_core.runtime.io import check_writable_dir, write_json, write_npy
 from kd_core.runtime.precision import Precision, resolve_precision, slow_precision_warning
 from kd_core.runtime.logging import (
@@ -306,9 +307,24 @@ def fit(
 
     Returns the run's result (also written to ``result.json``). Raises :class:`RunSetupError` -- before
     writing anything -- for a run that cannot start: no full batch per epoch, a run directory created
-    with other options, an unreadable ``last.pt``.
+    with other options or in use by another process (:class:`~kd_core.runtime.run.RunLock`), an
+    unreadable ``last.pt``.
     """
     ctx = ctx if ctx is not None else init_distributed(config.device)
+    try:
+        check_writable_dir(Path(config.out), "run directory --out")
+        lock = lock_run_dir(config.out, ctx.is_main, ctx.device)
+    except ValueError as err:  # RunLocked, OutputNotWritable
+        raise RunSetupError(str(err)) from err
+    try:
+        return _fit(target, train_set, test_set, config, input_spec=input_spec, ctx=ctx)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: TrainConfig, *, input_spec: dict,
+         ctx: DistributedContext) -> dict[str, Any]:
     device, is_main = ctx.device, ctx.is_main
     run_dir = Path(config.out)
     ckpt_dir = run_dir / CHECKPOINT_DIR
@@ -322,10 +338,6 @@ def fit(
     steps_per_epoch = per_rank // config.batch_size  # drop_last: BN needs more than one image per batch
     if config.max_steps_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
-    try:
-        check_writable_dir(run_dir, "run directory --out")
-    except ValueError as err:
-        raise RunSetupError(str(err)) from err
     min_batch = int(getattr(target, "min_batch_size", 1))
     if config.batch_size < min_batch:
         raise RunSetupError(f"batch size {config.batch_size} per process is too small for these losses, which use "

@@ -156,6 +156,7 @@ def train(ctx, out, **options):
     except TrainingDiverged as error:  # not bad input: exit code 1, one line
         raise click.ClickException(" ".join(str(error).split())) from None
     finally:
+        trainer.close()
         cleanup_distributed()
 
 

@@ -47,6 +47,7 @@ from kd_core.runtime.io import write_json
 from kd_core.runtime.precision import PRECISIONS, fp32, resolve_precision, slow_precision_warning
 from kd_core.runtime.logging import (MetricsLogger, Progress, get_logger, hardware_summary, prepare_run_dir,
                                      validate_run_dir)
+from kd_core.runtime.run import lock_run_dir
 from kd_core.runtime.seed import capture_rng_state, restore_rng_state, seed_everything
 
 # VkD Table 4 rows. Explicit options given with a preset win over its values.
@@ -310,6 +311,23 @@ class Trainer:
         self.local_batch = config.batch_size // world
         self.precision = resolve_precision(config.precision, self.device)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        # One process per run directory, from the option check to the end (Trainer.close releases it).
+        self.lock = lock_run_dir(self.out, self.context.is_main, self.device)
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the run directory (also done at the end of :meth:`run`)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def _setup(self) -> None:
+        config = self.config
+        world = self.context.world_size
         self.resuming = validate_run_dir(self.out, config.to_dict(), RESUMABLE_KEYS)
 
         seed_everything(config.seed)  # same initial weights on every rank (DDP also broadcasts them)
@@ -504,6 +522,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def run(self) -> dict:
+        """Train to ``config.iterations`` (resuming from ``last.pt``); returns the best evaluation record."""
+        try:
+            return self._run()
+        finally:
+            self.close()
+
+    def _run(self) -> dict:
         config, context = self.config, self.context
         out = prepare_run_dir(self.out, config.to_dict(), ignore_keys=RESUMABLE_KEYS, is_main=context.is_main)
         logger = get_logger("gan_kd.train", out, context.is_main)
@@ -617,4 +642,5 @@ def train(config: TrainConfig, out: str | Path) -> dict:
     try:
         return trainer.run()
     finally:
+        trainer.close()
         cleanup_distributed()

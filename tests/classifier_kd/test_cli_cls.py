@@ -389,3 +389,40 @@ def test_outputs_and_data_root_are_checked_before_any_work(cifar10_root, cifar10
     assert not missing.exists() and not (tmp_path / "run").exists()
     assert_refused(invoke("train-teacher", *TINY, "--dataset", "cifar10", "--data-root", cifar10_root, "--out",
                           a_file / "run"), "is a file, not a directory")
+
+
+@pytest.mark.slow
+def test_second_process_is_refused_and_a_killed_run_resumes(fashion_mnist_raw_dir, tmp_path):
+    """One process per run directory (issue 12, item 3); the lock of a SIGKILLed run does not block its resume."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from kd_core.runtime.datasets import copy_fashion_mnist
+
+    root = tmp_path / "data"  # a subprocess sees neither monkeypatches nor the fixture's system folder: copy the files
+    copy_fashion_mnist(root, system_dir=fashion_mnist_raw_dir)
+    out = tmp_path / "teacher"
+    command = [sys.executable, "-m", "classifier_kd.cli", "train-teacher", "--model", "resnet8x4", "--batch-size", "16",
+               "--max-steps-per-epoch", "2", "--milestones", "1", "--workers", "0", "--device", "cpu",
+               "--dataset", "fashion_mnist", "--data-root", str(root), "--out", str(out), "--epochs", "500"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and len(steps(out) if (out / "metrics.csv").is_file() else []) < 2:
+            time.sleep(0.3)
+        second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2, second.stderr
+        error = [line for line in second.stderr.splitlines() if line.strip()]
+        assert len(error) == 1 and f"in use by another training process (pid {process.pid} " in error[0], second.stderr
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    done = len(steps(out))
+    assert 2 <= done < 500
+    resumed = invoke(*command[command.index("train-teacher"):-1], str(done + 1))
+    assert resumed.exit_code == 0, resumed.output
+    assert steps(out) == [str(i) for i in range(1, done + 2)]

@@ -97,7 +97,7 @@ def test_resume_equals_uninterrupted_run(cifar10_root, teacher_ckpt, tmp_path):
     assert steps == sorted(set(steps)) == [1, 2, 3, 4]
 
 
-def test_killed_run_resumes_from_saved_iteration(fashion_mnist_raw_dir, tmp_path):
+def test_second_process_is_refused_and_a_killed_run_resumes_from_saved_iteration(fashion_mnist_raw_dir, tmp_path):
     root = tmp_path / "data"
     find_fashion_mnist(root, system_dir=fashion_mnist_raw_dir)
     out = tmp_path / "killed"
@@ -111,6 +111,11 @@ def test_killed_run_resumes_from_saved_iteration(fashion_mnist_raw_dir, tmp_path
         while time.monotonic() < deadline and not (last.is_file() and
                                                     torch.load(last, weights_only=False)["iteration"] >= 3):
             time.sleep(0.5)
+        # a second process into the same directory is refused while the first one lives (issue 12, item 3)
+        second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2, second.stderr
+        error = [line for line in second.stderr.splitlines() if line.startswith("Error")]
+        assert len(error) == 1 and f"in use by another training process (pid {process.pid} " in error[0], second.stderr
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
