@@ -50,8 +50,8 @@ class Regime:
 
     fraction: float = 0.01
     width: int = 8
-    iterations: int = 1500
-    eval_every: int = 100
+    iterations: int = 500
+    eval_every: int = 50
     eval_samples: int = 2000
     ema_decay: float = 0.99
     ema_start: int = 100
