@@ -36,7 +36,7 @@ from kd_core.runtime.datasets import DatasetNotFound, load_fashion_mnist, locate
 BIN = Path(sys.executable).parent
 # stage sizes: full demo (<= 10 minutes with the install on a 2-core CPU) and smoke (< 2 minutes)
 SIZES = {
-    "full": dict(cls_steps=150, cls_batch=64, gan_iterations=100, eval_every=25, eval_samples=1000, width=8,
+    "full": dict(cls_steps=150, cls_batch=64, gan_iterations=80, eval_every=20, eval_samples=1000, width=8,
                  batch=32, final_samples=5000, probe=500),
     "smoke": dict(cls_steps=4, cls_batch=16, gan_iterations=6, eval_every=3, eval_samples=40, width=4,
                   batch=10, final_samples=60, probe=10),
