@@ -21,7 +21,7 @@ PRESETS=${PRESETS:-"da da-kd vkd vkd-whiten"}; LECAM=${LECAM:-0.3}; KD_WEIGHT=${
 
 die() { echo "gan_cifar.sh: $*" >&2; exit 2; }
 python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
-  || die "no CUDA GPU visible; these runs take days on a GPU (use scripts/gan_fmnist_cpu.sh for the CPU-scale study)"
+  || die "no CUDA GPU visible; these runs take days on a GPU (use scripts/gan_fmnist_study.py for the CPU-scale study)"
 for dataset in $DATASETS; do
   case $dataset in
     cifar10) [ -f "$DATA_ROOT/cifar-10-batches-py/data_batch_1" ] || die "CIFAR-10 missing: expected $DATA_ROOT/cifar-10-batches-py/ (set DATA_ROOT)";;
