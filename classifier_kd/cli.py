@@ -43,7 +43,7 @@ from kd_core.runtime.distributed import cleanup_distributed, init_distributed
 from kd_core.runtime.finite import first_non_finite
 from kd_core.runtime.io import check_writable_file, write_json, write_text
 from kd_core.runtime.precision import resolve_precision
-from kd_core.runtime.logging import format_duration
+from kd_core.runtime.progress import format_duration
 from kd_core.runtime.seed import seed_everything
 
 

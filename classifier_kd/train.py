@@ -14,7 +14,7 @@ teacher + kd_core losses, with ``model`` = the student) is another, with no chan
 
 A run directory holds ``config.json``, ``checkpoints/last.pt`` (everything needed to resume, written
 after every epoch), ``checkpoints/best.pt`` (the classifier with the best test top-1, in the
-``classifier_kd`` checkpoint format with its input spec), ``metrics.csv`` + TensorBoard events (one row
+``classifier_kd`` checkpoint format with its input spec), ``metrics.jsonl`` + TensorBoard events (one row
 per epoch) and ``result.json``. Re-running the same command on the same directory resumes from
 ``last.pt``; options listed in :data:`RESUMABLE_KEYS` may change (e.g. more epochs).
 
@@ -45,13 +45,12 @@ from classifier_kd.models.checkpoint import save_classifier
 from kd_core.runtime.checkpoint import CheckpointError, atomic_save, load_checkpoint
 from kd_core.runtime.distributed import DistributedContext, all_reduce_mean, barrier, init_distributed
 from kd_core.runtime.finite import TrainingDiverged, first_non_finite, format_terms
-from kd_core.runtime.run import lock_run_dir
+from kd_core.runtime.run import (RunConfigMismatch, get_logger, hardware_summary, lock_run_dir, prepare_run_dir,
+                                 validate_run_dir)
 from kd_core.runtime.io import check_writable_dir, write_json, write_npy
 from kd_core.runtime.precision import Precision, resolve_precision, slow_precision_warning
-from kd_core.runtime.logging import (
-    MetricsLogger, Progress, RunConfigMismatch, format_duration, get_logger, hardware_summary, prepare_run_dir,
-    validate_run_dir,
-)
+from kd_core.runtime.metrics import MetricsLogger
+from kd_core.runtime.progress import Progress, format_duration
 from kd_core.runtime.seed import capture_rng_state, restore_rng_state, seed_everything
 
 __all__ = [
@@ -427,9 +426,10 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
 
     # ---- 5. Epochs: train, evaluate, log, checkpoint.
     metrics = MetricsLogger(run_dir, enabled=is_main)
-    metrics.truncate_after(start_epoch)  # rows past last.pt (a crash mid-epoch) are redone, not duplicated
+    # rows past last.pt (a crash mid-epoch) are redone, not duplicated
+    metrics.resume(start_epoch, state.get("metrics_offset") if state is not None else None)
     progress = Progress(total=config.epochs * steps_per_epoch, start=start_epoch * steps_per_epoch,
-                        every=config.log_every)
+                        every=config.log_every, bar=None if is_main else False)
     session_start = time.monotonic()
     test_metrics: dict[str, float] = {}
     for epoch in range(start_epoch, config.epochs):
@@ -496,11 +496,12 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
             atomic_save({"target": target.state_dict(), "optimizer": optimizer.state_dict(),
                          "scaler": scaler.state_dict(),
                          "epoch": epoch + 1, "best_top1": best_top1, "best_epoch": best_epoch,
-                         "rng": capture_rng_state(),
+                         "rng": capture_rng_state(), "metrics_offset": metrics.offset(),
                          "wall_time": wall_before + time.monotonic() - session_start},
                         ckpt_dir / LAST, keep_previous=True)
         barrier()
     metrics.close()
+    progress.close()
 
     # ---- 6. Result. A resume of a finished run only re-reports it (final accuracy re-evaluated).
     if not test_metrics:

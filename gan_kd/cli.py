@@ -105,10 +105,10 @@ def main():
 @click.option("--inception-weights", default=None, type=click.Path(), help="Local torch-fidelity Inception weights file (offline).")
 @click.option("--fd-features", default=None, help="ckpt:PATH of a classifier whose features give the domain Fréchet distance 'fd'.")
 @click.option("--fd-arch", default=None, help="Architecture of an --fd-features file that does not record it.")
-@click.option("--overfit-probe", type=int, default=500, show_default=True, help="At each evaluation, log D's mean logit on this many training reals and as many held-out (test) reals, their gap and ADA's r_t (probe/* in metrics.csv; 0 = off).")
+@click.option("--overfit-probe", type=int, default=500, show_default=True, help="At each evaluation, log D's mean logit on this many training reals and as many held-out (test) reals, their gap and ADA's r_t (probe/* in metrics.jsonl; 0 = off).")
 @click.option("--sample-every", type=int, default=500, show_default=True, help="Save a sample grid every N iterations (0 = only at the end).")
 @click.option("--checkpoint-every", type=int, default=500, show_default=True, help="Save checkpoints/last.pt every N iterations (and at the end).")
-@click.option("--log-every", type=int, default=50, show_default=True, help="Progress line and metrics.csv row every N iterations.")
+@click.option("--log-every", type=int, default=50, show_default=True, help="Progress and a metrics.jsonl row every N iterations.")
 @click.option("--skip-nonfinite", type=int, default=0, show_default=True, help="Skip up to N D/G steps whose loss is NaN/Inf (their optimiser step is not taken); one more stops the run (exit 1).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, noise and data order.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -184,7 +184,7 @@ def evaluate(run_dir, checkpoint, num_samples, repeats, metrics, inception_weigh
     from gan_kd.snapshot import load_ema_generator
     from kd_core.runtime.distributed import resolve_device
     from kd_core.runtime.io import check_writable_file, write_json
-    from kd_core.runtime.logging import hardware_summary
+    from kd_core.runtime.run import hardware_summary
 
     if num_samples < 2 or repeats < 1:
         raise click.UsageError(f"--num-samples must be >= 2 and --repeats >= 1, got {num_samples} and {repeats}")

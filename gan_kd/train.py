@@ -45,9 +45,9 @@ from kd_core.runtime.distributed import (DistributedContext, all_reduce_mean, ba
 from kd_core.runtime.finite import TrainingDiverged, all_finite, all_ranks_true, format_terms
 from kd_core.runtime.io import write_json
 from kd_core.runtime.precision import PRECISIONS, fp32, resolve_precision, slow_precision_warning
-from kd_core.runtime.logging import (MetricsLogger, Progress, get_logger, hardware_summary, prepare_run_dir,
-                                     validate_run_dir)
-from kd_core.runtime.run import lock_run_dir
+from kd_core.runtime.metrics import MetricsLogger
+from kd_core.runtime.progress import Progress
+from kd_core.runtime.run import get_logger, hardware_summary, lock_run_dir, prepare_run_dir, validate_run_dir
 from kd_core.runtime.seed import capture_rng_state, restore_rng_state, seed_everything
 
 # VkD Table 4 rows. Explicit options given with a preset win over its values.
@@ -360,6 +360,12 @@ class Trainer:
         self.skipped_nonfinite = 0
         self.best: dict = {}
         self._rng_to_restore = None
+        # The loss averages of the metrics row being accumulated (saved in last.pt, so that a resumed run logs
+        # the rows an uninterrupted one would), and how far metrics.jsonl had got at the last checkpoint.
+        self.window_sums: dict[str, float] = {}
+        self.window_count = 0
+        self.metrics_offset: int | None = None
+        self.metrics_log: MetricsLogger | None = None
         if self.resuming and (self.out / "checkpoints" / "last.pt").is_file():
             self._load(self.out / "checkpoints" / "last.pt")
 
@@ -397,6 +403,9 @@ class Trainer:
             "best": self.best,
             "skipped_nonfinite": self.skipped_nonfinite,
             "rng": gather_rng_states(self.context),
+            # rows of the current metrics window (their mean over ranks, so a resume under DDP logs the same means)
+            "log_window": {"sums": all_reduce_mean(dict(self.window_sums)), "count": self.window_count},
+            "metrics_offset": self.metrics_log.offset() if self.metrics_log is not None else None,
         }
 
     def _load(self, path: Path) -> None:
@@ -417,6 +426,9 @@ class Trainer:
         self.best = state.get("best", {})
         self.skipped_nonfinite = int(state.get("skipped_nonfinite", 0))
         self.start_iteration = self.saved_iteration = int(state["iteration"])
+        window = state.get("log_window") or {"sums": {}, "count": 0}  # absent in checkpoints before it was saved
+        self.window_sums, self.window_count = dict(window["sums"]), int(window["count"])
+        self.metrics_offset = state.get("metrics_offset")
         states = state["rng"]
         self._rng_to_restore = states[self.context.rank] if self.context.rank < len(states) else None
 
@@ -561,12 +573,12 @@ class Trainer:
                                           world_size=context.world_size, num_workers=config.num_workers,
                                           skip_batches=self.start_iteration * config.d_steps,
                                           pin_memory=self.device.type == "cuda")
-        metrics_log = MetricsLogger(out, enabled=context.is_main)
-        metrics_log.truncate_after(self.start_iteration)
-        progress = Progress(config.iterations, start=self.start_iteration, every=config.log_every)
+        metrics_log = self.metrics_log = MetricsLogger(out, enabled=context.is_main)
+        metrics_log.resume(self.start_iteration, self.metrics_offset)  # drops rows logged after last.pt
+        progress = Progress(config.iterations, start=self.start_iteration, every=config.log_every,
+                            bar=None if context.is_main else False)
         started = time.monotonic()
-        running: dict[str, float] = {}
-        count = 0
+        running = self.window_sums  # filled in place: last.pt saves it
         for iteration in range(self.start_iteration + 1, config.iterations + 1):
             self.generator.requires_grad_(False)
             self.critic.requires_grad_(True)
@@ -591,13 +603,15 @@ class Trainer:
                 running[name] = running.get(name, 0.0) + float(value)
             ema_update(self.generator_ema, unwrap(self.generator), 0.0 if iteration < config.ema_start else config.ema_decay)
 
-            count += 1
+            self.window_count += 1
             if iteration % config.log_every == 0 or iteration == config.iterations:
+                count = self.window_count
                 averages = all_reduce_mean({name: total / count for name, total in running.items()})
                 metrics_log.log(iteration, averages)
                 if context.is_main:
                     progress.update(iteration, **{k: v for k, v in averages.items() if k in ("d_loss", "g_loss", "kd_loss")})
-                running, count = {}, 0
+                running.clear()
+                self.window_count = 0
             if context.is_main and config.sample_every and iteration % config.sample_every == 0:
                 sample_grid(self.generator_ema, self.n_classes, config.dim_z, out / "samples" / f"iter_{iteration:06d}.png",
                             device=self.device)
@@ -607,6 +621,7 @@ class Trainer:
             if (config.checkpoint_every and iteration % config.checkpoint_every == 0) or last:
                 self._save(iteration)
         metrics_log.close()
+        progress.close()
         if context.is_main:
             sample_grid(self.generator_ema, self.n_classes, config.dim_z, out / "samples" / "final.png", device=self.device)
             summary = {"iterations": config.iterations, "best": self.best, "wall_time_s": round(time.monotonic() - started, 1),

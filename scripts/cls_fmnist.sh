@@ -9,7 +9,7 @@
 # table says what a CPU can measure, not what the papers' GPU runs give. DKD's warm-up is scaled with the run
 # (1 epoch of 6 instead of 20 of 240).
 #
-# Each finished run's small files (config.json, result.json, metrics.csv) are copied to $RESULTS/<run>/, which
+# Each finished run's small files (config.json, result.json, metrics.jsonl) are copied to $RESULTS/<run>/, which
 # is committed; a run whose copy holds result.json is skipped. results/cls_fmnist.md is regenerated from the
 # copies at the end (and by `TABLE_ONLY=1 bash scripts/cls_fmnist.sh`).
 #
@@ -30,7 +30,7 @@ export OMP_NUM_THREADS=1
 copy_small_files() {  # run_dir -> $RESULTS/<name>/ (result.json last: its presence marks a complete copy)
   local target=$RESULTS/$(basename "$1")
   mkdir -p "$target"
-  for f in config.json metrics.csv result.json; do
+  for f in config.json metrics.jsonl result.json; do
     [ -f "$1/$f" ] && cp "$1/$f" "$target/.$f.tmp" && mv "$target/.$f.tmp" "$target/$f"
   done
   return 0

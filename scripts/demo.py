@@ -30,7 +30,7 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gan_kd.study import read_curves  # noqa: E402
+from kd_core.runtime.metrics import metric_curves  # noqa: E402
 from kd_core.runtime.datasets import DatasetNotFound, load_fashion_mnist, locate_fashion_mnist  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -192,7 +192,7 @@ def main(smoke, out, data_root, fraction):
 
     plot = out / "fd_vs_iteration.png"
     try:
-        curve_plot({preset: [read_curves(path / "metrics.csv").get("eval/fd", [])] for preset, path in gans.items()},
+        curve_plot({preset: [metric_curves(path).get("eval/fd", [])] for preset, path in gans.items()},
                    plot, ylabel=f"FD ({CLASSIFIERS['evaluator'][0]} features)", title="EMA generator during training")
     except PlotsUnavailable as error:
         plot = None

@@ -66,10 +66,15 @@ def assert_equal(a, b, where: str = "") -> None:
         assert a == b, (where, a, b)
 
 
+# What describes rather than trains: options, integrity record, wall time, and the run's bookkeeping (how far
+# metrics.jsonl had got, the partial metrics window), which later commits added to last.pt.
+BOOKKEEPING = ("integrity", "config", "wall_time", "metrics_offset", "log_window")
+
+
 def trained_state(path: Path) -> dict:
-    """The checkpoint without what describes rather than trains (options, integrity record, wall time)."""
+    """The checkpoint without :data:`BOOKKEEPING`."""
     state = torch.load(path, weights_only=False)
-    for key in ("integrity", "config", "wall_time"):
+    for key in BOOKKEEPING:
         state.pop(key, None)
     return state
 

@@ -1,4 +1,4 @@
-"""What both trainers need around the training loop: seeding, checkpoints, torchrun, logging."""
+"""What both trainers need around the training loop: seeding, checkpoints, torchrun, the run directory, metrics."""
 from kd_core.runtime.checkpoint import CheckpointError, atomic_save, load_checkpoint
 from kd_core.runtime.distributed import (
     DistributedContext,
@@ -10,14 +10,9 @@ from kd_core.runtime.distributed import (
     is_main_process,
     resolve_device,
 )
-from kd_core.runtime.logging import (
-    MetricsLogger,
-    Progress,
-    RunConfigMismatch,
-    get_logger,
-    prepare_run_dir,
-    validate_run_dir,
-)
+from kd_core.runtime.metrics import MetricsLogger, read_metrics
+from kd_core.runtime.progress import Progress
+from kd_core.runtime.run import RunConfigMismatch, RunLock, RunLocked, get_logger, prepare_run_dir, validate_run_dir
 from kd_core.runtime.seed import capture_rng_state, restore_rng_state, seed_everything, subset_indices
 
 __all__ = [
@@ -26,6 +21,8 @@ __all__ = [
     "MetricsLogger",
     "Progress",
     "RunConfigMismatch",
+    "RunLock",
+    "RunLocked",
     "all_reduce_mean",
     "atomic_save",
     "barrier",
@@ -37,6 +34,7 @@ __all__ = [
     "is_main_process",
     "load_checkpoint",
     "prepare_run_dir",
+    "read_metrics",
     "resolve_device",
     "restore_rng_state",
     "seed_everything",

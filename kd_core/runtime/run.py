@@ -1,26 +1,45 @@
-"""The life of a training run that both trainers share. First piece: one process per run directory.
+"""The life of a training run that both trainers share: its directory, its lock, its provenance and text log.
 
-:class:`RunLock` is an exclusive ``flock`` on ``<run>/.lock``, taken before the run writes anything into its
-directory and held until the process ends. The kernel drops the lock when the process dies, however it
-dies (SIGKILL, OOM, a power cut of the process), so a stale ``.lock`` file never blocks a resume; a second
-live process is refused with :class:`RunLocked` (one line naming the holder). Under torchrun only rank 0
-takes the lock and every rank learns the outcome, so all of them stop together.
+* The run directory is the unit of reproducibility: ``config.json`` records every option (plus the package
+  version and git commit) when the run starts, and resuming with different options is refused
+  (:func:`validate_run_dir`, :func:`prepare_run_dir`), because a curve that silently changes learning rate
+  half-way is worse than an error. Only rank 0 writes; the helpers take ``is_main`` so other ranks can call
+  them unconditionally.
+* :class:`RunLock` is an exclusive ``flock`` on ``<run>/.lock``, taken before the run's options are checked
+  against the directory and held until the process ends. The kernel drops the lock when the process dies,
+  however it dies (SIGKILL, OOM), so a stale ``.lock`` file never blocks a resume; a second live process is
+  refused with :class:`RunLocked` (one line naming the holder). Under torchrun only rank 0 takes the lock
+  and every rank learns the outcome, so all of them stop together. If taking the lock created the directory
+  and the run then stops before writing anything else (bad input), releasing the lock removes the directory
+  again: a refused command leaves no half-made run behind.
+* :func:`get_logger` (the text log ``log.txt``) and :func:`hardware_summary` (the machine a number was
+  measured on).
 
-The lock is taken before the run's options are checked against the directory, so nothing can change the
-directory between the check and the first write. If taking it created the directory and the run then stops
-before writing anything else (bad input), releasing the lock removes the directory again: a refused command
-leaves no half-made run behind.
+Metrics files are :mod:`kd_core.runtime.metrics`; console progress is :mod:`kd_core.runtime.progress`.
 """
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import socket
+import subprocess
+import sys
 import time
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+from kd_core.runtime.io import write_json
+
+DISTRIBUTION = "vkd-distill"
+CONFIG_FILE = "config.json"
+LOG_FILE = "log.txt"
+# Written next to the options; describe the code, not the run, so never compared on resume.
+METADATA_KEYS = ("package_version", "git_commit", "git_dirty", "created")
 LOCK_FILE = ".lock"
 
 
@@ -110,3 +129,202 @@ def lock_run_dir(run_dir: str | os.PathLike, is_main: bool = True, device="cpu")
         raise error if error is not None else RunLocked(f"run directory {run_dir} is in use by another training "
                                                         f"process (rank 0 could not lock it)")
     return lock
+
+
+# --------------------------------------------------------------------------- run directory
+
+
+class RunConfigMismatch(ValueError):
+    """Resuming a run directory with options that differ from those it was created with."""
+
+
+# --------------------------------------------------------------------------- run directory
+
+
+def validate_run_dir(
+    out: str | os.PathLike, config: Mapping[str, Any], ignore_keys: Iterable[str] = ()
+) -> bool:
+    """Check ``config`` against ``out/config.json`` without writing anything.
+
+    Returns True if ``out`` holds a run to resume (its options match), False if there is no
+    ``config.json`` yet, or if the options differ but the directory holds no checkpoint and no
+    result (a run that failed before saving anything: a corrected command may take it over, and
+    :func:`prepare_run_dir` rewrites its ``config.json``). Otherwise raises
+    :class:`RunConfigMismatch` naming every differing option with its old and new value; options
+    in ``ignore_keys`` (e.g. ``device``, ``iterations``) may change on resume. CLIs call this
+    before creating anything.
+    """
+    out = Path(out)
+    config_path = out / CONFIG_FILE
+    new = _normalise(config)
+    _reject_reserved_keys(new)
+    if not config_path.is_file():
+        return False
+    try:
+        old = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read {config_path}: {err}") from err
+    if not isinstance(old, dict):
+        raise ValueError(f"{config_path} does not hold a JSON object")
+    skip = set(METADATA_KEYS) | set(ignore_keys)
+    missing = object()
+    differences = []
+    for key in [*old, *(k for k in new if k not in old)]:
+        if key in skip:
+            continue
+        old_value, new_value = old.get(key, missing), new.get(key, missing)
+        if old_value != new_value:
+            differences.append(f"{key}: {_show(old_value, missing)} -> {_show(new_value, missing)}")
+    if differences and not _holds_progress(out):
+        return False  # nothing trained yet: a corrected command may take the directory over
+    if differences:
+        raise RunConfigMismatch(
+            f"run directory {out} was created with different options ({'; '.join(differences)}); "
+            "resume with the original options or choose a new output directory"
+        )
+    return True
+
+
+PROGRESS_FILES = ("checkpoints/last.pt", "checkpoints/best.pt", "result.json", "training.json")
+
+
+def _holds_progress(out: Path) -> bool:
+    """Whether a run directory holds anything a different configuration would contradict."""
+    return any((out / name).exists() for name in PROGRESS_FILES)
+
+
+def prepare_run_dir(
+    out: str | os.PathLike,
+    config: Mapping[str, Any],
+    *,
+    ignore_keys: Iterable[str] = (),
+    is_main: bool = True,
+) -> Path:
+    """Create (or, on resume, validate) a run directory and return its path.
+
+    New run: the main rank creates ``out`` and writes ``config.json`` = the options plus
+    ``package_version``, ``git_commit``, ``git_dirty`` and ``created``. Existing run: the options
+    are compared as in :func:`validate_run_dir` and ``config.json`` is left as it was, so it keeps
+    describing how the run started. Nothing is created when a mismatch is raised, and non-main
+    ranks never create anything.
+    """
+    out = Path(out)
+    if validate_run_dir(out, config, ignore_keys) or not is_main:
+        return out
+    record = {**_normalise(config), **run_metadata()}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CONFIG_FILE, record)
+    return out
+
+
+def run_metadata() -> dict[str, Any]:
+    """What code produced a run: package version, git commit (None outside a checkout), time."""
+    try:
+        version = metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        version = None
+    commit, dirty = _git_state()
+    return {
+        "package_version": version,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _git_state(source_root: Path | None = None) -> tuple[str | None, bool | None]:
+    """HEAD commit and whether tracked files differ from it, for the checkout this code lives in.
+
+    Only a checkout whose top level is ``source_root`` (default: the directory holding
+    ``kd_core``) counts: an installed copy inside some unrelated repository must not report that
+    repository's commit.
+    """
+    source_root = (source_root or Path(__file__).parents[2]).resolve()
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(source_root), *args], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != source_root:
+        return None, None
+    commit = git("rev-parse", "HEAD")
+    if commit is None:  # a repository without commits yet
+        return None, None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return commit, (None if status is None else status != "")
+
+
+def _normalise(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The options as they will read back from JSON (tuples -> lists, paths -> str), so a
+    resumed run compares equal to the file it wrote."""
+    return json.loads(json.dumps(dict(config), default=str))
+
+
+def _reject_reserved_keys(config: Mapping[str, Any]) -> None:
+    clash = [key for key in METADATA_KEYS if key in config]
+    if clash:
+        raise ValueError(f"option names reserved for run metadata: {', '.join(clash)}")
+
+
+def _show(value: Any, missing: object) -> str:
+    return "<absent>" if value is missing else json.dumps(value)
+
+
+# --------------------------------------------------------------------------- text log
+
+_HANDLER_MARK = "_kd_core_handler"
+
+
+def get_logger(name: str, run_dir: str | os.PathLike | None = None, is_main: bool = True) -> logging.Logger:
+    """A ``logging`` logger writing to stderr and, on the main rank, to ``run_dir/log.txt``.
+
+    Non-main ranks log only warnings and errors, so a 8-GPU run prints each info line once.
+    Calling it again for the same name replaces the handlers it added (no duplicated lines),
+    e.g. when a CLI reconfigures after the run directory is known.
+    """
+    logger = logging.getLogger(name)
+    for handler in [h for h in logger.handlers if getattr(h, _HANDLER_MARK, False)]:
+        logger.removeHandler(handler)
+        handler.close()
+    logger.setLevel(logging.INFO if is_main else logging.WARNING)
+    logger.propagate = False  # the root logger may have its own stderr handler
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if run_dir is not None and is_main:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(Path(run_dir) / LOG_FILE, mode="a", encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        setattr(handler, _HANDLER_MARK, True)
+        logger.addHandler(handler)
+    return logger
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def hardware_summary(device: Any = None) -> str:
+    """One line naming the machine a number was measured on: CPU model and cores, GPU if used, torch version."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        if names:
+            cpu = names[0]
+    except OSError:
+        pass
+    parts = [f"{cpu} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"]
+    if device is not None and str(device).startswith("cuda") and torch.cuda.is_available():
+        parts.append(torch.cuda.get_device_name(torch.device(device)))
+    parts.append(f"torch {torch.__version__}")
+    return "; ".join(parts)

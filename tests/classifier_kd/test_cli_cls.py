@@ -1,7 +1,6 @@
 """The ``classifier-kd`` CLI: train-teacher -> evaluate -> resume on fixture data, and refusals of bad input."""
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from click.testing import CliRunner, Result
 from classifier_kd.cli import cli
 from classifier_kd.models import create_model, load_classifier, save_classifier
 from classifier_kd.models.checkpoint import read_input_spec
+from kd_core.runtime.metrics import read_metrics
 
 TINY = ["--model", "resnet8x4", "--batch-size", "16", "--max-steps-per-epoch", "2", "--milestones", "1",
         "--workers", "0", "--device", "cpu", "--log-every", "1"]
@@ -34,8 +34,7 @@ def assert_refused(result, *fragments: str) -> None:
 
 
 def steps(run_dir: Path) -> list[str]:
-    with open(run_dir / "metrics.csv", newline="") as f:
-        return [row["step"] for row in csv.DictReader(f)]
+    return [str(row["step"]) for row in read_metrics(run_dir)]
 
 
 @pytest.mark.slow
@@ -45,7 +44,7 @@ def test_train_evaluate_resume(cifar10_root, tmp_path):
     result = invoke(*common, "--epochs", "2")
     assert result.exit_code == 0, result.output
     assert "best top-1" in result.stdout and "it 2/4" in result.stderr  # progress lines
-    for name in ("config.json", "metrics.csv", "result.json", "log.txt", "checkpoints/last.pt", "checkpoints/best.pt"):
+    for name in ("config.json", "metrics.jsonl", "result.json", "log.txt", "checkpoints/last.pt", "checkpoints/best.pt"):
         assert (out / name).is_file(), name
     config = json.loads((out / "config.json").read_text())
     # The recipe's expansion is recorded next to the values used.
@@ -66,7 +65,7 @@ def test_train_evaluate_resume(cifar10_root, tmp_path):
     assert report["top1"] == pytest.approx(trained["best_top1"])
     assert f"top-1 {report['top1']:.2f}" in result.stdout
 
-    # Same command, more epochs: continues from last.pt's epoch; metrics.csv gets one new row.
+    # Same command, more epochs: continues from last.pt's epoch; metrics.jsonl gets one new row.
     result = invoke(*common, "--epochs", "3")
     assert result.exit_code == 0, result.output
     assert "resuming from" in result.stderr and "it 5/6" in result.stderr and "it 1/6" not in result.stderr
@@ -74,9 +73,12 @@ def test_train_evaluate_resume(cifar10_root, tmp_path):
     assert json.loads((out / "result.json").read_text())["epochs"] == 3
 
     # Other options on the same directory: refused, nothing touched.
-    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    def written():  # the lock file records each holder's pid; the run's own files must not change
+        return {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.name != ".lock"}
+
+    before = written()
     assert_refused(invoke(*common, "--epochs", "3", "--lr", "0.1"), "lr: 0.05 -> 0.1")
-    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    assert written() == before
 
 
 @pytest.mark.slow
@@ -219,8 +221,8 @@ def test_train_teacher_distill_evaluate(cifar10_root, tmp_path):
     assert config["recipe_values"]["lr"] == 0.05 and config["epochs"] == 2
     distilled = json.loads((student_dir / "result.json").read_text())
     assert distilled["extra_parameters"] == 256 * 64 and distilled["model"] == "resnet20"
-    assert [row["step"] for row in csv.DictReader(open(student_dir / "metrics.csv"))] == ["1", "2"]
-    assert {"train/loss_ce", "train/loss_kd", "train/loss_vkd"} <= set(next(csv.DictReader(open(student_dir / "metrics.csv"))))
+    assert steps(student_dir) == ["1", "2"]
+    assert {"train/loss_ce", "train/loss_kd", "train/loss_vkd"} <= set(read_metrics(student_dir)[0])
 
     # best.pt is the student alone, in our format: evaluate reads it.
     best = student_dir / "checkpoints" / "best.pt"
@@ -412,7 +414,7 @@ def test_second_process_is_refused_and_a_killed_run_resumes(fashion_mnist_raw_di
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     try:
-        while time.monotonic() < deadline and len(steps(out) if (out / "metrics.csv").is_file() else []) < 2:
+        while time.monotonic() < deadline and len(steps(out) if (out / "metrics.jsonl").is_file() else []) < 2:
             time.sleep(0.3)
         second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         assert second.returncode == 2, second.stderr

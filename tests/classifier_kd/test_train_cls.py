@@ -1,7 +1,6 @@
 """classifier_kd.train: recipes, evaluation, the loop's files, resume, and the training-target seam."""
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from classifier_kd.models import create_model, load_classifier, save_classifier
 from classifier_kd.models.checkpoint import CIFAR100_INPUT_SPEC, read_input_spec
 from classifier_kd.train import CrossEntropyTarget, RunSetupError, TrainConfig, _topk_correct, evaluate, fit
 from kd_core.runtime.checkpoint import load_checkpoint
+from kd_core.runtime.metrics import read_metrics
 
 ARCH = "resnet20"  # the smallest CIFAR model (0.27M parameters)
 SPEC = {"size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
@@ -42,8 +42,8 @@ def run(out: Path, seed: int = 0, **overrides) -> dict:
 
 
 def metric_rows(run_dir: Path) -> list[dict]:
-    with open(run_dir / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
+    """metrics.jsonl rows with every value as text (as a CSV reader would give them)."""
+    return [{name: str(value) for name, value in row.items()} for row in read_metrics(run_dir)]
 
 
 def test_topk_counts():
@@ -119,10 +119,13 @@ def test_setup_errors_write_nothing(tmp_path):
     assert not (tmp_path / "big-batch").exists()
 
     run(tmp_path / "run", epochs=1)
-    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")}
+    def written():  # the lock file records each holder's pid; the run's own files must not change
+        return {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.name != ".lock"}
+
+    before = written()
     with pytest.raises(RunSetupError, match=r"lr: 0.05 -> 0.1"):
         run(tmp_path / "run", epochs=1, lr=0.1)
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")} == before
+    assert written() == before
 
     (tmp_path / "run" / "checkpoints" / "last.pt").write_bytes(b"truncated")
     with pytest.raises(RunSetupError, match="cannot resume"):

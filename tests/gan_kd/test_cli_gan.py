@@ -1,6 +1,7 @@
 """End-to-end `gan-kd` runs on tiny fixture data at tiny width (marked slow: CI runs them)."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,10 +39,10 @@ def run(args, expect=0):
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    import csv
+    """metrics.jsonl rows with every value as text (as a CSV reader would give them)."""
+    from kd_core.runtime.metrics import read_metrics as rows
 
-    with open(run_dir / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
+    return [{name: str(value) for name, value in row.items()} for row in rows(run_dir)]
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -80,21 +81,32 @@ def test_train_each_preset_then_evaluate_fd_and_sample(preset, cifar10_root, tea
 
 
 def test_resume_equals_uninterrupted_run(cifar10_root, teacher_ckpt, tmp_path):
+    # checkpoints every 2 iterations, metrics rows every 3: the resume at 4 falls inside the row of 4..6
     common = ["--preset", "vkd-whiten", "--teacher", f"ckpt:{teacher_ckpt}", "--data-root", cifar10_root,
-              "--checkpoint-every", 2, "--sample-every", 0, *TINY]
+              "--checkpoint-every", 2, "--sample-every", 0, *TINY, "--log-every", 3]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    run(["train", "--out", straight, "--iterations", 4, *common])
-    run(["train", "--out", resumed, "--iterations", 2, *common])
-    result = run(["train", "--out", resumed, "--iterations", 4, *common])
-    assert "resuming from" in result.output and "at iteration 2" in result.output
+    run(["train", "--out", straight, "--iterations", 6, *common])
+    run(["train", "--out", resumed, "--iterations", 4, *common])
+    result = run(["train", "--out", resumed, "--iterations", 6, *common])
+    assert "resuming from" in result.output and "at iteration 4" in result.output
     a = torch.load(straight / "checkpoints" / "last.pt", weights_only=False)
     b = torch.load(resumed / "checkpoints" / "last.pt", weights_only=False)
-    assert a["iteration"] == b["iteration"] == 4
+    assert a["iteration"] == b["iteration"] == 6
     for key in ("generator", "critic", "generator_ema"):
         for name, value in a[key].items():
             assert torch.equal(value, b[key][name]), f"{key}.{name} differs after resume"
-    steps = [int(r["step"]) for r in read_metrics(resumed)]
-    assert steps == sorted(set(steps)) == [1, 2, 3, 4]
+
+    # A run killed after its checkpoint at 4 (straight's last.prev.pt) logs the rows of an uninterrupted run
+    # (issue 12, item 4): its row at 6 averages iterations 4..6, although it restarted at 5.
+    crashed = tmp_path / "crashed"
+    shutil.copytree(straight, crashed)
+    os.replace(crashed / "checkpoints" / "last.prev.pt", crashed / "checkpoints" / "last.pt")
+    result = run(["train", "--out", crashed, "--iterations", 6, *common])
+    assert "at iteration 4" in result.output
+    assert read_metrics(crashed) == read_metrics(straight)
+    assert [int(r["step"]) for r in read_metrics(crashed)] == [3, 6]
+    c = torch.load(crashed / "checkpoints" / "last.pt", weights_only=False)
+    assert all(torch.equal(value, c["critic"][name]) for name, value in a["critic"].items())
 
 
 def test_second_process_is_refused_and_a_killed_run_resumes_from_saved_iteration(fashion_mnist_raw_dir, tmp_path):

@@ -1,29 +1,21 @@
-"""Run directories, metrics files, progress lines and the text log (kd_core/runtime/logging.py)."""
+"""kd_core.runtime.run: the run directory (options, provenance, resume checks), its lock, and the text log."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
+import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
-from kd_core.runtime import logging as runlog
-from kd_core.runtime.logging import (
-    MetricsLogger,
-    Progress,
-    RunConfigMismatch,
-    format_duration,
-    get_logger,
-    prepare_run_dir,
-    validate_run_dir,
-)
+from kd_core.runtime import run as runlog
+from kd_core.runtime.run import (LOCK_FILE, RunConfigMismatch, RunLock, RunLocked, get_logger, lock_run_dir,
+                                 prepare_run_dir, validate_run_dir)
 
 CONFIG = {
     "dataset": "cifar10",
@@ -172,151 +164,67 @@ def test_corrupt_config_is_a_clear_error(tmp_path):
         validate_run_dir(tmp_path, CONFIG)
 
 
-# --------------------------------------------------------------------------- metrics
+# --------------------------------------------------------------------------- lock
+
+HOLD = "import sys, time; from kd_core.runtime.run import RunLock; lock = RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)"
 
 
-def _read_csv(path: Path) -> list[list[str]]:
-    with open(path, newline="") as f:
-        return list(csv.reader(f))
+def hold_in_subprocess(run_dir: Path) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "held"
+    return process
 
 
-def test_csv_rows_and_widened_header(tmp_path):
-    with MetricsLogger(tmp_path) as metrics:
-        metrics.log(1, {"d_loss": 1.5, "g_loss": torch.tensor(0.25)})
-        metrics.log(2, {"g_loss": np.float32(0.5), "d_loss": 1.0})
-        metrics.log(3, {"d_loss": 0.75, "fid": 40.0})  # new key: header widens, old rows kept
-        metrics.log(4, {"g_loss": 0.125})
-    assert _read_csv(tmp_path / "metrics.csv") == [
-        ["step", "d_loss", "g_loss", "fid"],
-        ["1", "1.5", "0.25", ""],
-        ["2", "1.0", "0.5", ""],
-        ["3", "0.75", "", "40.0"],
-        ["4", "", "0.125", ""],
-    ]
+def test_a_second_lock_is_refused_naming_the_holder(tmp_path):
+    first = RunLock(tmp_path / "run").acquire()
+    with pytest.raises(RunLocked, match=f"in use by another training process \\(pid {os.getpid()} on "):
+        RunLock(tmp_path / "run").acquire()
+    assert first.held
+    first.release()
+    with RunLock(tmp_path / "run") as again:
+        assert again.held and json.loads((tmp_path / "run" / LOCK_FILE).read_text())["pid"] == os.getpid()
 
 
-def test_csv_values_round_trip_exactly(tmp_path):
-    value = 0.1 + 0.2
-    with MetricsLogger(tmp_path) as metrics:
-        metrics.log(0, {"x": value})
-    assert float(_read_csv(tmp_path / "metrics.csv")[1][1]) == value
-
-
-def test_resume_appends_and_truncates_rows_after_the_checkpoint(tmp_path):
-    with MetricsLogger(tmp_path) as metrics:
-        for step in (100, 200, 300, 400):
-            metrics.log(step, {"loss": step / 100})
-    # crash after step 400; the last checkpoint was at step 200
-    with MetricsLogger(tmp_path) as metrics:
-        metrics.truncate_after(200)
-        metrics.log(300, {"loss": 30.0})
-        metrics.log(400, {"loss": 40.0, "fid": 9.0})
-    assert _read_csv(tmp_path / "metrics.csv") == [
-        ["step", "loss", "fid"],
-        ["100", "1.0", ""],
-        ["200", "2.0", ""],
-        ["300", "30.0", ""],
-        ["400", "40.0", "9.0"],
-    ]
-
-
-def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    accumulator = EventAccumulator(str(run_dir))
-    accumulator.Reload()
-    return {
-        tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
-        for tag in accumulator.Tags()["scalars"]
-    }
-
-
-def test_tensorboard_events_hold_the_scalars(tmp_path):
-    with MetricsLogger(tmp_path) as metrics:
-        metrics.log(1, {"d_loss": 1.5, "g_loss": 0.25})
-        metrics.log(2, {"d_loss": 1.0})
-    assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.iterdir())
-    assert _scalars(tmp_path) == {"d_loss": [(1, 1.5), (2, 1.0)], "g_loss": [(1, 0.25)]}
-
-
-def test_tensorboard_purges_events_after_resume_step(tmp_path):
-    with MetricsLogger(tmp_path) as metrics:
-        for step in (1, 2, 3):
-            metrics.log(step, {"loss": float(step)})
-    with MetricsLogger(tmp_path) as metrics:
-        metrics.truncate_after(1)
-        metrics.log(2, {"loss": 20.0})
-    assert _scalars(tmp_path)["loss"] == [(1, 1.0), (2, 20.0)]
-
-
-def test_disabled_logger_creates_nothing(tmp_path):
+def test_a_live_process_blocks_and_a_killed_one_does_not(tmp_path):
     run_dir = tmp_path / "run"
-    metrics = MetricsLogger(run_dir, enabled=False)
-    metrics.log(1, {"loss": 1.0})
-    metrics.truncate_after(0)
-    metrics.flush()
-    metrics.close()
-    assert not run_dir.exists()
+    run_dir.mkdir()
+    process = hold_in_subprocess(run_dir)
+    try:
+        with pytest.raises(RunLocked, match=f"pid {process.pid}"):
+            RunLock(run_dir).acquire()
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert (run_dir / LOCK_FILE).is_file()  # the stale file is still there ...
+    with RunLock(run_dir) as lock:          # ... and does not block
+        assert lock.held
 
 
-# --------------------------------------------------------------------------- progress
+def test_a_refused_start_leaves_no_directory_behind(tmp_path):
+    lock = RunLock(tmp_path / "new" / "run").acquire()
+    lock.release()
+    assert not (tmp_path / "new" / "run").exists()
+
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with RunLock(existing):
+        pass
+    assert existing.is_dir()  # a directory it did not create stays, with its lock file
+
+    used = tmp_path / "used"
+    with RunLock(used):
+        (used / "config.json").write_text("{}")
+    assert sorted(p.name for p in used.iterdir()) == [LOCK_FILE, "config.json"]
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_progress_line_format_rate_and_eta():
-    clock, stream = FakeClock(), io.StringIO()
-    progress = Progress(5000, start=1000, every=100, stream=stream, clock=clock)
-    clock.now = 20.0  # 200 steps in 20 s since construction: 10 it/s
-    line = progress.update(1200, d_loss=1.2344, g_loss=0.5671)
-    # 3800 remaining steps at 10 it/s = 380 s
-    assert line == "it 1200/5000 | d_loss 1.234 g_loss 0.5671 | 10.00 it/s | ETA 0:06:20"
-    assert stream.getvalue() == line + "\n"
-
-
-def test_progress_rate_is_measured_since_the_last_line():
-    clock, stream = FakeClock(), io.StringIO()
-    progress = Progress(10000, every=100, stream=stream, clock=clock)
-    clock.now = 10.0
-    progress.update(100)  # 10 it/s
-    clock.now = 10.0 + 1000.0 / 3.41
-    line = progress.update(1100)  # 1000 steps at 3.41 it/s; 8900 remaining -> 2610 s
-    assert line == "it 1100/10000 | 3.41 it/s | ETA 0:43:30"
-
-
-def test_progress_prints_at_most_every_n_steps():
-    clock, stream = FakeClock(), io.StringIO()
-    progress = Progress(1000, every=50, stream=stream, clock=clock)
-    printed = []
-    for step in range(1, 301):
-        clock.now = step * 0.5
-        if progress.update(step, loss=1.0) is not None:
-            printed.append(step)
-    assert printed == [50, 100, 150, 200, 250, 300]
-    assert len(stream.getvalue().splitlines()) == 6
-    assert stream.getvalue().splitlines()[-1].endswith("| 2.00 it/s | ETA 0:05:50")
-
-
-def test_progress_slow_rates_and_long_etas():
-    clock, stream = FakeClock(), io.StringIO()
-    progress = Progress(100000, every=1, stream=stream, clock=clock)
-    clock.now = 250.0
-    # 99999 remaining steps x 250 s = 24999750 s
-    assert progress.update(1) == "it 1/100000 | 0.004 it/s | ETA 6944:22:30"
-    assert progress.update(2) == "it 2/100000 | -- it/s | ETA --"  # no time passed
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"), [(0, "0:00:00"), (59.6, "0:01:00"), (754, "0:12:34"), (90061, "25:01:01")]
-)
-def test_format_duration(seconds, text):
-    assert format_duration(seconds) == text
+def test_lock_run_dir_takes_the_lock_on_the_main_rank_only(tmp_path):
+    assert lock_run_dir(tmp_path / "a", is_main=False) is None and not (tmp_path / "a").exists()
+    lock = lock_run_dir(tmp_path / "a")
+    try:
+        with pytest.raises(RunLocked):
+            lock_run_dir(tmp_path / "a")
+    finally:
+        lock.release()
 
 
 # --------------------------------------------------------------------------- text log
