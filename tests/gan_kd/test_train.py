@@ -47,7 +47,7 @@ def test_d_step_gradients_reach_discriminator_and_projector():
 def test_projector_alone_reduces_distillation_on_fixed_features():
     torch.manual_seed(0)
     _, critic = build_models(tiny_config(normalizer="whiten"), n_classes=10, teacher_dim=24)
-    images, labels = torch.rand(40, 3, 32, 32) * 2 - 1, torch.randint(0, 10, (40,))
+    images = torch.rand(40, 3, 32, 32) * 2 - 1
     teacher = torch.randn(40, 24) @ torch.randn(24, 24)
     with torch.no_grad():
         features = critic.discriminator.forward_features(images)
