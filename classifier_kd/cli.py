@@ -44,6 +44,7 @@ from kd_core.runtime.finite import first_non_finite
 from kd_core.runtime.io import check_writable_file, write_json, write_text
 from kd_core.runtime.precision import resolve_precision
 from kd_core.runtime.progress import format_duration
+from kd_core.runtime.run import RunInterrupted
 from kd_core.runtime.seed import seed_everything
 
 
@@ -215,6 +216,8 @@ def _fit(target, train_set, test_set, config: TrainConfig, spec: dict, ctx) -> d
         raise click.UsageError(_one_line(err)) from err
     except TrainingDiverged as err:  # not bad input: exit code 1
         raise click.ClickException(_one_line(err)) from err
+    except RunInterrupted as err:  # SIGTERM / SIGINT: the checkpoint is saved and the message logged
+        raise SystemExit(err.exit_code) from None
 
 
 def _report(result: dict) -> None:

@@ -45,8 +45,8 @@ from classifier_kd.models.checkpoint import save_classifier
 from kd_core.runtime.checkpoint import CheckpointError, atomic_save, load_checkpoint
 from kd_core.runtime.distributed import DistributedContext, all_reduce_mean, barrier, init_distributed
 from kd_core.runtime.finite import TrainingDiverged, first_non_finite, format_terms
-from kd_core.runtime.run import (RunConfigMismatch, get_logger, hardware_summary, lock_run_dir, prepare_run_dir,
-                                 validate_run_dir)
+from kd_core.runtime.run import (RunConfigMismatch, RunInterrupted, StopSignals, get_logger, hardware_summary,
+                                 interrupted_message, lock_run_dir, prepare_run_dir, validate_run_dir)
 from kd_core.runtime.io import check_writable_dir, write_json, write_npy
 from kd_core.runtime.precision import Precision, resolve_precision, slow_precision_warning
 from kd_core.runtime.metrics import MetricsLogger
@@ -316,14 +316,26 @@ def fit(
     except ValueError as err:  # RunLocked, OutputNotWritable
         raise RunSetupError(str(err)) from err
     try:
-        return _fit(target, train_set, test_set, config, input_spec=input_spec, ctx=ctx)
+        with StopSignals() as stops:  # SIGTERM / SIGINT: checkpoint after the current step, then stop
+            return _fit(target, train_set, test_set, config, input_spec=input_spec, ctx=ctx, stops=stops)
     finally:
         if lock is not None:
             lock.release()
 
 
+def _resumed_epoch_loader(loader: DataLoader, sampler: DistributedSampler, done_steps: int) -> DataLoader:
+    """The rest of an epoch that a signal interrupted after ``done_steps`` steps: the same order, minus those.
+
+    Its own ``generator``: creating a DataLoader iterator draws a seed from it, and the global RNG, restored
+    from the checkpoint, must go on exactly where the interrupted epoch left it.
+    """
+    rest = list(sampler)[done_steps * loader.batch_size:]
+    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=rest, drop_last=True,
+                      num_workers=loader.num_workers, pin_memory=loader.pin_memory, generator=torch.Generator())
+
+
 def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: TrainConfig, *, input_spec: dict,
-         ctx: DistributedContext) -> dict[str, Any]:
+         ctx: DistributedContext, stops: StopSignals) -> dict[str, Any]:
     device, is_main = ctx.device, ctx.is_main
     run_dir = Path(config.out)
     ckpt_dir = run_dir / CHECKPOINT_DIR
@@ -384,11 +396,14 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
     mixer = _batch_mixer(config)
     scaler = precision.grad_scaler()
     start_epoch, best_top1, best_epoch, wall_before = 0, -math.inf, 0, 0.0
+    start_step, resumed_sums = 0, {}
     if state is not None:
         target.load_state_dict(state["target"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         start_epoch, best_top1, best_epoch = state["epoch"], state["best_top1"], state["best_epoch"]
+        # a checkpoint saved at a signal, mid-epoch: the steps of epoch start_epoch + 1 done and their loss sums
+        start_step, resumed_sums = int(state.get("step", 0)), dict(state.get("epoch_sums", {}))
         wall_before = state["wall_time"]
         restore_rng_state(state["rng"])
         log.info("resuming from %s at epoch %d (best top-1 %.2f at epoch %d)",
@@ -428,7 +443,7 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
     metrics = MetricsLogger(run_dir, enabled=is_main)
     # rows past last.pt (a crash mid-epoch) are redone, not duplicated
     metrics.resume(start_epoch, state.get("metrics_offset") if state is not None else None)
-    progress = Progress(total=config.epochs * steps_per_epoch, start=start_epoch * steps_per_epoch,
+    progress = Progress(total=config.epochs * steps_per_epoch, start=start_epoch * steps_per_epoch + start_step,
                         every=config.log_every, bar=None if is_main else False)
     session_start = time.monotonic()
     test_metrics: dict[str, float] = {}
@@ -439,8 +454,10 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
             target.set_epoch(epoch + 1)  # 1-based, for warm-ups such as DKD's (mdistiller counts from 1)
         target.train()
         epoch_lr = learning_rate(config, epoch)  # logged: the lr at the start of the epoch
-        sums: dict[str, float] = defaultdict(float)
-        for step, (images, labels) in enumerate(train_loader):
+        first_step = start_step if epoch == start_epoch else 0
+        sums: dict[str, float] = defaultdict(float, resumed_sums if first_step else {})
+        loader = train_loader if not first_step else _resumed_epoch_loader(train_loader, sampler, first_step)
+        for step, (images, labels) in enumerate(loader, start=first_step):
             if step >= steps_per_epoch:
                 break
             lr = learning_rate(config, epoch + step / steps_per_epoch)
@@ -468,6 +485,22 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
             sums["top1"] += 100.0 * _topk_correct(logits.detach().float(), hard_labels, (1,))[0] / len(hard_labels)
             if is_main:
                 progress.update(epoch * steps_per_epoch + step + 1, loss=sums["loss"] / (step + 1), lr=lr)
+            signum = stops.should_stop(device)
+            if signum:  # SIGTERM / SIGINT: save this point of the epoch (rank 0), then stop every rank
+                if is_main:
+                    atomic_save({"target": target.state_dict(), "optimizer": optimizer.state_dict(),
+                                 "scaler": scaler.state_dict(), "epoch": epoch, "step": step + 1,
+                                 "epoch_sums": dict(sums), "best_top1": best_top1, "best_epoch": best_epoch,
+                                 "rng": capture_rng_state(), "metrics_offset": metrics.offset(),
+                                 "wall_time": wall_before + time.monotonic() - session_start},
+                                ckpt_dir / LAST, keep_previous=True)
+                barrier()
+                message = interrupted_message(signum, f"in epoch {epoch + 1} after step {step + 1} of {steps_per_epoch}",
+                                              ckpt_dir / LAST)
+                log.warning(message)
+                metrics.close()
+                progress.close()
+                raise RunInterrupted(message, signum)
 
         train_metrics = all_reduce_mean({f"train/{name}": total / steps_per_epoch for name, total in sums.items()})
         if not all(math.isfinite(value) for value in train_metrics.values()):  # the same answer on every rank

@@ -129,6 +129,7 @@ def train(ctx, out, **options):
     from gan_kd.train import PRESETS, TrainConfig, Trainer
     from kd_core.runtime.distributed import cleanup_distributed
     from kd_core.runtime.finite import TrainingDiverged
+    from kd_core.runtime.run import RunInterrupted
     from kd_core.runtime.io import check_writable_dir
 
     given = {key for key in options if ctx.get_parameter_source(key) == click.core.ParameterSource.COMMANDLINE}
@@ -155,6 +156,8 @@ def train(ctx, out, **options):
         trainer.run()
     except TrainingDiverged as error:  # not bad input: exit code 1, one line
         raise click.ClickException(" ".join(str(error).split())) from None
+    except RunInterrupted as error:  # SIGTERM / SIGINT: the checkpoint is saved and the message logged
+        raise SystemExit(error.exit_code) from None
     finally:
         trainer.close()
         cleanup_distributed()

@@ -60,7 +60,8 @@ class Regime:
     batch_size: int = 50
 
     def tag(self) -> str:
-        return f"f{self.fraction:g}_w{self.width}_i{self.iterations}"
+        batch = "" if self.batch_size == 50 else f"_b{self.batch_size}"
+        return f"f{self.fraction:g}_w{self.width}{batch}_i{self.iterations}"
 
 
 @dataclass(frozen=True)
@@ -188,16 +189,17 @@ def overfitting_summary(run: dict) -> dict:
 
 
 def pilot_table(runs: list[dict]) -> str:
-    lines = ["| fraction | images | width | iterations | FD at best (iteration) | FD at end | end / best − 1 "
+    lines = ["| fraction | images | width | batch | iterations | FD at best (iteration) | FD at end | end / best − 1 "
              "| D gap train − held-out (first → last eval) | r_t at end | wall time |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for run in sorted(runs, key=lambda r: (r["config"]["data_fraction"], r["config"]["g_ch"], r["config"]["iterations"])):
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for run in sorted(runs, key=lambda r: (r["config"]["data_fraction"], r["config"]["g_ch"], -r["config"]["batch_size"],
+                                           r["config"]["iterations"])):
         config, summary = run["config"], overfitting_summary(run)
         if not summary:
             continue
         images = len_subset(config)
         wall = run["training"].get("wall_time_s")
-        lines.append(f"| {config['data_fraction']:g} | {images} | {config['g_ch']} | {config['iterations']} "
+        lines.append(f"| {config['data_fraction']:g} | {images} | {config['g_ch']} | {config['batch_size']} | {config['iterations']} "
                      f"| {summary['best_fd']:.2f} ({summary['best_step']}) | {summary['last_fd']:.2f} "
                      f"| {summary['rise']:+.1%} | {summary['gap_first']:+.3f} → {summary['gap_last']:+.3f} "
                      f"| {summary['rt_last']:+.2f} | {f'{wall:.0f} s' if wall else '?'} |")
@@ -299,12 +301,15 @@ def write_report(pilot_results: Path, study_results: Path, out_md: Path, figures
                   "evaluation (ADA, Karras et al. 2020, §3): a growing gap and r_t → 1 mean D has begun to memorise "
                   "its training set; a FD curve that bottoms out and rises means the generator suffers for it.", "",
                   pilot_table(pilot)]
-        fractions = sorted({r["config"]["data_fraction"] for r in pilot})
+        regimes = sorted({regime_of(r["config"]) for r in pilot}, key=lambda g: (g.fraction, -g.batch_size, g.iterations))
+
+        def label(g: Regime) -> str:
+            return f"{g.fraction:g} ({len_subset({'data_fraction': g.fraction})} images), batch {g.batch_size}"
+
         for name, column, ylabel in (("pilot_fd.png", "eval/fd", "FD (2,000 samples)"),
                                      ("pilot_gap.png", "probe/d_gap", "D(train reals) − D(held-out reals)")):
-            groups = {f"{f:g} ({len_subset({'data_fraction': f})} images)": [r["curves"].get(column, []) for r in pilot
-                                                                            if r["config"]["data_fraction"] == f]
-                      for f in fractions}
+            groups = {label(g): [r["curves"].get(column, []) for r in pilot if regime_of(r["config"]) == g]
+                      for g in regimes}
             from gan_kd.plots import curve_plot
 
             curve_plot(groups, figures / name, ylabel=ylabel, title=f"pilot (DA): {ylabel}")

@@ -47,7 +47,8 @@ from kd_core.runtime.io import write_json
 from kd_core.runtime.precision import PRECISIONS, fp32, resolve_precision, slow_precision_warning
 from kd_core.runtime.metrics import MetricsLogger
 from kd_core.runtime.progress import Progress
-from kd_core.runtime.run import get_logger, hardware_summary, lock_run_dir, prepare_run_dir, validate_run_dir
+from kd_core.runtime.run import (RunInterrupted, StopSignals, get_logger, hardware_summary, interrupted_message,
+                                 lock_run_dir, prepare_run_dir, validate_run_dir)
 from kd_core.runtime.seed import capture_rng_state, restore_rng_state, seed_everything
 
 # VkD Table 4 rows. Explicit options given with a preset win over its values.
@@ -536,7 +537,8 @@ class Trainer:
     def run(self) -> dict:
         """Train to ``config.iterations`` (resuming from ``last.pt``); returns the best evaluation record."""
         try:
-            return self._run()
+            with StopSignals() as self.stops:  # SIGTERM / SIGINT: checkpoint at the end of the iteration, then stop
+                return self._run()
         finally:
             self.close()
 
@@ -620,6 +622,16 @@ class Trainer:
                 self._evaluate(iteration, metrics_log, logger)
             if (config.checkpoint_every and iteration % config.checkpoint_every == 0) or last:
                 self._save(iteration)
+            signum = self.stops.should_stop(self.device)
+            if signum:
+                if self.saved_iteration != iteration:
+                    self._save(iteration)
+                message = interrupted_message(signum, f"at iteration {iteration} of {config.iterations}",
+                                              out / "checkpoints" / "last.pt")
+                logger.warning(message)
+                metrics_log.close()
+                progress.close()
+                raise RunInterrupted(message, signum)
         metrics_log.close()
         progress.close()
         if context.is_main:

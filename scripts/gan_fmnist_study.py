@@ -61,12 +61,14 @@ def seeds_option(value: str) -> list[int]:
     return [int(v) for v in value.split(",")]
 
 
-def regime(fraction, width, iterations, eval_every) -> study.Regime:
-    return study.Regime(fraction=fraction, width=width, iterations=iterations, eval_every=eval_every)
+def regime(fraction, width, iterations, eval_every, batch_size) -> study.Regime:
+    return study.Regime(fraction=fraction, width=width, iterations=iterations, eval_every=eval_every,
+                        batch_size=batch_size)
 
 
 common = [
     click.option("--width", type=int, default=8, show_default=True, help="G and D width (g_ch = d_ch)."),
+    click.option("--batch-size", type=int, default=50, show_default=True, help="Batch of each D and G step."),
     click.option("--iterations", type=int, default=500, show_default=True, help="~2.4 s (da) to 3.4 s (vkd-whiten) each at width 8 on one core."),
     click.option("--eval-every", type=int, default=50, show_default=True),
     click.option("--data-root", default="data", show_default=True,
@@ -89,13 +91,13 @@ def main():
 @main.command()
 @click.option("--fractions", default="0.01,0.02,0.05", show_default=True)
 @with_common
-def pilot(fractions, width, iterations, eval_every, data_root, runs):
+def pilot(fractions, width, batch_size, iterations, eval_every, data_root, runs):
     """Plain DA at each fraction (seed 0): the FD curve and D's overfitting signal."""
     os.chdir(ROOT)
     Path(data_root).mkdir(parents=True, exist_ok=True)
     assets = train_classifiers(data_root)
     for fraction in (float(f) for f in fractions.split(",")):
-        study.execute("da", regime(fraction, width, iterations, eval_every), 0, runs=Path(runs),
+        study.execute("da", regime(fraction, width, iterations, eval_every, batch_size), 0, runs=Path(runs),
                       results=Path(PILOT_RESULTS), assets=assets, gan_kd=str(BIN / "gan-kd"), log=click.echo)
 
 
@@ -104,12 +106,12 @@ def pilot(fractions, width, iterations, eval_every, data_root, runs):
 @click.option("--seeds", default="0-4", show_default=True, help="e.g. 0-4 or 0,2.")
 @click.option("--rows", default=",".join(study.ROWS), show_default=True)
 @with_common
-def run(fraction, seeds, rows, width, iterations, eval_every, data_root, runs):
+def run(fraction, seeds, rows, width, batch_size, iterations, eval_every, data_root, runs):
     """Every row for every seed at one regime, seed by seed (so rows fill up evenly)."""
     os.chdir(ROOT)
     Path(data_root).mkdir(parents=True, exist_ok=True)
     assets = train_classifiers(data_root)
-    chosen = regime(fraction, width, iterations, eval_every)
+    chosen = regime(fraction, width, iterations, eval_every, batch_size)
     for seed in seeds_option(seeds):
         for row in rows.split(","):
             pilot_copy = ROOT / PILOT_RESULTS / study.run_name(row, chosen, seed)

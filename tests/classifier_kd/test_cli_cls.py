@@ -428,3 +428,51 @@ def test_second_process_is_refused_and_a_killed_run_resumes(fashion_mnist_raw_di
     resumed = invoke(*command[command.index("train-teacher"):-1], str(done + 1))
     assert resumed.exit_code == 0, resumed.output
     assert steps(out) == [str(i) for i in range(1, done + 2)]
+
+
+@pytest.mark.slow
+def test_sigint_mid_epoch_saves_the_step_and_the_resume_equals_an_uninterrupted_run(fashion_mnist_raw_dir, tmp_path):
+    """Issue 12, item 2: Ctrl-C finishes the step, saves the point in the epoch, exits 130; the resume is exact."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from kd_core.runtime.datasets import copy_fashion_mnist
+
+    root = tmp_path / "data"
+    copy_fashion_mnist(root, system_dir=fashion_mnist_raw_dir)
+
+    def command(out):
+        return [sys.executable, "-m", "classifier_kd.cli", "train-teacher", "--model", "resnet8x4", "--batch-size", "4",
+                "--milestones", "2", "--workers", "0", "--device", "cpu", "--log-every", "1", "--dataset",
+                "fashion_mnist", "--data-root", str(root), "--out", str(out), "--epochs", "3"]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "stopped"
+    process = subprocess.Popen(command(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and not (
+            (out / "log.txt").is_file() and "epoch 1/3" in (out / "log.txt").read_text()):
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert state["epoch"] >= 1 and 1 <= state["step"] <= 15, (state["epoch"], state["step"])
+    assert f"stopped by SIGINT in epoch {state['epoch'] + 1} after step {state['step']} of 15" in stderr
+
+    done = subprocess.run(command(out), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    straight = tmp_path / "straight"
+    done = subprocess.run(command(straight), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    a = torch.load(straight / "checkpoints" / "last.pt", weights_only=False)
+    b = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert all(torch.equal(value, b["target"][name]) for name, value in a["target"].items())
+
+    def logged(run_dir):  # the epoch rows, without their wall times
+        return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in read_metrics(run_dir)]
+
+    assert logged(out) == logged(straight)

@@ -451,3 +451,47 @@ def test_evaluate_and_sample_refuse_a_non_finite_generator(finished_run, teacher
         assert result.exit_code == 2, result.output
         assert f"non-finite weights ({name}: 1 of" in one_error_line(result)
     assert not (finished_run / "result.json").exists() and not (finished_run / "samples" / "last_grid.png").exists()
+
+
+def _wait_for(condition, process, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None and not condition():
+        time.sleep(0.2)
+
+
+def test_sigterm_saves_the_current_iteration_and_the_resume_equals_an_uninterrupted_run(fashion_mnist_raw_dir,
+                                                                                         tmp_path):
+    """Issue 12, item 2: SIGTERM finishes the iteration, saves it, says how to resume and exits 143."""
+    from kd_core.runtime.datasets import copy_fashion_mnist
+    from kd_core.runtime.metrics import read_metrics as rows
+
+    root = tmp_path / "data"
+    copy_fashion_mnist(root, system_dir=fashion_mnist_raw_dir)
+
+    def command(out, iterations):
+        return [sys.executable, "-m", "gan_kd.cli", "train", "--out", str(out), "--preset", "da", "--dataset",
+                "fashion_mnist", "--data-root", str(root), "--iterations", str(iterations), "--checkpoint-every", "1000",
+                "--sample-every", "0", *TINY, "--log-every", "2"]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "stopped"
+    process = subprocess.Popen(command(out, 400), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: (out / "metrics.jsonl").is_file() and len(rows(out)) >= 2, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    saved = torch.load(out / "checkpoints" / "last.pt", weights_only=False)["iteration"]
+    assert 4 <= saved < 400 and f"stopped by SIGTERM at iteration {saved} of 400" in stderr
+    assert "run the same command again to resume" in stderr
+
+    final = saved + 3
+    done = subprocess.run(command(out, final), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    straight = tmp_path / "straight"
+    done = subprocess.run(command(straight, final), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    a = torch.load(straight / "checkpoints" / "last.pt", weights_only=False)
+    b = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    for key in ("generator", "critic", "generator_ema"):
+        assert all(torch.equal(value, b[key][name]) for name, value in a[key].items()), key
+    assert rows(out) == rows(straight)

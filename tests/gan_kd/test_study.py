@@ -80,7 +80,7 @@ def test_report_tables_verdicts_and_plots_come_from_the_copies(tmp_path):
     text = study.write_report(pilot, results, out, tmp_path / "figures", rows=list(study.ROWS))
     assert out.read_text() == text
     pilot_row = next(line for line in text.splitlines() if line.startswith("| 0.01 |"))
-    assert "| 600 | 8 | 300 | 20.00 (200) | 25.00 | +25.0% | +0.100 → +2.000 | +0.50 | 600 s |" in pilot_row
+    assert "| 600 | 8 | 50 | 300 | 20.00 (200) | 25.00 | +25.0% | +0.100 → +2.000 | +0.50 | 600 s |" in pilot_row
     vkd_whiten = next(line for line in text.splitlines() if line.startswith("| DA + VkD w/ whitening"))
     assert "15.20 ± 0.16 " in vkd_whiten and "| 5 |" in vkd_whiten and "-5.00 [" in vkd_whiten
     assert "| DA + linear + whitening (linear, no normaliser" not in text
