@@ -51,7 +51,8 @@ from kd_core.runtime.io import check_writable_dir, write_json, write_npy
 from kd_core.runtime.precision import Precision, resolve_precision, slow_precision_warning
 from kd_core.runtime.metrics import MetricsLogger
 from kd_core.runtime.progress import Progress, format_duration
-from kd_core.runtime.seed import capture_rng_state, restore_rng_state, seed_everything
+from kd_core.runtime.seed import (SeededBatchSampler, SeededItems, capture_rng_state, restore_rng_state,
+                                  seed_everything)
 
 __all__ = [
     "OPTIMIZERS",
@@ -435,9 +436,17 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
     # exactly the batches an uninterrupted run would have.
     sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
                                  seed=config.seed, drop_last=True)
-    train_loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, drop_last=True,
-                              num_workers=config.workers, pin_memory=device.type == "cuda",
-                              persistent_workers=config.workers > 0)
+    if config.workers > 0:
+        # Worker processes: each item's augmentation is seeded from (seed, rank, epoch, position in the epoch)
+        # (kd_core.runtime.seed.SeededItems), so a resumed run draws what an uninterrupted one does. The
+        # loader's own generator keeps its worker-seed draws off the global RNG (mixup, dropout).
+        train_loader = DataLoader(SeededItems(train_set),
+                                  batch_sampler=SeededBatchSampler(sampler, config.batch_size, config.seed, ctx.rank),
+                                  num_workers=config.workers, pin_memory=device.type == "cuda", persistent_workers=True,
+                                  generator=torch.Generator().manual_seed(config.seed))
+    else:
+        train_loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, drop_last=True,
+                                  num_workers=0, pin_memory=device.type == "cuda")
 
     # ---- 5. Epochs: train, evaluate, log, checkpoint.
     metrics = MetricsLogger(run_dir, enabled=is_main)
@@ -456,7 +465,11 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
         epoch_lr = learning_rate(config, epoch)  # logged: the lr at the start of the epoch
         first_step = start_step if epoch == start_epoch else 0
         sums: dict[str, float] = defaultdict(float, resumed_sums if first_step else {})
-        loader = train_loader if not first_step else _resumed_epoch_loader(train_loader, sampler, first_step)
+        loader = train_loader
+        if first_step and isinstance(train_loader.batch_sampler, SeededBatchSampler):
+            train_loader.batch_sampler.skip_batches = first_step  # the rest of the interrupted epoch
+        elif first_step:
+            loader = _resumed_epoch_loader(train_loader, sampler, first_step)
         for step, (images, labels) in enumerate(loader, start=first_step):
             if step >= steps_per_epoch:
                 break

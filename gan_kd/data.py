@@ -42,7 +42,7 @@ from kd_core.runtime.datasets import (
     load_cifar,
     load_fashion_mnist,
 )
-from kd_core.runtime.seed import subset_indices
+from kd_core.runtime.seed import SeededItems, item_seed, subset_indices
 
 __all__ = [
     "DATASETS",
@@ -216,12 +216,14 @@ class _EndlessBatchSampler(Sampler):
     Skipping works on indices, so no image is loaded for the skipped batches.
     """
 
-    def __init__(self, n_items, batch_size, seed, rank, world_size, drop_last, start_epoch, skip_batches):
+    def __init__(self, n_items, batch_size, seed, rank, world_size, drop_last, start_epoch, skip_batches,
+                 seeded_items=False):
         self.sampler = DistributedSampler(
             range(n_items), num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
         )
         self.batch_size, self.drop_last = batch_size, drop_last
         self.start_epoch, self.skip_batches = start_epoch, skip_batches
+        self.seed, self.rank, self.seeded_items = seed, rank, seeded_items
 
     def __iter__(self) -> Iterator[list[int]]:
         epoch, skip = self.start_epoch, self.skip_batches
@@ -231,7 +233,12 @@ class _EndlessBatchSampler(Sampler):
             batches = [indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
             if self.drop_last and batches and len(batches[-1]) < self.batch_size:
                 batches.pop()
-            yield from batches[skip:]
+            for number in range(skip, len(batches)):
+                if self.seeded_items:  # (seed, index) pairs for SeededItems: see kd_core.runtime.seed
+                    yield [(item_seed(self.seed, self.rank, epoch, number * self.batch_size + j), index)
+                           for j, index in enumerate(batches[number])]
+                else:
+                    yield batches[number]
             epoch, skip = epoch + 1, 0
 
 
@@ -257,9 +264,10 @@ def infinite_loader(
     Resume: pass the number of batches already consumed as ``skip_batches`` (values past one epoch roll
     over into later epochs), or ``start_epoch, skip_batches = divmod(done, batches_per_epoch(...))``; the
     stream then continues with exactly the batch an uninterrupted run would have produced next.
-    The random flips are not part of that promise: with ``num_workers=0`` they come from the global torch
-    RNG (restore it with ``kd_core.runtime.seed.restore_rng_state``); workers are seeded from
-    ``(seed, rank, resume point)``.
+    The random flips too: with ``num_workers=0`` they come from the global torch RNG (restore it with
+    ``kd_core.runtime.seed.restore_rng_state``); with workers, each item's flip is seeded from ``(seed, rank,
+    epoch, position in the epoch)`` (:class:`~kd_core.runtime.seed.SeededItems`), so it does not depend on the
+    number of workers or on where the run was resumed.
     """
     n_per_epoch = batches_per_epoch(len(dataset), batch_size, world_size, drop_last)
     if n_per_epoch < 1:
@@ -273,8 +281,11 @@ def infinite_loader(
     extra_epochs, skip_batches = divmod(skip_batches, n_per_epoch)
     start_epoch += extra_epochs
     batch_sampler = _EndlessBatchSampler(
-        len(dataset), batch_size, seed, rank, world_size, drop_last, start_epoch, skip_batches
+        len(dataset), batch_size, seed, rank, world_size, drop_last, start_epoch, skip_batches,
+        seeded_items=num_workers > 0,
     )
+    if num_workers > 0:
+        dataset = SeededItems(dataset)
     # The DataLoader draws its workers' base seed from this generator rather than the global RNG.
     worker_seed = np.random.SeedSequence([seed, rank, start_epoch, skip_batches]).generate_state(1)[0]
     loader = DataLoader(

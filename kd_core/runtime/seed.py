@@ -60,3 +60,67 @@ def subset_indices(n_total: int, fraction: float, seed: int = 0) -> np.ndarray:
     if n < 1:
         raise ValueError(f"data fraction {fraction} of {n_total} items selects no item")
     return np.random.RandomState(seed).choice(n_total, n, replace=False)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Data loading that resumes exactly with worker processes.
+#
+# A DataLoader worker draws its augmentation (random crop, flip) from its own torch RNG, seeded once when the
+# worker starts; what it draws for an item depends on every item that worker handled before. A resumed run
+# starts new workers, so its augmentations differ from an uninterrupted run's. With these two pieces each
+# item's transform is seeded from (run seed, rank, epoch, position in the epoch) instead: the same draws
+# whatever the number of workers, whichever batches were skipped, and however often the run was resumed.
+
+
+def item_seed(*key: int) -> int:
+    """A 63-bit seed from integers (``np.random.SeedSequence``: well mixed, stable across versions)."""
+    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(2, dtype=np.uint32).astype(np.uint64)
+               .dot(np.array([1 << 32, 1], dtype=np.uint64)) >> np.uint64(1))
+
+
+class SeededItems(torch.utils.data.Dataset):
+    """``seeded[(seed, index)]`` = ``dataset[index]`` with torch's and Python's RNG seeded by ``seed`` for it.
+
+    The caller's RNG states are restored afterwards (``torch.random.fork_rng``), so this works in the main
+    process too. Feed it with :class:`SeededBatchSampler`.
+    """
+
+    def __init__(self, dataset: torch.utils.data.Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        seed, index = key
+        python_state = random.getstate()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                random.seed(seed)
+                return self.dataset[index]
+        finally:
+            random.setstate(python_state)
+
+
+class SeededBatchSampler(torch.utils.data.Sampler):
+    """Batches of ``(item seed, index)`` for :class:`SeededItems`, from a sampler with ``set_epoch`` (e.g.
+    ``DistributedSampler``): the epoch's order cut into batches (the last, incomplete one dropped), each item
+    seeded from ``(seed, rank, epoch, position in the epoch)``. ``skip_batches`` starts the current epoch
+    that many batches in (a resume within an epoch); it applies to one pass only.
+    """
+
+    def __init__(self, sampler, batch_size: int, seed: int, rank: int = 0, skip_batches: int = 0):
+        self.sampler, self.batch_size, self.seed, self.rank = sampler, batch_size, seed, rank
+        self.skip_batches = skip_batches
+
+    def __len__(self) -> int:
+        return len(self.sampler) // self.batch_size - self.skip_batches
+
+    def __iter__(self):
+        epoch = int(getattr(self.sampler, "epoch", 0))
+        order = list(self.sampler)
+        skip, self.skip_batches = self.skip_batches, 0
+        for start in range(skip * self.batch_size, len(order) - self.batch_size + 1, self.batch_size):
+            yield [(item_seed(self.seed, self.rank, epoch, position), order[position])
+                   for position in range(start, start + self.batch_size)]
