@@ -42,6 +42,7 @@ from kd_core.runtime.datasets import (
     load_cifar,
     load_fashion_mnist,
 )
+from kd_core.runtime.io import write_npy
 from kd_core.runtime.seed import SeededItems, item_seed, subset_indices
 
 __all__ = [
@@ -181,12 +182,7 @@ def save_indices(run_dir: str | os.PathLike, indices: np.ndarray) -> Path:
 
     Saved so a run documents which images it trained on, and a resume can check it uses the same ones.
     """
-    path = Path(run_dir) / "subset_indices.npy"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npy")
-    np.save(tmp, np.asarray(indices, dtype=np.int64))
-    os.replace(tmp, path)
-    return path
+    return write_npy(Path(run_dir) / "subset_indices.npy", np.asarray(indices, dtype=np.int64))
 
 
 def load_indices(run_dir: str | os.PathLike) -> np.ndarray:

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kd_core.runtime.io import write_bytes
+from kd_core.runtime.io import write_bytes, write_text
 from kd_core.runtime.metrics import metric_curves
 from kd_core.stats import bootstrap_mean_ci, compare, mean_std
 
@@ -351,6 +351,6 @@ def write_report(pilot_results: Path, study_results: Path, out_md: Path, figures
                   "--num-samples 10000 --repeats 2`; `config.json` records every option and the git commit.", "",
                   "```", *commands(every), "```", ""]
     text = "\n".join(parts)
-    out_md.write_text(text)
+    write_text(out_md, text)
     return text
 

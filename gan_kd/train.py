@@ -43,7 +43,7 @@ from kd_core.runtime.checkpoint import CheckpointError, NonFiniteCheckpoint, ato
 from kd_core.runtime.distributed import (DistributedContext, all_reduce_mean, barrier, cleanup_distributed,
                                          init_distributed)
 from kd_core.runtime.finite import TrainingDiverged, all_finite, all_ranks_true, format_terms
-from kd_core.runtime.io import write_json
+from kd_core.runtime.io import atomic_writer, write_json
 from kd_core.runtime.precision import PRECISIONS, fp32, resolve_precision, slow_precision_warning
 from kd_core.runtime.metrics import MetricsLogger
 from kd_core.runtime.progress import Progress
@@ -278,8 +278,8 @@ def sample_grid(generator: nn.Module, n_classes: int, dim_z: int, path: Path, *,
     z = torch.randn(labels.shape[0], dim_z, generator=torch.Generator().manual_seed(seed))
     sampler = copy.deepcopy(generator).to(device).train()
     images = sampler(z.to(device), labels.to(device)).float().cpu()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images, path, nrow=columns, normalize=True, value_range=(-1, 1))
+    with atomic_writer(path) as stream:
+        save_image(images, stream, format="png", nrow=columns, normalize=True, value_range=(-1, 1))
     return path
 
 

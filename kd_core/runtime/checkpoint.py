@@ -41,7 +41,6 @@ import copy
 import hashlib
 import os
 import pickle
-import secrets
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePath
@@ -49,6 +48,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from kd_core.runtime.io import atomic_writer, temp_name
 
 INTEGRITY_KEY = "integrity"
 _ALGORITHM = "sha256"
@@ -106,27 +107,8 @@ def atomic_save(obj: Any, path: str | os.PathLike, *, keep_previous: bool = Fals
         walk.value(obj, [])
         walk.raise_if_non_finite(path)
         payload = obj
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(path)
-    # os.open with 0o666 honours the umask, unlike tempfile.mkstemp's 0o600.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if keep_previous and path.exists():
-            _rotate(path)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _temp_name(path: Path) -> Path:
-    # A hidden, unique name: concurrent writers never collide and `ls checkpoints/` stays clean.
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    with atomic_writer(path, before_replace=_rotate if keep_previous else None) as stream:
+        torch.save(payload, stream)
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -137,9 +119,11 @@ def _unlink_quietly(path: Path) -> None:
 
 
 def _rotate(path: Path) -> None:
-    """Make the current ``path`` the ``.prev`` file atomically, leaving ``path`` itself in place."""
+    """Make the current ``path`` (if any) the ``.prev`` file atomically, leaving ``path`` itself in place."""
+    if not path.exists():
+        return
     prev = previous_path(path)
-    tmp = _temp_name(prev)
+    tmp = temp_name(prev)
     try:
         try:
             os.link(path, tmp)
@@ -153,20 +137,6 @@ def _rotate(path: Path) -> None:
     except BaseException:
         _unlink_quietly(tmp)
         raise
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Persist the rename itself; without this a power loss can revert the directory entry."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. platforms where directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class _Walk:

@@ -62,6 +62,8 @@ from typing import NamedTuple
 import numpy as np
 from torch.utils.data import Dataset
 
+from kd_core.runtime.io import atomic_writer
+
 __all__ = [
     "CIFAR_DATASETS",
     "DISPLAY_NAMES",
@@ -332,14 +334,8 @@ def copy_fashion_mnist(root: str | os.PathLike, system_dir: str | os.PathLike | 
         source = _in_folder(system, name)
         if source is None:
             continue
-        raw.mkdir(parents=True, exist_ok=True)
-        target = raw / source.name
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        try:
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with open(source, "rb") as src, atomic_writer(raw / source.name) as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
     return raw if all(_in_folder(raw, name) is not None for name in names) else None
 
 

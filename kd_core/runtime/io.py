@@ -1,4 +1,4 @@
-"""Atomic text/JSON writes, and checking that an output location is writable before any work starts.
+"""Atomic file writes (every file this project writes goes through :func:`atomic_writer`), and checking that an output location is writable before any work starts.
 
 A reader (a resumed run, a table script, a second rank) must see either the old file or the complete new
 one, never half of it: :func:`write_text` writes a hidden temporary file in the same directory, fsyncs it
@@ -10,29 +10,68 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 class OutputNotWritable(ValueError):
     """An output path that cannot be created or written (one-line message naming it and why)."""
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically; parent directories are created. Returns the path."""
+def temp_name(path: Path) -> Path:
+    """A hidden, unique name next to ``path``: concurrent writers never collide and listings stay clean."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def fsync_directory(directory: Path) -> None:
+    """Persist a rename itself; without this a power loss can revert the directory entry."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. platforms where directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_writer(path: str | os.PathLike, before_replace: Callable[[Path], None] | None = None) -> Iterator[BinaryIO]:
+    """``with atomic_writer(path) as f: f.write(...)``: the one way this project writes a file.
+
+    Writes go to a hidden temporary file in the same directory, which is flushed, fsynced and renamed over
+    ``path`` when the block ends without an exception (``before_replace(path)`` runs just before the rename,
+    e.g. to keep the previous file); on an exception, including ``KeyboardInterrupt``, the temporary file is
+    removed and ``path`` is left as it was. Parent directories are created. The temporary file is created with
+    ``0o666`` minus the umask, as ``open`` would.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = temp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        with os.fdopen(fd, "wb") as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
+        if before_replace is not None:
+            before_replace(path)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return path
+    fsync_directory(path.parent)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_writer`). Returns the path."""
+    with atomic_writer(path) as stream:
+        stream.write(data)
+    return Path(path)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

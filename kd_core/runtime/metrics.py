@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from kd_core.runtime.io import write_text
+
 METRICS_FILE = "metrics.jsonl"
 LEGACY_METRICS_FILE = "metrics.csv"
 
@@ -72,9 +74,7 @@ class MetricsLogger:
             else:
                 kept = [line for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True)
                         if (row := _parse(line)) is not None and row["step"] <= step]
-                tmp = self.path.with_name(f".{METRICS_FILE}.{os.getpid()}.tmp")
-                tmp.write_text("".join(kept), encoding="utf-8")
-                os.replace(tmp, self.path)
+                write_text(self.path, "".join(kept))
         self._purge_step = int(step) + 1
         if self._writer is not None:
             self._writer.close()
