@@ -50,17 +50,17 @@ class Regime:
 
     fraction: float = 0.01
     width: int = 8
-    iterations: int = 500
-    eval_every: int = 50
+    iterations: int = 1000
+    eval_every: int = 100
     eval_samples: int = 2000
     ema_decay: float = 0.99
     ema_start: int = 100
     final_samples: int = 10_000
     repeats: int = 2
-    batch_size: int = 50
+    batch_size: int = 16
 
     def tag(self) -> str:
-        batch = "" if self.batch_size == 50 else f"_b{self.batch_size}"
+        batch = "" if self.batch_size == 50 else f"_b{self.batch_size}"  # 50: the pilot's first runs
         return f"f{self.fraction:g}_w{self.width}{batch}_i{self.iterations}"
 
 
