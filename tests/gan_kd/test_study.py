@@ -80,7 +80,8 @@ def test_report_tables_verdicts_and_plots_come_from_the_copies(tmp_path):
     text = study.write_report(pilot, results, out, tmp_path / "figures", rows=list(study.ROWS))
     assert out.read_text() == text
     pilot_row = next(line for line in text.splitlines() if line.startswith("| 0.01 |"))
-    assert "| 600 | 8 | 50 | 300 | 20.00 (200) | 25.00 | +25.0% | +0.100 → +2.000 | +0.50 | 600 s |" in pilot_row
+    assert "| 600 | 8 | 50 | 300 | 20.00 (200) | 25.00 | +25.0% | +25.0% | +0.100 → +2.000 | +0.50 | 600 s |" in pilot_row
+    assert "DA's FD turned upward in: fraction 0.01, batch 50 (best 20.00 at iteration 200, +25.0% by the end)." in text
     vkd_whiten = next(line for line in text.splitlines() if line.startswith("| DA + VkD w/ whitening"))
     assert "15.20 ± 0.16 " in vkd_whiten and "| 5 |" in vkd_whiten and "-5.00 [" in vkd_whiten
     assert "| DA + linear + whitening (linear, no normaliser" not in text
@@ -115,3 +116,10 @@ def test_execute_skips_a_finished_copy_and_copies_a_fresh_run(tmp_path, monkeypa
     with pytest.raises(RuntimeError, match="exited with 1"):
         study.execute("da-kd", REGIME, 0, runs=runs, results=results, assets=ASSETS, log=lambda _: None)
     assert not (results / study.run_name("da-kd", REGIME, 0)).exists()
+
+
+def test_pilot_reading_says_when_no_run_turned_upward(tmp_path):
+    fake_copy(tmp_path, "da", 0, 12.0, [30.0, 20.0, 15.0, 12.0], [0.1, 0.2, 0.3, 0.4])
+    runs = study.load_runs(tmp_path)
+    text = study.pilot_reading(runs)
+    assert text.startswith("In no pilot run did DA's FD turn upward") and "(-20.0%)" in text
