@@ -19,11 +19,11 @@ with the same seed in one cell are refused: they would be counted as two seeds.
 from __future__ import annotations
 
 import json
-import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from classifier_kd.distiller import METHODS
+from kd_core.stats import mean_std
 
 METHOD_LABELS = {"ce": "CE (student)", "kd": "KD", "dkd": "DKD", "fitnet": "FitNet", "vkd": "VkD", "dcd": "DCD",
                  "dcd+kd": "DCD+KD", "rsd": "RSD"}
@@ -76,7 +76,8 @@ def _cell(runs: list[dict]) -> str:
     values = [run["result"]["best_top1"] for run in runs]
     if len(values) == 1:
         return f"{values[0]:.2f} (1)"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} ({len(values)})"
+    mean, std = mean_std(values)
+    return f"{mean:.2f} ± {std:.2f} ({len(values)})"
 
 
 def _column_rank(column: str, appearance: list[str]) -> tuple:

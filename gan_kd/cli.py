@@ -183,7 +183,8 @@ def evaluate(run_dir, checkpoint, num_samples, repeats, metrics, inception_weigh
     \b
     Example: gan-kd evaluate runs/c10_10 --repeats 3 --metrics fid,isc
     """
-    from gan_kd.evaluate import Evaluator, mean_std
+    from gan_kd.evaluate import Evaluator
+    from kd_core.stats import mean_std
     from gan_kd.snapshot import load_ema_generator
     from kd_core.runtime.distributed import resolve_device
     from kd_core.runtime.io import check_writable_file, write_json

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import io
-import math
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
@@ -262,9 +261,3 @@ class Evaluator:
     def selection_metric(self) -> str:
         """The metric that picks the best checkpoint: FID when computed, else FD (lower is better for both)."""
         return "fid" if "fid" in self.metrics else "fd"
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and (population, as the reference's ``eval.py --repeat``) standard deviation."""
-    mean = sum(values) / len(values)
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))

@@ -5,7 +5,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from gan_kd.evaluate import mean_std
+from kd_core.stats import mean_std
 
 PRESET_ROWS = {"da": "DA (baseline)", "da-kd": "DA + KD", "vkd": "DA + VkD", "vkd-whiten": "DA + VkD w/ whitening"}
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from kd_core.stats import mean_std
 from gan_kd.evaluate import (
     Evaluator,
     InceptionUnavailable,
@@ -22,7 +23,6 @@ from gan_kd.evaluate import (
     UInt8Images,
     frechet_distance,
     generate_uint8,
-    mean_std,
     real_uint8,
     to_uint8,
 )
@@ -169,8 +169,8 @@ def test_frechet_distance_of_shifted_set_is_squared_shift():
     assert frechet_distance(f, f + shift) == pytest.approx((shift ** 2).sum(), rel=1e-8)
 
 
-def test_mean_std_is_population_std():
-    assert mean_std([1.0, 2.0, 3.0]) == pytest.approx((2.0, math.sqrt(2 / 3)))
+def test_mean_std_is_the_sample_std_everywhere():  # issue 13: one mean_std (kd_core.stats), sample std
+    assert mean_std([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))
     assert mean_std([5.0]) == (5.0, 0.0)
 
 
