@@ -9,14 +9,24 @@ has a last conv/BN/ReLU that only serves the head), ``forward_head`` = the final
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 class CifarClassifier(nn.Module):
     head_weight_key: str  # state-dict key of the final layer's weight, e.g. "fc.weight"
+    stage_names: tuple[str, ...] = ("layer1", "layer2", "layer3")  # for the default forward_stages
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        raise NotImplementedError
+        """Stem output and each stage's output (FitNet's hint is index 2).
+
+        The default is the ResNet / ShuffleNetV1 layout: ``relu(bn1(conv1(x)))``, then the modules named in
+        ``stage_names`` in turn. Models laid out otherwise override it.
+        """
+        maps = [F.relu(self.bn1(self.conv1(x)))]
+        for name in self.stage_names:
+            maps.append(getattr(self, name)(maps[-1]))
+        return maps
 
     def pre_pool(self, last_map: torch.Tensor) -> torch.Tensor:
         return last_map

@@ -79,14 +79,6 @@ class CifarResNet(CifarClassifier):
         self._in_channels = channels
         return nn.Sequential(*blocks)
 
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Stem output and the output of each stage (FitNet's hint is index 2)."""
-        stem = F.relu(self.bn1(self.conv1(x)))
-        s1 = self.layer1(stem)
-        s2 = self.layer2(s1)
-        s3 = self.layer3(s2)
-        return [stem, s1, s2, s3]
-
 
 class Bottleneck(nn.Module):
     """1x1 reduce, 3x3 (strided), 1x1 expand x4, each with BN; ReLU after the residual sum."""
@@ -120,6 +112,7 @@ class CifarBottleneckResNet(CifarClassifier):
     """ImageNet-style bottleneck ResNet adapted to 32x32: 3x3 stride-1 stem, no max-pool, 4 stages."""
 
     head_weight_key = "linear.weight"
+    stage_names = ("layer1", "layer2", "layer3", "layer4")
 
     def __init__(self, blocks_per_stage: tuple[int, int, int, int], num_classes: int = 100) -> None:
         super().__init__()
@@ -141,15 +134,6 @@ class CifarBottleneckResNet(CifarClassifier):
             blocks.append(Bottleneck(self._in_channels, channels, block_stride))
             self._in_channels = channels * Bottleneck.expansion
         return nn.Sequential(*blocks)
-
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Stem output and the output of each of the 4 stages (FitNet's hint is index 2)."""
-        stem = F.relu(self.bn1(self.conv1(x)))
-        s1 = self.layer1(stem)
-        s2 = self.layer2(s1)
-        s3 = self.layer3(s2)
-        s4 = self.layer4(s3)
-        return [stem, s1, s2, s3, s4]
 
 
 def resnet20(num_classes: int = 100) -> CifarResNet:

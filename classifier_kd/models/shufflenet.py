@@ -80,14 +80,6 @@ class ShuffleNetV1(CifarClassifier):
         self._in_channels = width
         return nn.Sequential(*units)
 
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Stem output and each stage's output (FitNet's hint is index 2)."""
-        stem = F.relu(self.bn1(self.conv1(x)))
-        s1 = self.layer1(stem)
-        s2 = self.layer2(s1)
-        s3 = self.layer3(s2)
-        return [stem, s1, s2, s3]
-
 
 class ShuffleV2BasicUnit(nn.Module):
     """Split channels in half; the second half goes 1x1-BN-ReLU, 3x3 depthwise-BN, 1x1-BN-ReLU;
@@ -164,14 +156,6 @@ class ShuffleNetV2(CifarClassifier):
         units += [ShuffleV2BasicUnit(width) for _ in range(num_blocks)]
         self._in_channels = width
         return nn.Sequential(*units)
-
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Stem output and each stage's output (FitNet's hint is index 2)."""
-        stem = F.relu(self.bn1(self.conv1(x)))
-        s1 = self.layer1(stem)
-        s2 = self.layer2(s1)
-        s3 = self.layer3(s2)
-        return [stem, s1, s2, s3]
 
     def pre_pool(self, last_map: torch.Tensor) -> torch.Tensor:
         return F.relu(self.bn2(self.conv2(last_map)))
