@@ -13,6 +13,7 @@ L2 loss to the raw teacher feature) is the ``da-kd`` row itself, so it is not ru
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -21,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kd_core.runtime.io import write_bytes, write_text
+from kd_core.runtime.io import write_bytes, write_json, write_text
 from kd_core.runtime.metrics import metric_curves
 from kd_core.stats import bootstrap_mean_ci, compare, mean_std
 
@@ -122,9 +123,22 @@ def execute(row: str, regime: Regime, seed: int, *, runs: Path, results: Path, a
             code = subprocess.call(command, stdout=stream, stderr=subprocess.STDOUT, env=env)
             if code:
                 raise RuntimeError(f"{name}: `{' '.join(command[:2])}` exited with {code}; see {runs / name}.log")
+    write_json(results / name / ASSETS_FILE, asset_digests(assets))  # before result.json marks the copy complete
     copy_small_files(out, results / name)
     log(f"{name}: done in {time.monotonic() - started:.0f} s")
     return results / name
+
+
+ASSETS_FILE = "assets.json"
+
+
+def asset_digests(assets: Assets) -> dict:
+    """SHA-256 of the teacher and FD-network files a run used: the checkpoints are not committed, so this is
+    what tells whether runs of different sessions measured FD with the same network."""
+    def digest(path: str) -> str:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+    return {"fd_net_sha256": digest(assets.fd_net), "teacher_sha256": digest(assets.teacher)}
 
 
 def copy_small_files(run_dir: Path, destination: Path) -> None:
@@ -147,7 +161,9 @@ def load_runs(results: Path) -> list[dict]:
         config = json.loads((folder / "config.json").read_text())
         training = json.loads((folder / "training.json").read_text()) if (folder / "training.json").is_file() else {}
         row, _, rest = folder.name.partition("_f")
+        assets = folder / ASSETS_FILE
         runs.append({"name": folder.name, "dir": folder, "row": row, "config": config, "training": training,
+                     "assets": json.loads(assets.read_text()) if assets.is_file() else {},
                      "result": json.loads(result_path.read_text()),
                      "curves": _curves(folder)})
     return runs
@@ -369,6 +385,10 @@ def write_report(pilot_results: Path, study_results: Path, out_md: Path, figures
     else:
         parts += ["## 2. The ablation", "", "No finished run yet.", ""]
     every = pilot + study
+    fd_nets = {r["assets"].get("fd_net_sha256", "unrecorded") for r in study}
+    if len(fd_nets) > 1:
+        parts += [f"**Warning:** the ablation's runs used {len(fd_nets)} different FD networks (SHA-256 in each "
+                  f"run's {ASSETS_FILE}); their FD values are not comparable. Re-run the odd ones.", ""]
     if every:
         parts += ["## Commands", "", "Each run is followed by `gan-kd evaluate RUN --checkpoint best --metrics fd "
                   "--num-samples 10000 --repeats 2`; `config.json` records every option and the git commit.", "",

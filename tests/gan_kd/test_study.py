@@ -107,10 +107,16 @@ def test_execute_skips_a_finished_copy_and_copies_a_fresh_run(tmp_path, monkeypa
     (run_dir / "checkpoints" / "last.pt").write_bytes(b"not copied")
     calls = []
     monkeypatch.setattr(subprocess, "call", lambda command, **k: calls.append(command[:2]) or 0)
-    copy = study.execute("vkd", REGIME, 1, runs=runs, results=results, assets=ASSETS, log=lambda _: None)
+    (tmp_path / "t.pt").write_bytes(b"teacher")
+    (tmp_path / "f.pt").write_bytes(b"fd network")
+    assets = study.Assets(data_root="data", teacher=str(tmp_path / "t.pt"), fd_net=str(tmp_path / "f.pt"))
+    copy = study.execute("vkd", REGIME, 1, runs=runs, results=results, assets=assets, log=lambda _: None)
     assert calls == [["gan-kd", "train"], ["gan-kd", "evaluate"]]
-    assert sorted(p.name for p in copy.iterdir()) == ["config.json", "final.png", "metrics.csv", "result.json",
-                                                      "training.json"]
+    assert sorted(p.name for p in copy.iterdir()) == ["assets.json", "config.json", "final.png", "metrics.csv",
+                                                      "result.json", "training.json"]
+    import hashlib
+
+    assert json.loads((copy / "assets.json").read_text())["fd_net_sha256"] == hashlib.sha256(b"fd network").hexdigest()
 
     monkeypatch.setattr(subprocess, "call", lambda command, **k: 1)
     with pytest.raises(RuntimeError, match="exited with 1"):
