@@ -456,6 +456,15 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
                         every=config.log_every, bar=None if is_main else False)
     session_start = time.monotonic()
     test_metrics: dict[str, float] = {}
+
+    def last_state(epochs_done: int, **position) -> dict:
+        """What last.pt holds: everything to resume after ``epochs_done`` epochs (plus ``position`` inside the
+        next one, when a signal stopped the run mid-epoch)."""
+        return {"target": target.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                "epoch": epochs_done, **position, "best_top1": best_top1, "best_epoch": best_epoch,
+                "rng": capture_rng_state(), "metrics_offset": metrics.offset(),
+                "wall_time": wall_before + time.monotonic() - session_start}
+
     for epoch in range(start_epoch, config.epochs):
         epoch_start = time.monotonic()
         sampler.set_epoch(epoch)
@@ -501,12 +510,8 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
             signum = stops.should_stop(device)
             if signum:  # SIGTERM / SIGINT: save this point of the epoch (rank 0), then stop every rank
                 if is_main:
-                    atomic_save({"target": target.state_dict(), "optimizer": optimizer.state_dict(),
-                                 "scaler": scaler.state_dict(), "epoch": epoch, "step": step + 1,
-                                 "epoch_sums": dict(sums), "best_top1": best_top1, "best_epoch": best_epoch,
-                                 "rng": capture_rng_state(), "metrics_offset": metrics.offset(),
-                                 "wall_time": wall_before + time.monotonic() - session_start},
-                                ckpt_dir / LAST, keep_previous=True)
+                    atomic_save(last_state(epoch, step=step + 1, epoch_sums=dict(sums)), ckpt_dir / LAST,
+                                keep_previous=True)
                 barrier()
                 message = interrupted_message(signum, f"in epoch {epoch + 1} after step {step + 1} of {steps_per_epoch}",
                                               ckpt_dir / LAST)
@@ -539,12 +544,7 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
                                 input_spec=input_spec, dataset=config.dataset, epoch=epoch + 1,
                                 top1=test_metrics["top1"], top5=test_metrics["top5"])
             # last.pt after best.pt: a crash in between redoes this epoch instead of losing a best.
-            atomic_save({"target": target.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scaler": scaler.state_dict(),
-                         "epoch": epoch + 1, "best_top1": best_top1, "best_epoch": best_epoch,
-                         "rng": capture_rng_state(), "metrics_offset": metrics.offset(),
-                         "wall_time": wall_before + time.monotonic() - session_start},
-                        ckpt_dir / LAST, keep_previous=True)
+            atomic_save(last_state(epoch + 1), ckpt_dir / LAST, keep_previous=True)
         barrier()
     metrics.close()
     progress.close()

@@ -159,7 +159,6 @@ def train(ctx, out, **options):
     except RunInterrupted as error:  # SIGTERM / SIGINT: the checkpoint is saved and the message logged
         raise SystemExit(error.exit_code) from None
     finally:
-        trainer.close()
         cleanup_distributed()
 
 

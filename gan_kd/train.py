@@ -581,6 +581,7 @@ class Trainer:
                             bar=None if context.is_main else False)
         started = time.monotonic()
         running = self.window_sums  # filled in place: last.pt saves it
+        interrupted = None
         for iteration in range(self.start_iteration + 1, config.iterations + 1):
             self.generator.requires_grad_(False)
             self.critic.requires_grad_(True)
@@ -629,11 +630,12 @@ class Trainer:
                 message = interrupted_message(signum, f"at iteration {iteration} of {config.iterations}",
                                               out / "checkpoints" / "last.pt")
                 logger.warning(message)
-                metrics_log.close()
-                progress.close()
-                raise RunInterrupted(message, signum)
+                interrupted = RunInterrupted(message, signum)
+                break
         metrics_log.close()
         progress.close()
+        if interrupted is not None:
+            raise interrupted
         if context.is_main:
             sample_grid(self.generator_ema, self.n_classes, config.dim_z, out / "samples" / "final.png", device=self.device)
             summary = {"iterations": config.iterations, "best": self.best, "wall_time_s": round(time.monotonic() - started, 1),
@@ -667,7 +669,6 @@ def train(config: TrainConfig, out: str | Path) -> dict:
     """Train (or resume) a run in ``out``; returns the best evaluation record (empty if never evaluated)."""
     trainer = Trainer(config, out)
     try:
-        return trainer.run()
+        return trainer.run()  # releases the run directory however it ends
     finally:
-        trainer.close()
         cleanup_distributed()
