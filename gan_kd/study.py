@@ -143,7 +143,7 @@ def asset_digests(assets: Assets) -> dict:
 
 def copy_small_files(run_dir: Path, destination: Path) -> None:
     """The committed part of a run; ``result.json`` is written last, so its presence marks a complete copy."""
-    for name in (*SMALL_FILES, "samples/final.png"):
+    for name in (*SMALL_FILES, ASSETS_FILE, "samples/final.png"):
         source = Path(run_dir) / name
         if name != "result.json" and source.is_file():
             write_bytes(Path(destination) / source.name, source.read_bytes())

@@ -153,7 +153,7 @@ def evaluate_command(out: Path, evaluator: Path, sizes: dict) -> list[str]:
 @click.option("--smoke", is_flag=True, help="The same chain at tiny sizes (< 2 minutes).")
 @click.option("--out", default=None, help="Demo folder [default: runs/demo, or runs/demo_smoke with --smoke].")
 @click.option("--data-root", default="data", show_default=True, help="Where Fashion-MNIST is (or goes).")
-@click.option("--fraction", type=float, default=0.1, show_default=True, help="Fraction of the training set for the GANs.")
+@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=0.1, show_default=True, help="Fraction of the training set for the GANs.")
 def main(smoke, out, data_root, fraction):
     """Teacher + evaluator classifiers, then da and vkd-whiten GANs on 10% of Fashion-MNIST, FD and plots."""
     started = time.monotonic()

@@ -57,11 +57,37 @@ def train_classifiers(data_root: str) -> study.Assets:
     return study.Assets(data_root=data_root, teacher=paths["teacher"], fd_net=paths["fd_net"])
 
 
-def seeds_option(value: str) -> list[int]:
-    if "-" in value:
-        first, last = value.split("-")
-        return list(range(int(first), int(last) + 1))
-    return [int(v) for v in value.split(",")]
+def _seeds(ctx, param, value: str) -> list[int]:
+    """``0-4`` or ``0,2,5`` -> the seeds; anything else is a one-line usage error."""
+    try:
+        if "-" in value:
+            first, last = value.split("-")
+            seeds = list(range(int(first), int(last) + 1))
+        else:
+            seeds = [int(v) for v in value.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0:
+        raise click.BadParameter(f"{value!r} is not a seed range like 0-4 or a list like 0,2,5")
+    return seeds
+
+
+def _fractions(ctx, param, value: str) -> list[float]:
+    try:
+        fractions = [float(v) for v in value.split(",")]
+    except ValueError:
+        fractions = []
+    if not fractions or not all(0 < f <= 1 for f in fractions):
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of fractions in (0, 1]")
+    return fractions
+
+
+def _rows(ctx, param, value: str) -> list[str]:
+    rows = value.split(",")
+    unknown = [row for row in rows if row not in study.ROWS]
+    if unknown:
+        raise click.BadParameter(f"unknown row(s) {', '.join(unknown)}; allowed: {', '.join(study.ROWS)}")
+    return rows
 
 
 def regime(fraction, width, iterations, eval_every, batch_size) -> study.Regime:
@@ -70,11 +96,11 @@ def regime(fraction, width, iterations, eval_every, batch_size) -> study.Regime:
 
 
 common = [
-    click.option("--width", type=int, default=8, show_default=True, help="G and D width (g_ch = d_ch)."),
-    click.option("--batch-size", type=int, default=16, show_default=True, help="Batch of each D and G step."),
-    click.option("--iterations", type=int, default=1000, show_default=True,
+    click.option("--width", type=click.IntRange(min=1), default=8, show_default=True, help="G and D width (g_ch = d_ch)."),
+    click.option("--batch-size", type=click.IntRange(min=2), default=16, show_default=True, help="Batch of each D and G step."),
+    click.option("--iterations", type=click.IntRange(min=1), default=1000, show_default=True,
                  help="At width 8 on one core: ~2.4 s (da) to 3.4 s (vkd-whiten) each at batch 50, ~0.9-1.2 s at batch 16."),
-    click.option("--eval-every", type=int, default=100, show_default=True),
+    click.option("--eval-every", type=click.IntRange(min=1), default=100, show_default=True),
     click.option("--data-root", default="data", show_default=True,
                  help="Fashion-MNIST root (Debian's dataset-fashion-mnist is found automatically)."),
     click.option("--runs", default="runs/gan_fmnist", show_default=True, help="Run directories (checkpoints)."),
@@ -93,22 +119,22 @@ def main():
 
 
 @main.command()
-@click.option("--fractions", default="0.005,0.01", show_default=True)
+@click.option("--fractions", default="0.005,0.01", show_default=True, callback=_fractions)
 @with_common
 def pilot(fractions, width, batch_size, iterations, eval_every, data_root, runs):
     """Plain DA at each fraction (seed 0): the FD curve and D's overfitting signal."""
     os.chdir(ROOT)
     Path(data_root).mkdir(parents=True, exist_ok=True)
     assets = train_classifiers(data_root)
-    for fraction in (float(f) for f in fractions.split(",")):
+    for fraction in fractions:
         study.execute("da", regime(fraction, width, iterations, eval_every, batch_size), 0, runs=Path(runs),
                       results=Path(PILOT_RESULTS), assets=assets, gan_kd=str(BIN / "gan-kd"), log=click.echo)
 
 
 @main.command()
-@click.option("--fraction", type=float, required=True)
-@click.option("--seeds", default="0-4", show_default=True, help="e.g. 0-4 or 0,2.")
-@click.option("--rows", default=",".join(study.ROWS), show_default=True)
+@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), required=True)
+@click.option("--seeds", default="0-4", show_default=True, callback=_seeds, help="e.g. 0-4 or 0,2.")
+@click.option("--rows", default=",".join(study.ROWS), show_default=True, callback=_rows)
 @with_common
 def run(fraction, seeds, rows, width, batch_size, iterations, eval_every, data_root, runs):
     """Every row for every seed at one regime, seed by seed (so rows fill up evenly)."""
@@ -116,8 +142,8 @@ def run(fraction, seeds, rows, width, batch_size, iterations, eval_every, data_r
     Path(data_root).mkdir(parents=True, exist_ok=True)
     assets = train_classifiers(data_root)
     chosen = regime(fraction, width, iterations, eval_every, batch_size)
-    for seed in seeds_option(seeds):
-        for row in rows.split(","):
+    for seed in seeds:
+        for row in rows:
             pilot_copy = ROOT / PILOT_RESULTS / study.run_name(row, chosen, seed)
             if row == "da" and (pilot_copy / "result.json").is_file():
                 # the pilot's DA run at the chosen regime is the same command: reuse it
@@ -129,14 +155,14 @@ def run(fraction, seeds, rows, width, batch_size, iterations, eval_every, data_r
 
 
 @main.command()
-@click.option("--rows", default=",".join(study.ROWS), show_default=True)
-@click.option("--min-seeds", type=int, default=5, show_default=True)
+@click.option("--rows", default=",".join(study.ROWS), show_default=True, callback=_rows)
+@click.option("--min-seeds", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--out", default="results/gan_fmnist.md", show_default=True)
 def report(rows, min_seeds, out):
     """Regenerate results/gan_fmnist.md and results/gan_fmnist_figures/*.png from the run copies."""
     os.chdir(ROOT)
     study.write_report(Path(PILOT_RESULTS), Path(STUDY_RESULTS), Path(out), Path("results/gan_fmnist_figures"),
-                       rows=rows.split(","), min_seeds=min_seeds)
+                       rows=rows, min_seeds=min_seeds)
     click.echo(f"wrote {out}")
 
 

@@ -129,3 +129,21 @@ def test_pilot_reading_says_when_no_run_turned_upward(tmp_path):
     runs = study.load_runs(tmp_path)
     text = study.pilot_reading(runs)
     assert text.startswith("In no pilot run did DA's FD turn upward") and "(-20.0%)" in text
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["run", "--fraction", "2"], "'--fraction': 2.0 is not in the range"),
+    (["run", "--fraction", "0.1", "--seeds", "x"], "'x' is not a seed range"),
+    (["run", "--fraction", "0.1", "--rows", "da,bogus"], "unknown row(s) bogus"),
+    (["pilot", "--fractions", "0,0.1"], "fractions in (0, 1]"),
+])
+def test_study_script_refuses_bad_options_in_one_line_before_any_work(args, fragment, tmp_path):
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "gan_fmnist_study.py"
+    done = subprocess.run([sys.executable, str(script), *args, "--runs", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and fragment in errors[0], done.stderr
+    assert not (tmp_path / "runs").exists()
