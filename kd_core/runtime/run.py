@@ -73,8 +73,7 @@ class RunLock:
         except BlockingIOError:
             stream.seek(0)
             holder = _describe(stream.read())
-            stream.close()
-            self._remove_if_unused()
+            stream.close()  # the directory is the holder's now: leave it, even if this call created it
             raise RunLocked(f"run directory {self.run_dir} is in use by another training process ({holder}); "
                             f"wait for it to finish or stop it, or choose another --out") from None
         stream.seek(0)
