@@ -43,7 +43,7 @@ from kd_core.runtime.datasets import (
     load_fashion_mnist,
 )
 from kd_core.runtime.io import write_npy
-from kd_core.runtime.seed import SeededItems, item_seed, subset_indices
+from kd_core.runtime.seed import SeededItems, seeded_batch, subset_indices
 
 __all__ = [
     "DATASETS",
@@ -231,8 +231,7 @@ class _EndlessBatchSampler(Sampler):
                 batches.pop()
             for number in range(skip, len(batches)):
                 if self.seeded_items:  # (seed, index) pairs for SeededItems: see kd_core.runtime.seed
-                    yield [(item_seed(self.seed, self.rank, epoch, number * self.batch_size + j), index)
-                           for j, index in enumerate(batches[number])]
+                    yield seeded_batch(batches[number], self.seed, self.rank, epoch, number * self.batch_size)
                 else:
                     yield batches[number]
             epoch, skip = epoch + 1, 0

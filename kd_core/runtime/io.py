@@ -1,4 +1,5 @@
-"""Atomic file writes (every file this project writes goes through :func:`atomic_writer`), and checking that an output location is writable before any work starts.
+"""Atomic file writes (every file the project writes goes through :func:`atomic_writer`), and checking
+that an output location is writable before any work starts.
 
 A reader (a resumed run, a table script, a second rank) must see either the old file or the complete new
 one, never half of it: :func:`write_text` writes a hidden temporary file in the same directory, fsyncs it

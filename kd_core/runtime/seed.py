@@ -78,6 +78,11 @@ def item_seed(*key: int) -> int:
                .dot(np.array([1 << 32, 1], dtype=np.uint64)) >> np.uint64(1))
 
 
+def seeded_batch(indices, seed: int, rank: int, epoch: int, first_position: int) -> list[tuple[int, int]]:
+    """``(item seed, index)`` pairs for one batch whose first item sits at ``first_position`` in the epoch."""
+    return [(item_seed(seed, rank, epoch, first_position + j), index) for j, index in enumerate(indices)]
+
+
 class SeededItems(torch.utils.data.Dataset):
     """``seeded[(seed, index)]`` = ``dataset[index]`` with torch's and Python's RNG seeded by ``seed`` for it.
 
@@ -122,5 +127,4 @@ class SeededBatchSampler(torch.utils.data.Sampler):
         order = list(self.sampler)
         skip, self.skip_batches = self.skip_batches, 0
         for start in range(skip * self.batch_size, len(order) - self.batch_size + 1, self.batch_size):
-            yield [(item_seed(self.seed, self.rank, epoch, position), order[position])
-                   for position in range(start, start + self.batch_size)]
+            yield seeded_batch(order[start:start + self.batch_size], self.seed, self.rank, epoch, start)
