@@ -5,10 +5,14 @@
   (:func:`validate_run_dir`, :func:`prepare_run_dir`), because a curve that silently changes learning rate
   half-way is worse than an error. Only rank 0 writes; the helpers take ``is_main`` so other ranks can call
   them unconditionally.
-* :class:`RunLock` is an exclusive ``flock`` on ``<run>/.lock``, taken before the run's options are checked
-  against the directory and held until the process ends. The kernel drops the lock when the process dies,
-  however it dies (SIGKILL, OOM), so a stale ``.lock`` file never blocks a resume; a second live process is
-  refused with :class:`RunLocked` (one line naming the holder). Under torchrun only rank 0 takes the lock
+* :class:`RunLock` is an exclusive POSIX record lock (``lockf``) on ``<run>/.lock``, taken before the run's
+  options are checked against the directory and held until the process ends. The kernel drops the lock when
+  the process dies, however it dies (SIGKILL, OOM), so a stale ``.lock`` file never blocks a resume; a second
+  live process is refused with :class:`RunLocked` (one line naming the holder). A record lock, unlike
+  ``flock``, is not inherited by forked children: data-loader workers orphaned by a SIGKILL'd trainer (they
+  notice within seconds) must not keep the directory locked against the resume. Record locks belong to the
+  process, so a second acquire inside the same process is refused from a table of held paths, before it
+  opens (and by closing, would release) the lock file. Under torchrun only rank 0 takes the lock
   and every rank learns the outcome, so all of them stop together. If taking the lock created the directory
   and the run then stops before writing anything else (bad input), releasing the lock removes the directory
   again: a refused command leaves no half-made run behind.
@@ -19,6 +23,7 @@ Metrics files are :mod:`kd_core.runtime.metrics`; console progress is :mod:`kd_c
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -49,6 +54,9 @@ class RunLocked(ValueError):
     """Another live process is training into the same run directory."""
 
 
+_HELD: dict[Path, str] = {}  # resolved lock path -> holder record, for the locks this process holds
+
+
 class RunLock:
     """``with RunLock(run_dir): ...`` or ``acquire()`` / ``release()``; see the module docstring."""
 
@@ -65,31 +73,47 @@ class RunLock:
     def acquire(self) -> RunLock:
         if self._file is not None:
             return self
+        key = self.path.resolve()
+        if key in _HELD:
+            self._refuse(_HELD[key])
         self._created_dir = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         stream = open(self.path, "a+", encoding="utf-8")
         try:
-            fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
+        except OSError as err:
+            if err.errno not in (errno.EACCES, errno.EAGAIN):
+                stream.close()
+                raise
+            locked = False
+        if not locked:
             stream.seek(0)
-            holder = _describe(stream.read())
+            record = stream.read()
             stream.close()  # the directory is the holder's now: leave it, even if this call created it
-            raise RunLocked(f"run directory {self.run_dir} is in use by another training process ({holder}); "
-                            f"wait for it to finish or stop it, or choose another --out") from None
+            self._refuse(record)
+        record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "since": time.strftime("%Y-%m-%d %H:%M:%S")})
         stream.seek(0)
         stream.truncate()
-        stream.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "since": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+        stream.write(record + "\n")
         stream.flush()
         self._file = stream
+        _HELD[key] = record
         return self
+
+    def _refuse(self, record: str) -> None:
+        raise RunLocked(f"run directory {self.run_dir} is in use by another training process "
+                        f"({_describe(record)}); wait for it to finish or stop it, or choose another --out")
 
     def release(self) -> None:
         if self._file is not None:
+            key = self.path.resolve()
             self._remove_if_unused()  # while still holding the lock
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            fcntl.lockf(self._file.fileno(), fcntl.LOCK_UN)
             self._file.close()
             self._file = None
+            _HELD.pop(key, None)
 
     def _remove_if_unused(self) -> None:
         """Undo the directory this lock created if nothing but the lock file was put in it."""

@@ -200,6 +200,35 @@ def test_a_live_process_blocks_and_a_killed_one_does_not(tmp_path):
         assert lock.held
 
 
+FORK_AND_HOLD = ("import os, sys, time; from kd_core.runtime.run import RunLock; lock = RunLock(sys.argv[1]).acquire(); "
+                 "child = os.fork()\nif child == 0: time.sleep(600); os._exit(0)\n"
+                 "print(child, flush=True); time.sleep(600)")
+
+
+def test_a_forked_child_of_a_killed_holder_does_not_keep_the_lock(tmp_path):
+    """Data-loader workers outlive a SIGKILL'd trainer by seconds; they inherit its lock file descriptor
+    but must not hold the directory against the resume (an ``flock`` would, a record lock does not)."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    process = subprocess.Popen([sys.executable, "-c", FORK_AND_HOLD, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    child = int(process.stdout.readline())
+    try:
+        with pytest.raises(RunLocked, match=f"pid {process.pid}"):
+            RunLock(run_dir).acquire()
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        os.kill(child, 0)  # the orphan is still alive, with the lock file open ...
+        with RunLock(run_dir) as lock:  # ... and does not block
+            assert lock.held
+    finally:
+        process.kill()
+        process.wait()
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def test_a_refused_start_leaves_no_directory_behind(tmp_path):
     lock = RunLock(tmp_path / "new" / "run").acquire()
     lock.release()
