@@ -10,6 +10,8 @@ results/runs/ holds result.json):
     # the ablation at the chosen regime (the defaults: width 8, batch 16, 1000 iterations), 5 seeds
     python scripts/gan_fmnist_study.py run --fraction 0.005 --seeds 0-4
     python scripts/gan_fmnist_study.py report
+    # bf16 vs fp32 (issue 10) -> a section of results/benchmarks.md
+    python scripts/gan_fmnist_study.py precision --seeds 0-2 --iterations 300
 
 ``pilot`` trains plain DA at several data fractions to find where D overfits; ``run`` trains every row of
 the ablation (``--rows``) for every seed at one regime; ``report`` regenerates the tables, verdicts and
@@ -39,6 +41,7 @@ TEACHERS = {  # role -> (model, seed, run dir)
 }
 PILOT_RESULTS = "results/runs/gan_fmnist_pilot"
 STUDY_RESULTS = "results/runs/gan_fmnist"
+PRECISION_RESULTS = "results/runs/gan_fmnist_precision"
 
 
 def train_classifiers(data_root: str) -> study.Assets:
@@ -152,6 +155,43 @@ def run(fraction, seeds, rows, width, batch_size, iterations, eval_every, data_r
                 continue
             study.execute(row, chosen, seed, runs=Path(runs), results=Path(STUDY_RESULTS), assets=assets,
                           gan_kd=str(BIN / "gan-kd"), log=click.echo)
+
+
+@main.command()
+@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=0.1, show_default=True)
+@click.option("--seeds", default="0-2", show_default=True, callback=_seeds, help="e.g. 0-2 (at least 3 for the table).")
+@click.option("--row", default="vkd-whiten", show_default=True, type=click.Choice(list(study.ROWS)))
+@click.option("--channels-last/--no-channels-last", default=True, show_default=True, help="In both arms.")
+@with_common
+def precision(fraction, seeds, row, channels_last, width, batch_size, iterations, eval_every, data_root, runs):
+    """The same run in fp32 and in bf16 for each seed -> the FD table in results/benchmarks.md (issue 10).
+
+    Without native bf16 (this machine) a bf16 iteration is several times slower than fp32: use a short
+    --iterations (e.g. 300). The runs go to <runs>_precision/, their copies to results/runs/gan_fmnist_precision/.
+    """
+    os.chdir(ROOT)
+    Path(data_root).mkdir(parents=True, exist_ok=True)
+    assets = train_classifiers(data_root)
+    for seed in seeds:
+        for arm in ("fp32", "bf16"):
+            chosen = study.Regime(fraction=fraction, width=width, iterations=iterations, eval_every=eval_every,
+                                  batch_size=batch_size, precision=arm, channels_last=channels_last)
+            study.execute(row, chosen, seed, runs=Path(runs + "_precision"), results=Path(PRECISION_RESULTS),
+                          assets=assets, gan_kd=str(BIN / "gan-kd"), log=click.echo)
+            write_precision_section()
+
+
+def write_precision_section() -> None:
+    study.update_precision_section(ROOT / "results/benchmarks.md", ROOT / PRECISION_RESULTS,
+                                   "python scripts/gan_fmnist_study.py precision-report")
+
+
+@main.command("precision-report")
+def precision_report():
+    """Regenerate only the bf16-vs-fp32 section of results/benchmarks.md from the run copies."""
+    os.chdir(ROOT)
+    write_precision_section()
+    click.echo("updated results/benchmarks.md")
 
 
 @main.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -48,13 +49,50 @@ def test_train_commands_parse_with_the_gan_kd_cli(row, tmp_path):
         assert (context.params["preset"], context.params["normalizer"]) == ("da-kd", "whiten")
 
 
-def fake_copy(results: Path, row: str, seed: int, fd: float, curve: list[float], gap: list[float]) -> Path:
+def test_precision_options_reach_the_command_only_when_they_differ_from_the_default(tmp_path):
+    """fp32 runs keep the command recorded before --precision existed (so they resume); bf16 adds it."""
+    plain = study.train_command("vkd-whiten", REGIME, 0, tmp_path / "run", ASSETS)
+    assert "--precision" not in plain and "--channels-last" not in plain
+    bf16 = replace(REGIME, precision="bf16", channels_last=True)
+    command = study.train_command("vkd-whiten", bf16, 0, tmp_path / "run", ASSETS)
+    context = gan_cli.commands["train"].make_context("train", command[2:])
+    assert (context.params["precision"], context.params["channels_last"]) == ("bf16", True)
+    assert study.run_name("da", bf16, 1).endswith("_i300_bf16_cl_s1") and study.run_name("da", REGIME, 1).endswith("_i300_s1")
+
+
+def precision_copies(results: Path, fp32: list[float], bf16: list[float]) -> None:
+    for seed, (a, b) in enumerate(zip(fp32, bf16)):
+        fake_copy(results, "vkd-whiten", seed, a, [a], [0.1], regime=replace(REGIME, channels_last=True))
+        fake_copy(results, "vkd-whiten", seed, b, [b], [0.1], regime=replace(REGIME, precision="bf16", channels_last=True))
+
+
+def test_precision_section_rewrites_only_its_part_of_benchmarks_md(tmp_path):
+    results, markdown = tmp_path / "precision", tmp_path / "benchmarks.md"
+    precision_copies(results, [10.0, 11.0, 10.5], [10.3, 10.6, 10.8])
+    markdown.write_text("# Benchmarks\n\nmeasured by make bench\n")
+    study.update_precision_section(markdown, results, "cmd")
+    text = study.update_precision_section(markdown, results, "cmd")  # again: replaced, not appended twice
+    assert text.startswith("# Benchmarks\n\nmeasured by make bench\n") and text.count(study.PRECISION_BEGIN) == 1
+    assert "| bf16 | 0, 1, 2 | 10.30, 10.60, 10.80 | 10.57 ± 0.25 | 601 s |" in text
+    assert "| fp32 | 0, 1, 2 | 10.00, 11.00, 10.50 | 10.50 ± 0.50 | 601 s |" in text
+    assert "bf16 − fp32: +0.07 FD" in text and "**bf16 is within seed noise of fp32**" in text
+    assert text.count("--precision bf16 --channels-last") == 3
+
+    apart = tmp_path / "apart"
+    precision_copies(apart, [10.0, 10.1, 10.2], [14.0, 14.1, 14.2])
+    assert "**bf16 is not within seed noise of fp32**" in study.precision_section(apart, "cmd")
+
+
+def fake_copy(results: Path, row: str, seed: int, fd: float, curve: list[float], gap: list[float],
+              regime: study.Regime = REGIME) -> Path:
     """A run copy as study.copy_small_files leaves it (the numbers are made up for the report's plumbing)."""
-    folder = results / study.run_name(row, REGIME, seed)
+    folder = results / study.run_name(row, regime, seed)
     folder.mkdir(parents=True)
-    config = TrainConfig(dataset="fashion_mnist", data_fraction=REGIME.fraction, g_ch=8, d_ch=8, iterations=300,
+    config = TrainConfig(dataset="fashion_mnist", data_fraction=regime.fraction, g_ch=8, d_ch=8, iterations=300,
                          eval_every=100, eval_samples=2000, ema_decay=0.99, ema_start=100, seed=seed,
-                         preset="da" if row == "da" else "vkd-whiten", distill=row != "da").to_dict()
+                         preset="da" if row == "da" else "vkd-whiten", distill=row != "da",
+                         precision="auto" if regime.precision == "fp32" else regime.precision,
+                         channels_last=regime.channels_last).to_dict()
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "training.json").write_text(json.dumps({"wall_time_s": 600.0 + seed}))
     (folder / "result.json").write_text(json.dumps({
