@@ -1145,6 +1145,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _generated_precision_section(out: Path) -> str:
+    """The bf16-vs-fp32 FD section that ``scripts/gan_fmnist_study.py precision`` keeps in the same file (it
+    comes from training runs, not from this benchmark): carried over unchanged when the file is rewritten."""
+    from gan_kd.study import PRECISION_BEGIN, PRECISION_END
+
+    text = out.read_text() if out.is_file() else ""
+    if PRECISION_BEGIN not in text or PRECISION_END not in text:
+        return ""
+    return PRECISION_BEGIN + text.split(PRECISION_BEGIN, 1)[1].split(PRECISION_END, 1)[0] + PRECISION_END + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from kd_core.runtime.io import check_writable_file, write_text
@@ -1179,7 +1190,8 @@ def main(argv: list[str] | None = None) -> int:
     if re.search(r"\bnan\b", text, flags=re.IGNORECASE):
         raise RuntimeError("a benchmark produced NaN; not writing the file")
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_text(out, text)
+    kept = _generated_precision_section(out)
+    write_text(out, text + ("\n" + kept if kept else ""))
     log(f"wrote {out}")
     return 0
 

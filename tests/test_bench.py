@@ -46,11 +46,17 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
 
 
 def test_sections_subset_and_bad_section(tmp_path: Path) -> None:
+    from gan_kd.study import PRECISION_BEGIN, PRECISION_END
+
     out = tmp_path / "w.md"
+    kept = f"{PRECISION_BEGIN}\n## FD of short GAN runs: bf16 vs fp32\n| fp32 | 0 |\n{PRECISION_END}"
+    out.write_text(f"# old benchmark\n\nold numbers\n\n{kept}\n", encoding="utf-8")
     result = run_bench("--quick", "--sections", "whiten", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     text = out.read_text(encoding="utf-8")
     assert "## 4. Whitening" in text and "## 3. Orthogonal projectors" not in text
+    # the study's bf16-vs-fp32 section (from training runs) is carried over; the old measurements are not
+    assert text.count(kept) == 1 and "old numbers" not in text
     assert "not evaluated: section `projector` not run" in text
     bad = run_bench("--quick", "--sections", "whiten,nope", "--out", str(tmp_path / "x.md"))
     assert bad.returncode == 2 and "unknown section(s) nope" in bad.stderr
