@@ -166,7 +166,7 @@ def train(ctx, out, **options):
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True, help="Which EMA generator to evaluate.")
 @click.option("--num-samples", type=int, default=10_000, show_default=True, help="Generated samples per repeat (reference: 10,000).")
-@click.option("--repeats", type=int, default=1, show_default=True, help="Repeats with different sample seeds; result.json gives mean ± std.")
+@click.option("--repeats", type=int, default=1, show_default=True, help="Repeats with different sample seeds; evaluation.json gives mean ± std.")
 @click.option("--metrics", default="fid,isc", show_default=True, callback=_metrics, help="Comma-separated from fid, isc, kid, fd.")
 @click.option("--inception-weights", default=None, type=click.Path(), help="Local torch-fidelity Inception weights (offline).")
 @click.option("--fd-features", default=None, help="ckpt:PATH of the classifier for the 'fd' metric.")
@@ -177,12 +177,13 @@ def train(ctx, out, **options):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 def evaluate(run_dir, checkpoint, num_samples, repeats, metrics, inception_weights, fd_features, fd_arch, data_root,
              kid_subset_size, seed, device):
-    """FID / IS / KID (torch-fidelity) and domain FD of a run's EMA generator against the test split; writes RUN_DIR/result.json.
+    """FID / IS / KID (torch-fidelity) and domain FD of a run's EMA generator against the test split; writes RUN_DIR/evaluation.json.
 
     \b
     Example: gan-kd evaluate runs/c10_10 --repeats 3 --metrics fid,isc
     """
     from gan_kd.evaluate import Evaluator
+    from gan_kd.report import EVALUATION_FILE
     from kd_core.stats import mean_std
     from gan_kd.snapshot import load_ema_generator
     from kd_core.runtime.distributed import resolve_device
@@ -195,7 +196,7 @@ def evaluate(run_dir, checkpoint, num_samples, repeats, metrics, inception_weigh
         _check_data_root(data_root)
     try:
         resolved = resolve_device(device)
-        check_writable_file(Path(run_dir) / "result.json", "result file")
+        check_writable_file(Path(run_dir) / EVALUATION_FILE, "evaluation file")
         generator, config, iteration = load_ema_generator(run_dir, checkpoint)
         evaluator = Evaluator(dataset=config["dataset"], data_root=data_root or config["data_root"], metrics=metrics,
                               num_samples=num_samples, inception_weights=inception_weights, fd_features=fd_features,
@@ -223,7 +224,7 @@ def evaluate(run_dir, checkpoint, num_samples, repeats, metrics, inception_weigh
         "fd_features": fd_features, "hardware": hardware_summary(resolved),
         "wall_time_s": round(time.monotonic() - started, 1),
     }
-    path = write_json(Path(run_dir) / "result.json", result)
+    path = write_json(Path(run_dir) / EVALUATION_FILE, result)
     for key, value in summary.items():
         click.echo(f"{labels.get(key, key)}: {value['mean']:.4f} ± {value['std']:.4f}")
     click.echo(f"wrote {path}", err=True)
@@ -263,7 +264,7 @@ def sample(run_dir, out_path, checkpoint, rows, columns, seed, device):
 
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True))
-@click.option("--metric", default="fid", show_default=True, help="Metric key of result.json to tabulate (fid, fd, is_mean, kid_mean).")
+@click.option("--metric", default="fid", show_default=True, help="Metric key of evaluation.json to tabulate (fid, fd, is_mean, kid_mean).")
 @click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False), help="Write the markdown here (default: print).")
 def table(run_dirs, metric, out_path):
     """Markdown table (preset x dataset/fraction, mean ± std over runs) of evaluated runs, with their provenance.

@@ -1,35 +1,58 @@
-"""Markdown tables from evaluated run directories (``result.json`` + ``config.json`` + ``training.json``)."""
+"""Markdown tables from evaluated run directories (``evaluation.json`` + ``config.json`` + ``result.json``)."""
 from __future__ import annotations
 
 import json
 from collections import defaultdict
 from pathlib import Path
 
+from kd_core.runtime.run import RESULT_FILE
 from kd_core.stats import mean_std
 
 PRESET_ROWS = {"da": "DA (baseline)", "da-kd": "DA + KD", "vkd": "DA + VkD", "vkd-whiten": "DA + VkD w/ whitening"}
+# What `gan-kd evaluate` writes; result.json is the training run's own summary, as for classifier-kd runs.
+EVALUATION_FILE = "evaluation.json"
+LEGACY_TRAINING_FILE = "training.json"  # runs from before one result-file name: training.json + result.json
+
+
+def run_files(run_dir: Path) -> tuple[Path, Path]:
+    """(evaluation, training summary) of a run directory, in either layout."""
+    run_dir = Path(run_dir)
+    if not (run_dir / EVALUATION_FILE).is_file() and (run_dir / LEGACY_TRAINING_FILE).is_file():
+        return run_dir / RESULT_FILE, run_dir / LEGACY_TRAINING_FILE
+    return run_dir / EVALUATION_FILE, run_dir / RESULT_FILE
 
 
 def load_run(run_dir: Path) -> dict:
+    """``{"dir", "result", "config", "training"}``: ``result`` is the evaluation, ``training`` the run's summary."""
     run_dir = Path(run_dir)
-    result_path = run_dir / "result.json"
-    if not result_path.is_file():
-        raise FileNotFoundError(f"{result_path} not found: run `gan-kd evaluate {run_dir}` first")
+    evaluation_path, training_path = run_files(run_dir)
+    if not evaluation_path.is_file():
+        kind = _classifier_run(run_dir)
+        if kind:
+            raise ValueError(f"{run_dir} is {kind}: gan-kd table needs the {EVALUATION_FILE} of `gan-kd evaluate` "
+                             f"and a gan-kd config.json (with 'preset'); use classifier-kd table for classifier runs")
+        raise FileNotFoundError(f"{evaluation_path} not found: run `gan-kd evaluate {run_dir}` first")
     try:
-        result = json.loads(result_path.read_text())
+        result = json.loads(evaluation_path.read_text())
         config = json.loads((run_dir / "config.json").read_text())
     except (OSError, ValueError) as error:
         raise ValueError(f"{run_dir} is not a readable gan-kd run: {' '.join(str(error).split())}") from error
-    # A classifier-kd run also has result.json, with other contents: say what was found and what is expected.
     if not isinstance(result, dict) or "metrics" not in result or not isinstance(config, dict) or "preset" not in config:
-        kind = "a classifier-kd run" if isinstance(result, dict) and "best_top1" in result else "not a gan-kd run"
-        raise ValueError(f"{run_dir} is {kind}: gan-kd table needs the result.json of `gan-kd evaluate` "
+        raise ValueError(f"{run_dir} is not a gan-kd run: gan-kd table needs the {EVALUATION_FILE} of `gan-kd evaluate` "
                          f"(with 'metrics') and a gan-kd config.json (with 'preset'); use classifier-kd table "
                          f"for classifier runs")
     run = {"dir": str(run_dir), "result": result, "config": config}
-    training = run_dir / "training.json"
-    run["training"] = json.loads(training.read_text()) if training.is_file() else {}
+    run["training"] = json.loads(training_path.read_text()) if training_path.is_file() else {}
     return run
+
+
+def _classifier_run(run_dir: Path) -> str:
+    """'a classifier-kd run' when ``run_dir`` holds one (its result.json has best_top1), else ''."""
+    try:
+        result = json.loads((run_dir / RESULT_FILE).read_text())
+    except (OSError, ValueError):
+        return ""
+    return "a classifier-kd run" if isinstance(result, dict) and "best_top1" in result else ""
 
 
 def build_table(run_dirs: list[Path], metric: str) -> str:
@@ -40,7 +63,7 @@ def build_table(run_dirs: list[Path], metric: str) -> str:
     for run in runs:
         metrics = run["result"]["metrics"]
         if metric not in metrics:
-            raise ValueError(f"{run['dir']}/result.json has no {metric!r} (it has {', '.join(metrics)})")
+            raise ValueError(f"{run_files(Path(run['dir']))[0]} has no {metric!r} (it has {', '.join(metrics)})")
         config = run["config"]
         column = (config["dataset"], config["data_fraction"])
         row = config["preset"]

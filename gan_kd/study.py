@@ -2,9 +2,10 @@
 
 A study is a set of runs ``(row, regime, seed)``. Each run is ``gan-kd train`` (resumed if it was
 interrupted) followed by ``gan-kd evaluate --checkpoint best``, in ``<runs>/<name>/``. When both have
-finished, the run's small files (``config.json``, ``training.json``, ``result.json``, ``metrics.jsonl`` with
-the FD and overfitting-probe curves, and the final sample grid) are copied to ``<results>/<name>/``, which is
-what gets committed; a run whose copy holds ``result.json`` is finished and is skipped. Every table and plot
+finished, the run's small files (``config.json``, ``result.json`` (training), ``evaluation.json``,
+``metrics.jsonl`` with the FD and overfitting-probe curves, and the final sample grid) are copied to
+``<results>/<name>/``, which is what gets committed; a run whose copy holds ``evaluation.json`` is finished and
+is skipped. Every table and plot
 is regenerated from those copies by :func:`write_report`, so no number is typed by hand.
 
 Rows: the projector × normaliser ablation of VkD (VkD paper §3, Table 4: DA, DA + KD, DA + VkD,
@@ -22,7 +23,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gan_kd.report import EVALUATION_FILE, load_run
 from kd_core.runtime.io import write_bytes, write_json, write_text
+from kd_core.runtime.run import RESULT_FILE
 from kd_core.runtime.metrics import metric_curves
 from kd_core.stats import bootstrap_mean_ci, compare, mean_std
 
@@ -42,7 +45,7 @@ CLAIMS = [
     ("(c) distillation (VkD w/ whitening) improves on DA", "vkd-whiten", "da"),
     ("(c') distillation (plain KD) improves on DA", "da-kd", "da"),
 ]
-SMALL_FILES = ("config.json", "training.json", "result.json", "metrics.jsonl", "metrics.csv")  # csv: older runs
+SMALL_FILES = ("config.json", RESULT_FILE, "metrics.jsonl", "metrics.csv")  # csv: older runs
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,7 @@ def evaluate_command(out: Path, regime: Regime, assets: Assets, gan_kd: str = "g
 
 
 def is_finished(results: Path, name: str) -> bool:
-    return (results / name / "result.json").is_file()
+    return (results / name / EVALUATION_FILE).is_file()
 
 
 def execute(row: str, regime: Regime, seed: int, *, runs: Path, results: Path, assets: Assets,
@@ -131,7 +134,7 @@ def execute(row: str, regime: Regime, seed: int, *, runs: Path, results: Path, a
             code = subprocess.call(command, stdout=stream, stderr=subprocess.STDOUT, env=env)
             if code:
                 raise RuntimeError(f"{name}: `{' '.join(command[:2])}` exited with {code}; see {runs / name}.log")
-    write_json(results / name / ASSETS_FILE, asset_digests(assets))  # before result.json marks the copy complete
+    write_json(results / name / ASSETS_FILE, asset_digests(assets))  # before evaluation.json marks the copy complete
     copy_small_files(out, results / name)
     log(f"{name}: done in {time.monotonic() - started:.0f} s")
     return results / name
@@ -150,12 +153,12 @@ def asset_digests(assets: Assets) -> dict:
 
 
 def copy_small_files(run_dir: Path, destination: Path) -> None:
-    """The committed part of a run; ``result.json`` is written last, so its presence marks a complete copy."""
+    """The committed part of a run; ``evaluation.json`` is written last, so its presence marks a complete copy."""
     for name in (*SMALL_FILES, ASSETS_FILE, "samples/final.png"):
         source = Path(run_dir) / name
-        if name != "result.json" and source.is_file():
+        if source.is_file():
             write_bytes(Path(destination) / source.name, source.read_bytes())
-    write_bytes(Path(destination) / "result.json", (Path(run_dir) / "result.json").read_bytes())
+    write_bytes(Path(destination) / EVALUATION_FILE, (Path(run_dir) / EVALUATION_FILE).read_bytes())
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -164,16 +167,12 @@ def copy_small_files(run_dir: Path, destination: Path) -> None:
 def load_runs(results: Path) -> list[dict]:
     """Every finished run copy under ``results`` (a folder per run)."""
     runs = []
-    for result_path in sorted(Path(results).glob("*/result.json")):
-        folder = result_path.parent
-        config = json.loads((folder / "config.json").read_text())
-        training = json.loads((folder / "training.json").read_text()) if (folder / "training.json").is_file() else {}
+    for evaluation in sorted(Path(results).glob(f"*/{EVALUATION_FILE}")):
+        folder = evaluation.parent
         row, _, rest = folder.name.partition("_f")
         assets = folder / ASSETS_FILE
-        runs.append({"name": folder.name, "dir": folder, "row": row, "config": config, "training": training,
-                     "assets": json.loads(assets.read_text()) if assets.is_file() else {},
-                     "result": json.loads(result_path.read_text()),
-                     "curves": _curves(folder)})
+        runs.append({**load_run(folder), "name": folder.name, "dir": folder, "row": row,
+                     "assets": json.loads(assets.read_text()) if assets.is_file() else {}, "curves": _curves(folder)})
     return runs
 
 
@@ -332,8 +331,8 @@ def write_report(pilot_results: Path, study_results: Path, out_md: Path, figures
     rel = os.path.relpath(figures, out_md.parent)
     parts = ["# GAN distillation at CPU scale: Fashion-MNIST, data-limited (VkD Table 4 rows)", "",
              f"Generated by `{command}` from the run copies in `{pilot_results}/` and `{study_results}/` "
-             f"(each: config.json, training.json, "
-             "result.json, metrics.jsonl); no number here is typed by hand.", "",
+             f"(each: config.json, result.json (training), "
+             "evaluation.json, metrics.jsonl); no number here is typed by hand.", "",
              "FD is the Fréchet distance on the pooled features of a ResNet-32 classifier trained here on "
              "Fashion-MNIST (seed 1), **not FID**: Inception weights cannot be downloaded on this machine. The "
              "teacher is a different network (ResNet-20, seed 0). Evaluation: 10,000 samples of the best EMA "

@@ -39,16 +39,15 @@ from gan_kd.models.biggan import Discriminator, Generator, count_parameters
 from gan_kd.objectives import LeCamRegularizer, discriminator_hinge, generator_hinge
 from gan_kd.snapshot import CHECKPOINT_FORMAT
 from gan_kd.teacher import build_teacher
-from kd_core.runtime.checkpoint import CheckpointError, NonFiniteCheckpoint, atomic_save, load_checkpoint
+from kd_core.runtime.checkpoint import CheckpointError, NonFiniteCheckpoint
 from kd_core.runtime.distributed import (DistributedContext, all_reduce_mean, barrier, cleanup_distributed,
                                          init_distributed)
 from kd_core.runtime.finite import TrainingDiverged, all_finite, all_ranks_true, format_terms
-from kd_core.runtime.io import atomic_writer, write_json
+from kd_core.runtime.io import atomic_writer
 from kd_core.runtime.precision import PRECISIONS, fp32, resolve_precision, slow_precision_warning
 from kd_core.runtime.metrics import MetricsLogger
 from kd_core.runtime.progress import Progress
-from kd_core.runtime.run import (RunInterrupted, StopSignals, get_logger, hardware_summary, interrupted_message,
-                                 lock_run_dir, prepare_run_dir, validate_run_dir)
+from kd_core.runtime.run import Run, RunInterrupted, hardware_summary, interrupted_message
 from kd_core.runtime.seed import capture_rng_state, restore_rng_state, seed_everything
 
 # VkD Table 4 rows. Explicit options given with a preset win over its values.
@@ -58,6 +57,9 @@ PRESETS: dict[str, dict] = {
     "vkd": {"distill": True, "projector": "orthogonal", "normalizer": "none"},  # DA + VkD
     "vkd-whiten": {"distill": True, "projector": "orthogonal", "normalizer": "whiten"},  # DA + VkD w/ whitening
 }
+
+# What a last.pt must hold to be resumed from.
+LAST_KEYS = ("format", "iteration", "generator", "critic", "generator_ema", "opt_g", "opt_d", "rng")
 
 # Options that may change when a run is resumed: they do not change what is being trained.
 RESUMABLE_KEYS = ("iterations", "eval_every", "sample_every", "checkpoint_every", "log_every", "device",
@@ -312,8 +314,11 @@ class Trainer:
         self.local_batch = config.batch_size // world
         self.precision = resolve_precision(config.precision, self.device)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        # One process per run directory, from the option check to the end (Trainer.close releases it).
-        self.lock = lock_run_dir(self.out, self.context.is_main, self.device)
+        # The run directory: locked (one process per run, from the option check to the end; Trainer.close
+        # releases it), options checked against config.json, last.pt read and verified. Nothing is written yet.
+        self.run_dir = Run(self.out, config.to_dict(), ignore_keys=RESUMABLE_KEYS, ctx=self.context,
+                           logger_name="gan_kd.train")
+        self.run_dir.open(required_keys=LAST_KEYS, map_location=self.device)
         try:
             self._setup()
         except BaseException:
@@ -322,14 +327,11 @@ class Trainer:
 
     def close(self) -> None:
         """Release the run directory (also done at the end of :meth:`run`)."""
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
+        self.run_dir.close()
 
     def _setup(self) -> None:
         config = self.config
         world = self.context.world_size
-        self.resuming = validate_run_dir(self.out, config.to_dict(), RESUMABLE_KEYS)
 
         seed_everything(config.seed)  # same initial weights on every rank (DDP also broadcasts them)
         dataset = gan_data.load_dataset(config.dataset, config.data_root, train=True, download=config.download, hflip=True)
@@ -365,10 +367,8 @@ class Trainer:
         # the rows an uninterrupted one would), and how far metrics.jsonl had got at the last checkpoint.
         self.window_sums: dict[str, float] = {}
         self.window_count = 0
-        self.metrics_offset: int | None = None
-        self.metrics_log: MetricsLogger | None = None
-        if self.resuming and (self.out / "checkpoints" / "last.pt").is_file():
-            self._load(self.out / "checkpoints" / "last.pt")
+        if self.run_dir.last is not None:
+            self._load(self.run_dir.last, self.run_dir.last_path)
 
     def build_training_state(self) -> None:
         """G, the critic (D + distillation loss), the EMA generator, both optimisers, LeCam and the grad scaler.
@@ -406,12 +406,9 @@ class Trainer:
             "rng": gather_rng_states(self.context),
             # rows of the current metrics window (their mean over ranks, so a resume under DDP logs the same means)
             "log_window": {"sums": all_reduce_mean(dict(self.window_sums)), "count": self.window_count},
-            "metrics_offset": self.metrics_log.offset() if self.metrics_log is not None else None,
-        }
+        }  # + metrics_offset, added by Run.save_last
 
-    def _load(self, path: Path) -> None:
-        state = load_checkpoint(path, map_location=self.device, required_keys=("format", "iteration", "generator", "critic",
-                                                                                "generator_ema", "opt_g", "opt_d", "rng"))
+    def _load(self, state: dict, path: Path) -> None:
         if state["format"] != CHECKPOINT_FORMAT:
             raise CheckpointError(f"checkpoint {path} has format {state['format']!r}, expected {CHECKPOINT_FORMAT!r}")
         try:
@@ -429,7 +426,6 @@ class Trainer:
         self.start_iteration = self.saved_iteration = int(state["iteration"])
         window = state.get("log_window") or {"sums": {}, "count": 0}  # absent in checkpoints before it was saved
         self.window_sums, self.window_count = dict(window["sums"]), int(window["count"])
-        self.metrics_offset = state.get("metrics_offset")
         states = state["rng"]
         self._rng_to_restore = states[self.context.rank] if self.context.rank < len(states) else None
 
@@ -437,16 +433,16 @@ class Trainer:
         state = self._state(iteration)  # every rank joins the RNG all-gather
         if self.context.is_main:
             try:
-                atomic_save(state, self.out / "checkpoints" / "last.pt", keep_previous=True)
+                self.run_dir.save_last(state)
             except NonFiniteCheckpoint as error:  # a step left NaN/Inf weights behind a finite loss
                 raise TrainingDiverged(f"iteration {iteration}: the weights are no longer finite ({error}); "
                                        f"{self._last_good()}") from None
         self.saved_iteration = iteration
 
     def _save_best(self, iteration: int, results: dict) -> None:
-        atomic_save({"format": CHECKPOINT_FORMAT, "iteration": iteration, "config": self.config.to_dict(),
-                     "n_classes": self.n_classes, "generator_ema": self.generator_ema.state_dict(), "metrics": results},
-                    self.out / "checkpoints" / "best.pt")
+        self.run_dir.save_best({"format": CHECKPOINT_FORMAT, "iteration": iteration, "config": self.config.to_dict(),
+                                 "n_classes": self.n_classes, "generator_ema": self.generator_ema.state_dict(),
+                                "metrics": results})
 
     # ------------------------------------------------------------------ steps
     def _noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -536,16 +532,15 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def run(self) -> dict:
         """Train to ``config.iterations`` (resuming from ``last.pt``); returns the best evaluation record."""
-        try:
-            with StopSignals() as self.stops:  # SIGTERM / SIGINT: checkpoint at the end of the iteration, then stop
-                return self._run()
-        finally:
-            self.close()
+        with self.run_dir:  # SIGTERM / SIGINT: checkpoint at the end of the iteration, then stop; always released
+            self.stops = self.run_dir.stops
+            return self._run()
 
     def _run(self) -> dict:
         config, context = self.config, self.context
-        out = prepare_run_dir(self.out, config.to_dict(), ignore_keys=RESUMABLE_KEYS, is_main=context.is_main)
-        logger = get_logger("gan_kd.train", out, context.is_main)
+        out = self.out
+        logger = self.run_dir.start(self.start_iteration)  # metrics.jsonl cut back to last.pt
+        metrics_log = self.run_dir.metrics
         if context.is_main:
             gan_data.save_indices(out, self.indices)
         logger.info("G parameters: %s; D parameters: %s; distillation parameters: %s",
@@ -575,8 +570,6 @@ class Trainer:
                                           world_size=context.world_size, num_workers=config.num_workers,
                                           skip_batches=self.start_iteration * config.d_steps,
                                           pin_memory=self.device.type == "cuda")
-        metrics_log = self.metrics_log = MetricsLogger(out, enabled=context.is_main)
-        metrics_log.resume(self.start_iteration, self.metrics_offset)  # drops rows logged after last.pt
         progress = Progress(config.iterations, start=self.start_iteration, every=config.log_every,
                             bar=None if context.is_main else False)
         started = time.monotonic()
@@ -632,7 +625,6 @@ class Trainer:
                 logger.warning(message)
                 interrupted = RunInterrupted(message, signum)
                 break
-        metrics_log.close()
         progress.close()
         if interrupted is not None:
             raise interrupted
@@ -641,7 +633,7 @@ class Trainer:
             summary = {"iterations": config.iterations, "best": self.best, "wall_time_s": round(time.monotonic() - started, 1),
                        "resumed_from": self.start_iteration, "world_size": context.world_size, "device": str(self.device),
                        "hardware": hardware_summary(self.device)}
-            write_json(out / "training.json", summary)
+            self.run_dir.finish(summary)
             logger.info("done: %d iterations; best %s", config.iterations, self.best or "not evaluated")
         barrier()
         return self.best

@@ -30,7 +30,9 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gan_kd.report import EVALUATION_FILE  # noqa: E402
 from kd_core.runtime.metrics import metric_curves  # noqa: E402
+from kd_core.runtime.run import RESULT_FILE  # noqa: E402
 from kd_core.runtime.datasets import DatasetNotFound, load_fashion_mnist, locate_fashion_mnist  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -177,13 +179,13 @@ def main(smoke, out, data_root, fraction):
 
     gans = {preset: out / f"gan_{preset}" for preset in GANS}
     todo = {preset: gan_command(preset, path, data_root, fraction, teacher, evaluator, sizes)
-            for preset, path in gans.items() if not (path / "training.json").is_file()}
+            for preset, path in gans.items() if not (path / RESULT_FILE).is_file()}
     if todo:
         say(f"training the GANs side by side: {', '.join(todo)} ({sizes['gan_iterations']} iterations, width "
             f"{sizes['width']}, {fraction:g} of Fashion-MNIST)")
         run_parallel(todo, out)
     todo = {f"eval_{preset}": evaluate_command(path, evaluator, sizes) for preset, path in gans.items()
-            if not (path / "result.json").is_file()}
+            if not (path / EVALUATION_FILE).is_file()}
     if todo:
         say(f"evaluating the best checkpoints ({sizes['final_samples']} samples each)")
         run_parallel(todo, out)
@@ -198,7 +200,7 @@ def main(smoke, out, data_root, fraction):
         plot = None
         say(str(error))
 
-    results = {preset: json.loads((path / "result.json").read_text()) for preset, path in gans.items()}
+    results = {preset: json.loads((path / EVALUATION_FILE).read_text()) for preset, path in gans.items()}
     click.echo("")
     click.echo(f"{'run':<12} {'FD ↓ (best checkpoint)':>24} {'best at':>9}   samples")
     for preset, path in gans.items():

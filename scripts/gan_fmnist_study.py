@@ -2,7 +2,7 @@
 """The CPU-scale GAN study on Fashion-MNIST -> results/gan_fmnist.md (issue 11; VkD Table 4 rows).
 
 Three steps, each resumable and skipping what is finished (a run is finished when its copy under
-results/runs/ holds result.json):
+results/runs/ holds evaluation.json):
 
     # the pilot as it was run (results/gan_fmnist.md, section 1)
     python scripts/gan_fmnist_study.py pilot --fractions 0.01,0.02 --batch-size 50 --iterations 500 --eval-every 50
@@ -148,7 +148,7 @@ def run(fraction, seeds, rows, width, batch_size, iterations, eval_every, data_r
     for seed in seeds:
         for row in rows:
             pilot_copy = ROOT / PILOT_RESULTS / study.run_name(row, chosen, seed)
-            if row == "da" and (pilot_copy / "result.json").is_file():
+            if row == "da" and study.is_finished(pilot_copy.parent, pilot_copy.name):
                 # the pilot's DA run at the chosen regime is the same command: reuse it
                 if not study.is_finished(ROOT / STUDY_RESULTS, pilot_copy.name):
                     study.copy_small_files(pilot_copy, ROOT / STUDY_RESULTS / pilot_copy.name)

@@ -41,7 +41,7 @@ def test_smoke_demo_runs_the_whole_chain_then_skips_it(fashion_mnist_raw_dir: Pa
         assert config["preset"] == preset and config["seed"] == 0 and config["iterations"] == 6
         assert config["fd_features"] == f"ckpt:{out / 'evaluator' / 'checkpoints' / 'best.pt'}"
         assert config["teacher"] == (None if preset == "da" else f"ckpt:{out / 'teacher' / 'checkpoints' / 'best.pt'}")
-        result = json.loads((run / "result.json").read_text())
+        result = json.loads((run / "evaluation.json").read_text())
         table[preset] = result["metrics"]["fd"]["mean"]
         assert Image.open(run / "samples" / "final.png").size[0] > 0
     assert Image.open(out / "fd_vs_iteration.png").size == (770, 462)

@@ -416,3 +416,125 @@ class StopSignals:
 def interrupted_message(signum: int, where: str, checkpoint: Path) -> str:
     return (f"stopped by {signal.Signals(signum).name} {where}; checkpoint saved to {checkpoint}; "
             f"run the same command again to resume")
+
+
+# --------------------------------------------------------------------------- the run
+
+
+RESULT_FILE = "result.json"
+CHECKPOINT_DIR = "checkpoints"
+LAST, BEST = "last.pt", "best.pt"
+
+
+class Run:
+    """One training run's directory, from the lock to ``result.json``: the lifecycle both trainers share.
+
+    The trainers keep only their steps and what their checkpoints hold; the order of a run is::
+
+        run = Run(out, config.to_dict(), ignore_keys=RESUMABLE_KEYS, ctx=ctx, logger_name="...")
+        run.open(required_keys=(...))   # lock, options vs config.json, last.pt read and verified; writes nothing
+        ...build models; if run.last is not None: load it...
+        with run:                       # SIGTERM / SIGINT -> run.stops; the lock is released however it ends
+            log = run.start(step)       # directory, config.json + provenance, log.txt, metrics.jsonl cut to step
+            ...loop: run.save_last(state), run.save_best(obj), run.stops.should_stop(device)...
+            run.finish(result)          # result.json
+
+    :meth:`open` raises only ``ValueError`` subclasses (:class:`RunLocked`, :class:`RunConfigMismatch`,
+    ``OutputNotWritable``, ``CheckpointError``) and releases the lock when it does, so a refused command
+    leaves nothing behind. Only rank 0 writes; every method may be called on every rank.
+    """
+
+    def __init__(self, out: str | os.PathLike, config: Mapping[str, Any], *, ignore_keys: Iterable[str] = (),
+                 ctx: Any = None, logger_name: str = "kd_core.run"):
+        self.out = Path(out)
+        self.config = dict(config)
+        self.ignore_keys = tuple(ignore_keys)
+        self.is_main = ctx.is_main if ctx is not None else True
+        self.device = ctx.device if ctx is not None else "cpu"
+        self.logger_name = logger_name
+        self.lock: RunLock | None = None
+        self.resuming = False
+        self.last: dict | None = None  # the verified content of last.pt, when resuming
+        self.stops: StopSignals | None = None
+        self.metrics = None
+        self.log: logging.Logger | None = None
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / CHECKPOINT_DIR / LAST
+
+    @property
+    def best_path(self) -> Path:
+        return self.out / CHECKPOINT_DIR / BEST
+
+    @property
+    def result_path(self) -> Path:
+        return self.out / RESULT_FILE
+
+    def open(self, *, required_keys: tuple = (), map_location: Any = None) -> Run:
+        """Claim and check the directory before anything is written (see the class docstring)."""
+        from kd_core.runtime.checkpoint import load_checkpoint
+        from kd_core.runtime.io import check_writable_dir
+
+        check_writable_dir(self.out, "run directory --out")
+        self.lock = lock_run_dir(self.out, self.is_main, self.device)
+        try:
+            self.resuming = validate_run_dir(self.out, self.config, self.ignore_keys)
+            if self.resuming and self.last_path.is_file():
+                self.last = load_checkpoint(self.last_path, map_location=map_location, required_keys=required_keys)
+            elif self.resuming and self.result_path.is_file():
+                raise ValueError(f"{self.out} holds a finished run but no {CHECKPOINT_DIR}/{LAST} to "
+                                        f"continue from; choose a new --out")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __enter__(self) -> Run:
+        self.stops = StopSignals().__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.stops is not None:
+            self.stops.__exit__(*exc_info)
+        self.close()
+
+    def start(self, step: int) -> logging.Logger:
+        """Create the directory (config.json with provenance) or check it again, open ``log.txt``, and open
+        ``metrics.jsonl`` cut back to what it held when last.pt (at ``step``) was written."""
+        from kd_core.runtime.distributed import barrier
+        from kd_core.runtime.metrics import MetricsLogger
+
+        prepare_run_dir(self.out, self.config, ignore_keys=self.ignore_keys, is_main=self.is_main)
+        barrier()  # the other ranks wait for rank 0's directory
+        self.log = get_logger(self.logger_name, self.out if self.is_main else None, is_main=self.is_main)
+        self.metrics = MetricsLogger(self.out, enabled=self.is_main)
+        self.metrics.resume(step, self.last.get("metrics_offset") if self.last is not None else None)
+        return self.log
+
+    def save_last(self, state: dict) -> None:
+        """Rank 0 writes ``last.pt`` (the previous one kept beside it) with how far metrics.jsonl had got."""
+        from kd_core.runtime.checkpoint import atomic_save
+
+        if self.is_main:
+            state["metrics_offset"] = self.metrics.offset() if self.metrics is not None else None
+            atomic_save(state, self.last_path, keep_previous=True)
+
+    def save_best(self, state: dict) -> None:
+        from kd_core.runtime.checkpoint import atomic_save
+
+        if self.is_main:
+            atomic_save(state, self.best_path)
+
+    def finish(self, result: Mapping[str, Any]) -> None:
+        """Rank 0 writes ``result.json``: the one file that says a run has finished."""
+        if self.is_main:
+            write_json(self.result_path, dict(result))
+
+    def close(self) -> None:
+        """Close the metrics file and release the directory; safe to call twice."""
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None

@@ -68,7 +68,8 @@ def test_train_each_preset_then_evaluate_fd_and_sample(preset, cifar10_root, tea
     assert list(out.glob("events.out.tfevents.*"))
 
     run(["evaluate", out, "--metrics", "fd", "--fd-features", f"ckpt:{teacher_ckpt}", "--num-samples", 30, "--repeats", 2])
-    result = json.loads((out / "result.json").read_text())
+    result = json.loads((out / "evaluation.json").read_text())
+    assert json.loads((out / "result.json").read_text())["iterations"] > 0  # the training run's own summary
     fd = result["metrics"]["fd"]
     assert len(fd["values"]) == 2 and fd["std"] >= 0 and all(v > 0 for v in fd["values"])
     assert result["labels"]["fd"] == "FD (resnet20)"
@@ -178,7 +179,7 @@ def test_evaluate_and_sample_refuse_bad_run_dirs(tmp_path):
     for command in (["evaluate", str(tmp_path), "--metrics", "fd", "--fd-features", "ckpt:x"], ["sample", str(tmp_path)]):
         result = CliRunner().invoke(main, command)
         assert result.exit_code == 2 and "does not exist" in result.output
-    assert not (tmp_path / "result.json").exists()
+    assert not (tmp_path / "evaluation.json").exists()
 
 
 def test_table_of_evaluated_runs(cifar10_root, teacher_ckpt, tmp_path):
@@ -216,7 +217,7 @@ def test_clip_teacher_from_local_weights_and_inception_evaluation(cifar10_root, 
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["critic"]
     run(["evaluate", out, "--checkpoint", "last", "--metrics", "fid,isc,kid", "--inception-weights",
          random_inception_weights, "--num-samples", 20])
-    metrics = json.loads((out / "result.json").read_text())["metrics"]
+    metrics = json.loads((out / "evaluation.json").read_text())["metrics"]
     assert {"fid", "is_mean", "kid_mean"} <= set(metrics)
     assert all(torch.isfinite(torch.tensor(m["mean"])) for m in metrics.values())
     assert metrics["is_mean"]["mean"] >= 1.0
@@ -302,7 +303,7 @@ def test_corrupted_checkpoint_is_refused_and_names_the_intact_previous_one(finis
         line = one_error_line(result)
         assert str(last) in line and "corrupted" in line and str(previous) in line and "intact" in line
     assert last.read_bytes() == corrupted  # not overwritten by a resumed run
-    assert not (finished_run / "result.json").exists()
+    assert not (finished_run / "evaluation.json").exists()
     # Following the advice resumes from iteration 1.
     previous.replace(last)
     result = run(resume)
@@ -317,7 +318,7 @@ def test_diverging_run_stops_with_exit_1_and_writes_nothing_non_finite(cifar10_r
     assert result.exit_code == 1, result.output
     line = one_error_line(result)
     assert "iteration 1, D step" in line and "d_loss nan" in line and "no checkpoint was written yet" in line
-    assert not (out / "checkpoints").exists() and not (out / "training.json").exists()
+    assert not (out / "checkpoints").exists() and not (out / "result.json").exists()
 
 
 def test_skip_nonfinite_budget_then_stop_naming_the_last_good_checkpoint(cifar10_root, tmp_path, monkeypatch):
@@ -425,7 +426,7 @@ def test_evaluate_offline_without_inception_weights_fails_first(finished_run, tm
     assert result.exit_code == 2
     line = one_error_line(result)
     assert "--inception-weights" in line and "--metrics fd" in line
-    assert not (finished_run / "result.json").exists()
+    assert not (finished_run / "evaluation.json").exists()
 
 
 def test_train_offline_without_inception_weights_fails_before_training(cifar10_root, tmp_path, monkeypatch,
@@ -450,7 +451,7 @@ def test_evaluate_and_sample_refuse_a_non_finite_generator(finished_run, teacher
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 2, result.output
         assert f"non-finite weights ({name}: 1 of" in one_error_line(result)
-    assert not (finished_run / "result.json").exists() and not (finished_run / "samples" / "last_grid.png").exists()
+    assert not (finished_run / "evaluation.json").exists() and not (finished_run / "samples" / "last_grid.png").exists()
 
 
 def _wait_for(condition, process, timeout: float = 120) -> None:

@@ -37,5 +37,5 @@ def test_two_process_run_completes_and_saves_once(fashion_mnist_raw_dir, tmp_pat
     assert done.stderr.count("it 3/3") == 1  # one progress line per step, not one per rank
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
     assert state["iteration"] == 3 and len(state["rng"]) == 2  # both ranks' RNG states for an exact resume
-    summary = (out / "training.json").read_text()
+    summary = (out / "result.json").read_text()
     assert '"world_size": 2' in summary

@@ -94,8 +94,8 @@ def fake_copy(results: Path, row: str, seed: int, fd: float, curve: list[float],
                          precision="auto" if regime.precision == "fp32" else regime.precision,
                          channels_last=regime.channels_last).to_dict()
     (folder / "config.json").write_text(json.dumps(config))
-    (folder / "training.json").write_text(json.dumps({"wall_time_s": 600.0 + seed}))
-    (folder / "result.json").write_text(json.dumps({
+    (folder / "result.json").write_text(json.dumps({"wall_time_s": 600.0 + seed}))
+    (folder / "evaluation.json").write_text(json.dumps({
         "metrics": {"fd": {"mean": fd, "std": 0.1, "values": [fd - 0.1, fd + 0.1]}}, "labels": {"fd": "FD (resnet32)"},
         "iteration": 200, "num_samples": 10000, "repeats": 2, "hardware": "test CPU"}))
     with open(folder / "metrics.csv", "w", newline="") as stream:
@@ -150,8 +150,8 @@ def test_execute_skips_a_finished_copy_and_copies_a_fresh_run(tmp_path, monkeypa
     assets = study.Assets(data_root="data", teacher=str(tmp_path / "t.pt"), fd_net=str(tmp_path / "f.pt"))
     copy = study.execute("vkd", REGIME, 1, runs=runs, results=results, assets=assets, log=lambda _: None)
     assert calls == [["gan-kd", "train"], ["gan-kd", "evaluate"]]
-    assert sorted(p.name for p in copy.iterdir()) == ["assets.json", "config.json", "final.png", "metrics.csv",
-                                                      "result.json", "training.json"]
+    assert sorted(p.name for p in copy.iterdir()) == ["assets.json", "config.json", "evaluation.json", "final.png",
+                                                      "metrics.csv", "result.json"]
     import hashlib
 
     assert json.loads((copy / "assets.json").read_text())["fd_net_sha256"] == hashlib.sha256(b"fd network").hexdigest()
@@ -185,3 +185,17 @@ def test_study_script_refuses_bad_options_in_one_line_before_any_work(args, frag
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and fragment in errors[0], done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_runs_from_before_one_result_file_name_still_load(tmp_path):
+    """Older run directories hold training.json (training) + result.json (evaluation); newer ones result.json
+    (training) + evaluation.json. gan_kd.report.load_run reads both the same way."""
+    from gan_kd.report import load_run
+
+    new = fake_copy(tmp_path / "new", "da", 0, 12.5, [12.5], [0.1])
+    old = fake_copy(tmp_path / "old", "da", 0, 12.5, [12.5], [0.1])
+    (old / "result.json").rename(old / "training.json")
+    (old / "evaluation.json").rename(old / "result.json")
+    for folder in (new, old):
+        run = load_run(folder)
+        assert run["result"]["metrics"]["fd"]["mean"] == 12.5 and run["training"]["wall_time_s"] == 600.0
