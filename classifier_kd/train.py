@@ -42,14 +42,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from classifier_kd.models.checkpoint import save_classifier
-from kd_core.runtime.checkpoint import CheckpointError, atomic_save, load_checkpoint
+from kd_core.runtime.checkpoint import CheckpointError
 from kd_core.runtime.distributed import DistributedContext, all_reduce_mean, barrier, init_distributed
 from kd_core.runtime.finite import TrainingDiverged, first_non_finite, format_terms
-from kd_core.runtime.run import (RunConfigMismatch, RunInterrupted, StopSignals, get_logger, hardware_summary,
-                                 interrupted_message, lock_run_dir, prepare_run_dir, validate_run_dir)
-from kd_core.runtime.io import check_writable_dir, write_json, write_npy
+from kd_core.runtime.run import Run, RunInterrupted, hardware_summary, interrupted_message
+from kd_core.runtime.io import write_npy
 from kd_core.runtime.precision import Precision, resolve_precision, slow_precision_warning
-from kd_core.runtime.metrics import MetricsLogger
 from kd_core.runtime.progress import Progress, format_duration
 from kd_core.runtime.seed import (SeededBatchSampler, SeededItems, capture_rng_state, restore_rng_state,
                                   seed_everything)
@@ -71,8 +69,6 @@ __all__ = [
 # or how long it is, not what the finished epochs computed.
 RESUMABLE_KEYS = ("epochs", "device", "workers", "download", "data_root", "out", "log_every", "precision", "amp")
 
-CHECKPOINT_DIR = "checkpoints"
-LAST, BEST, RESULT = "last.pt", "best.pt", "result.json"
 _LAST_KEYS = ("target", "optimizer", "scaler", "epoch", "best_top1", "best_epoch", "rng", "wall_time")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine")
@@ -311,41 +307,25 @@ def fit(
     unreadable ``last.pt``.
     """
     ctx = ctx if ctx is not None else init_distributed(config.device)
+    precision, steps_per_epoch = _check(target, train_set, config, ctx)
+    run = Run(config.out, config.to_dict(), ignore_keys=RESUMABLE_KEYS, ctx=ctx, logger_name="classifier_kd.train")
     try:
-        check_writable_dir(Path(config.out), "run directory --out")
-        lock = lock_run_dir(config.out, ctx.is_main, ctx.device)
-    except ValueError as err:  # RunLocked, OutputNotWritable
+        run.open(required_keys=_LAST_KEYS)  # lock, options vs config.json, last.pt read and verified
+    except CheckpointError as err:
+        raise RunSetupError(f"cannot resume: {err}") from err
+    except ValueError as err:  # RunLocked, RunConfigMismatch, OutputNotWritable, a finished run without last.pt
         raise RunSetupError(str(err)) from err
+    with run:  # SIGTERM / SIGINT: checkpoint after the current step, then stop; the lock is released however it ends
+        return _fit(target, train_set, test_set, config, input_spec=input_spec, ctx=ctx, run=run, precision=precision,
+                    steps_per_epoch=steps_per_epoch)
+
+
+def _check(target: nn.Module, train_set: Dataset, config: TrainConfig, ctx: DistributedContext) -> tuple[Precision, int]:
+    """Everything about the options that can be checked before the run directory is touched."""
     try:
-        with StopSignals() as stops:  # SIGTERM / SIGINT: checkpoint after the current step, then stop
-            return _fit(target, train_set, test_set, config, input_spec=input_spec, ctx=ctx, stops=stops)
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-def _resumed_epoch_loader(loader: DataLoader, sampler: DistributedSampler, done_steps: int) -> DataLoader:
-    """The rest of an epoch that a signal interrupted after ``done_steps`` steps: the same order, minus those.
-
-    Its own ``generator``: creating a DataLoader iterator draws a seed from it, and the global RNG, restored
-    from the checkpoint, must go on exactly where the interrupted epoch left it.
-    """
-    rest = list(sampler)[done_steps * loader.batch_size:]
-    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=rest, drop_last=True,
-                      num_workers=loader.num_workers, pin_memory=loader.pin_memory, generator=torch.Generator())
-
-
-def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: TrainConfig, *, input_spec: dict,
-         ctx: DistributedContext, stops: StopSignals) -> dict[str, Any]:
-    device, is_main = ctx.device, ctx.is_main
-    run_dir = Path(config.out)
-    ckpt_dir = run_dir / CHECKPOINT_DIR
-    try:
-        precision = resolve_precision(config.precision, device)
+        precision = resolve_precision(config.precision, ctx.device)
     except ValueError as err:
         raise RunSetupError(str(err)) from err
-
-    # ---- 1. Check everything that can be checked before a file is written.
     per_rank = len(train_set) // ctx.world_size
     steps_per_epoch = per_rank // config.batch_size  # drop_last: BN needs more than one image per batch
     if config.max_steps_per_epoch is not None:
@@ -365,29 +345,34 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
         raise RunSetupError(f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if config.warmup_epochs < 0 or config.warmup_epochs > config.epochs:
         raise RunSetupError(f"warmup_epochs must be between 0 and epochs ({config.epochs}), got {config.warmup_epochs}")
-    try:
-        resuming = validate_run_dir(run_dir, config.to_dict(), ignore_keys=RESUMABLE_KEYS)
-    except (RunConfigMismatch, ValueError) as err:
-        raise RunSetupError(str(err)) from err
-    state = None
-    if (ckpt_dir / LAST).exists():
-        try:
-            state = load_checkpoint(ckpt_dir / LAST, required_keys=_LAST_KEYS)
-        except CheckpointError as err:
-            raise RunSetupError(f"cannot resume: {err}") from err
-    elif resuming and (run_dir / RESULT).exists():
-        raise RunSetupError(f"{run_dir} holds a finished run but no {CHECKPOINT_DIR}/{LAST} to continue from")
+    return precision, steps_per_epoch
 
-    # ---- 2. Run directory, text log, subset indices.
-    prepare_run_dir(run_dir, config.to_dict(), ignore_keys=RESUMABLE_KEYS, is_main=is_main)
-    barrier()  # the other ranks wait for rank 0's directory
-    log = get_logger("classifier_kd.train", run_dir if is_main else None, is_main=is_main)
+
+def _resumed_epoch_loader(loader: DataLoader, sampler: DistributedSampler, done_steps: int) -> DataLoader:
+    """The rest of an epoch that a signal interrupted after ``done_steps`` steps: the same order, minus those.
+
+    Its own ``generator``: creating a DataLoader iterator draws a seed from it, and the global RNG, restored
+    from the checkpoint, must go on exactly where the interrupted epoch left it.
+    """
+    rest = list(sampler)[done_steps * loader.batch_size:]
+    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=rest, drop_last=True,
+                      num_workers=loader.num_workers, pin_memory=loader.pin_memory, generator=torch.Generator())
+
+
+def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: TrainConfig, *, input_spec: dict,
+         ctx: DistributedContext, run: Run, precision: Precision, steps_per_epoch: int) -> dict[str, Any]:
+    device, is_main = ctx.device, ctx.is_main
+    run_dir, stops, state = run.out, run.stops, run.last
+
+    # ---- 1. Run directory (config.json, log.txt, metrics.jsonl cut back to last.pt), subset indices.
+    log = run.start(state["epoch"] if state is not None else 0)
+    metrics = run.metrics
     if is_main and isinstance(train_set, Subset):
         write_npy(run_dir / "subset_indices.npy", np.asarray(train_set.indices, dtype=np.int64))
     # Model init happens before fit() (seeded by the caller); this seeds augmentation and dropout, per rank.
     seed_everything(config.seed + ctx.rank)
 
-    # ---- 3. Optimiser and schedule, restored from last.pt on resume.
+    # ---- 2. Optimiser and schedule, restored from last.pt on resume.
     target.to(device)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     if config.channels_last:
@@ -408,7 +393,7 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
         wall_before = state["wall_time"]
         restore_rng_state(state["rng"])
         log.info("resuming from %s at epoch %d (best top-1 %.2f at epoch %d)",
-                 ckpt_dir / LAST, start_epoch, best_top1, best_epoch)
+                 run.last_path, start_epoch, best_top1, best_epoch)
     trainable = sum(p.numel() for p in parameters)
     warning = slow_precision_warning(precision)
     if warning:
@@ -432,7 +417,7 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
         network = nn.parallel.DistributedDataParallel(
             target, device_ids=[device.index] if device.type == "cuda" else None)
 
-    # ---- 4. Data. The sampler's order depends only on (seed, epoch, rank), so a resumed epoch sees
+    # ---- 3. Data. The sampler's order depends only on (seed, epoch, rank), so a resumed epoch sees
     # exactly the batches an uninterrupted run would have.
     sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
                                  seed=config.seed, drop_last=True)
@@ -448,10 +433,7 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
         train_loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, drop_last=True,
                                   num_workers=0, pin_memory=device.type == "cuda")
 
-    # ---- 5. Epochs: train, evaluate, log, checkpoint.
-    metrics = MetricsLogger(run_dir, enabled=is_main)
-    # rows past last.pt (a crash mid-epoch) are redone, not duplicated
-    metrics.resume(start_epoch, state.get("metrics_offset") if state is not None else None)
+    # ---- 4. Epochs: train, evaluate, log, checkpoint.
     progress = Progress(total=config.epochs * steps_per_epoch, start=start_epoch * steps_per_epoch + start_step,
                         every=config.log_every, bar=None if is_main else False)
     session_start = time.monotonic()
@@ -462,8 +444,7 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
         next one, when a signal stopped the run mid-epoch)."""
         return {"target": target.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "epoch": epochs_done, **position, "best_top1": best_top1, "best_epoch": best_epoch,
-                "rng": capture_rng_state(), "metrics_offset": metrics.offset(),
-                "wall_time": wall_before + time.monotonic() - session_start}
+                "rng": capture_rng_state(), "wall_time": wall_before + time.monotonic() - session_start}
 
     for epoch in range(start_epoch, config.epochs):
         epoch_start = time.monotonic()
@@ -510,19 +491,17 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
             signum = stops.should_stop(device)
             if signum:  # SIGTERM / SIGINT: save this point of the epoch (rank 0), then stop every rank
                 if is_main:
-                    atomic_save(last_state(epoch, step=step + 1, epoch_sums=dict(sums)), ckpt_dir / LAST,
-                                keep_previous=True)
+                    run.save_last(last_state(epoch, step=step + 1, epoch_sums=dict(sums)))
                 barrier()
                 message = interrupted_message(signum, f"in epoch {epoch + 1} after step {step + 1} of {steps_per_epoch}",
-                                              ckpt_dir / LAST)
+                                              run.last_path)
                 log.warning(message)
-                metrics.close()
                 progress.close()
                 raise RunInterrupted(message, signum)
 
         train_metrics = all_reduce_mean({f"train/{name}": total / steps_per_epoch for name, total in sums.items()})
         if not all(math.isfinite(value) for value in train_metrics.values()):  # the same answer on every rank
-            message = _divergence_message(target, train_metrics, epoch + 1, ckpt_dir / LAST if epoch > 0 else None)
+            message = _divergence_message(target, train_metrics, epoch + 1, run.last_path if epoch > 0 else None)
             log.error(message)
             raise TrainingDiverged(message)
         test_metrics = evaluate(target.model, test_set, batch_size=max(config.batch_size, 256), device=device,
@@ -540,16 +519,15 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
                                     "test/top5": test_metrics["top5"], "test/loss": test_metrics["loss"],
                                     "epoch_time_s": epoch_time})
             if is_best:
-                save_classifier(ckpt_dir / BEST, target.model, config.model, config.num_classes,
+                save_classifier(run.best_path, target.model, config.model, config.num_classes,
                                 input_spec=input_spec, dataset=config.dataset, epoch=epoch + 1,
                                 top1=test_metrics["top1"], top5=test_metrics["top5"])
             # last.pt after best.pt: a crash in between redoes this epoch instead of losing a best.
-            atomic_save(last_state(epoch + 1), ckpt_dir / LAST, keep_previous=True)
+            run.save_last(last_state(epoch + 1))
         barrier()
-    metrics.close()
     progress.close()
 
-    # ---- 6. Result. A resume of a finished run only re-reports it (final accuracy re-evaluated).
+    # ---- 5. Result. A resume of a finished run only re-reports it (final accuracy re-evaluated).
     if not test_metrics:
         test_metrics = evaluate(target.model, test_set, batch_size=max(config.batch_size, 256), device=device,
                                 workers=config.workers, precision=precision, ctx=ctx)
@@ -566,7 +544,7 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
         "extra_parameters": extra_parameters,
         "wall_time_s": round(wall_time, 1),
         "wall_time": format_duration(wall_time),
-        "best_checkpoint": str(ckpt_dir / BEST),
+        "best_checkpoint": str(run.best_path),
         "command": command_line(ctx.world_size),
         "hardware": hardware_summary(device),
         "device": str(device),
@@ -574,8 +552,8 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
         "torch_version": torch.__version__,
         "config": config.to_dict(),
     }
+    run.finish(result)
     if is_main:
-        write_json(run_dir / RESULT, result)
         log.info("done: best top-1 %.2f (epoch %d), final top-1 %.2f, %s", best_top1, best_epoch,
                  test_metrics["top1"], format_duration(wall_time))
     barrier()

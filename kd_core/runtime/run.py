@@ -18,6 +18,9 @@
   again: a refused command leaves no half-made run behind.
 * :func:`get_logger` (the text log ``log.txt``) and :func:`hardware_summary` (the machine a number was
   measured on).
+* :class:`Run` strings these together into the life of one run (lock, option check, ``last.pt``, signals,
+  ``metrics.jsonl`` resume, ``best.pt``, ``result.json``); ``gan_kd.train.Trainer`` and
+  ``classifier_kd.train.fit`` both use it and keep only their steps and what their checkpoints hold.
 
 Metrics files are :mod:`kd_core.runtime.metrics`; console progress is :mod:`kd_core.runtime.progress`.
 """
