@@ -28,17 +28,18 @@ import torch
 import kd_core
 from classifier_kd.data import (
     AUGMENTATIONS, DATASETS, NUM_CLASSES, DatasetCorrupt, DatasetNotFound, build_datasets, check_data_root,
-    input_spec, load_split,
+    load_split,
     test_transform,
 )
-from classifier_kd.distiller import METHODS, Distiller, TeacherInput, parse_loss_spec
+from classifier_kd.distiller import Distiller, TeacherError, TeacherInput, load_teacher, parse_loss_spec
 from classifier_kd.models import available, create_model
 from classifier_kd.models.checkpoint import load_classifier, read_input_spec
-from classifier_kd.recipes import METHOD_DEFAULTS, RECIPES, method_defaults, recipe_values, zscore_terms
+from classifier_kd.recipes import RECIPES, distillation_terms, methods, recipe_values, train_config
 from classifier_kd.train import (
     OPTIMIZERS, SCHEDULES, CrossEntropyTarget, RunSetupError, TrainConfig, TrainingDiverged, evaluate, fit,
 )
 from kd_core.runtime.checkpoint import load_checkpoint
+from kd_core.runtime.cli import OneLineErrorGroup, fraction_option, one_line, usage_error
 from kd_core.runtime.distributed import cleanup_distributed, init_distributed
 from kd_core.runtime.finite import first_non_finite
 from kd_core.runtime.io import check_writable_file, write_json, write_text
@@ -46,39 +47,6 @@ from kd_core.runtime.precision import resolve_precision
 from kd_core.runtime.progress import format_duration
 from kd_core.runtime.run import RunInterrupted
 from kd_core.runtime.seed import seed_everything
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())
-
-
-class _OneLineError(click.UsageError):
-    """Shows only ``Error: <message>`` (no usage block): bad input is reported in one line."""
-
-    def __init__(self, original: click.ClickException) -> None:
-        super().__init__(_one_line(original.format_message()), ctx=getattr(original, "ctx", None))
-        self.exit_code = original.exit_code
-
-    def show(self, file=None) -> None:
-        click.echo(f"Error: {self.format_message()}", err=True, file=file)
-
-
-class _OneLineErrorGroup(click.Group):
-    """A click group whose usage errors (its own and its commands') print as one line, exit code 2."""
-
-    def make_context(self, info_name, args, parent=None, **extra):
-        try:
-            return super().make_context(info_name, args, parent=parent, **extra)
-        except click.ClickException as err:
-            raise _OneLineError(err) from err
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except _OneLineError:
-            raise
-        except click.ClickException as err:
-            raise _OneLineError(err) from err
 
 
 def _parse_milestones(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
@@ -104,7 +72,7 @@ def _init_device(device: str):
     try:
         return init_distributed(device)
     except ValueError as err:
-        raise click.BadParameter(_one_line(err), param_hint="'--device'") from err
+        raise click.BadParameter(one_line(err), param_hint="'--device'") from err
 
 
 # Options of the training values a recipe sets; None means "the recipe's value".
@@ -122,7 +90,7 @@ def _training_options(command):
                           "is also found in /usr/share/datasets/fashion-mnist), train/ and val/ class folders for "
                           "ImageNet."),
         click.option("--download", is_flag=True, help="Let torchvision download a missing CIFAR / Fashion-MNIST."),
-        click.option("--data-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+        click.option("--data-fraction", type=float, default=1.0, show_default=True, callback=fraction_option,
                      help="Train on this fraction of the training set (seeded subset, as the GAN side; indices saved)."),
         click.option("--recipe", type=click.Choice(list(RECIPES)), default="cifar100", show_default=True,
                      help="Training preset (see README / classifier_kd.recipes): optimiser, schedule, epochs, "
@@ -187,35 +155,21 @@ def _datasets(dataset: str, data_root: str, used: dict, data_fraction: float, se
         try:  # a root given explicitly must exist: a typo must not fall through to another copy of the data
             check_data_root(data_root, download)
         except (DatasetNotFound, ValueError) as err:
-            raise click.BadParameter(_one_line(err), param_hint="'--data-root'") from err
+            raise click.BadParameter(one_line(err), param_hint="'--data-root'") from err
     try:
         return build_datasets(dataset, data_root, augment=used["augment"], image_size=used["image_size"],
                               data_fraction=data_fraction, subset_seed=seed, download=download)
     except (DatasetNotFound, DatasetCorrupt, ValueError) as err:
-        raise click.UsageError(_one_line(err)) from err
-
-
-def _train_config(model: str, options: dict, used: dict, extra: dict) -> TrainConfig:
-    loop_values = {key: value for key, value in used.items() if key not in ("label_smoothing", "augment", "image_size")}
-    return TrainConfig(
-        model=model, dataset=options["dataset"], num_classes=NUM_CLASSES[options["dataset"]], out=options["out"],
-        **loop_values, channels_last=options["channels_last"], seed=options["seed"], device=options["device"],
-        workers=options["workers"], precision=options["precision"], max_steps_per_epoch=options["max_steps_per_epoch"],
-        log_every=options["log_every"],
-        extra={"data_root": options["data_root"], "download": options["download"],
-               "data_fraction": options["data_fraction"], "recipe": options["recipe"],
-               "label_smoothing": used["label_smoothing"], "augment": used["augment"],
-               "image_size": used["image_size"], **extra},
-    )
+        raise click.UsageError(one_line(err)) from err
 
 
 def _fit(target, train_set, test_set, config: TrainConfig, spec: dict, ctx) -> dict:
     try:
         return fit(target, train_set, test_set, config, input_spec=spec, ctx=ctx)
     except RunSetupError as err:
-        raise click.UsageError(_one_line(err)) from err
+        raise click.UsageError(one_line(err)) from err
     except TrainingDiverged as err:  # not bad input: exit code 1
-        raise click.ClickException(_one_line(err)) from err
+        raise click.ClickException(one_line(err)) from err
     except RunInterrupted as err:  # SIGTERM / SIGINT: the checkpoint is saved and the message logged
         raise SystemExit(err.exit_code) from None
 
@@ -230,10 +184,10 @@ def _build_model(name: str, num_classes: int, image_size: int, pretrained: bool 
     try:
         return create_model(name, num_classes, pretrained=pretrained, image_size=image_size)
     except (ValueError, ImportError, RuntimeError) as err:  # unknown timm name, timm missing, weights offline
-        raise click.UsageError(_one_line(err)) from err
+        raise click.UsageError(one_line(err)) from err
 
 
-@click.group(cls=_OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Classifier teachers and distillation: CIFAR-10/100, ImageNet, Fashion-MNIST; CNN, ViT and MLP models."""
 
@@ -250,7 +204,7 @@ def train_teacher(model, pretrained, **options):
         recipe_defaults, used = _expand_recipe(options["recipe"], model, options)
         train_set, test_set, spec = _datasets(options["dataset"], options["data_root"], used,
                                               options["data_fraction"], options["seed"], options["download"])
-        config = _train_config(model, options, used, {"pretrained": pretrained, "recipe_values": recipe_defaults,
+        config = train_config(model, options, used, {"pretrained": pretrained, "recipe_values": recipe_defaults,
                                                       "input_spec": spec})
         seed_everything(options["seed"])  # the same initial weights for the same seed
         network = _build_model(model, config.num_classes, spec["size"], pretrained)
@@ -268,7 +222,7 @@ def _parse_loss(ctx, param, values: tuple[str, ...]) -> list[tuple[str, float]]:
         try:
             parsed.append(parse_loss_spec(value))
         except ValueError as err:
-            raise click.BadParameter(_one_line(err)) from err
+            raise click.BadParameter(one_line(err)) from err
     names = [name for name, _ in parsed]
     if len(set(names)) != len(names):
         raise click.BadParameter(f"a loss is given twice: {', '.join(values)}")
@@ -301,63 +255,6 @@ def _literal(text: str) -> Any:
     return text
 
 
-def _distillation_terms(recipe: str, method: str | None, losses: list, zscore: bool, settings: list,
-                        ce_weight: float | None) -> dict:
-    """The method's terms under the recipe, with --loss / --zscore / --set / --ce-weight applied."""
-    try:
-        defaults = method_defaults(recipe, method or "ce", zscore=zscore and method is not None)
-    except ValueError as err:
-        raise click.UsageError(_one_line(err)) from err
-    terms = defaults["losses"]
-    if losses:  # --loss replaces the method's terms; each keeps the options the recipe gives that loss
-        known: dict[str, dict] = {}
-        for other in METHOD_DEFAULTS:  # first method that uses a loss gives its options (kd: T=4 on CIFAR)
-            for name, _, loss_options in method_defaults(recipe, other)["losses"]:
-                known.setdefault(name, loss_options)
-        terms = [(name, weight, dict(known.get(name, {}))) for name, weight in losses]
-        if zscore:  # standardised options (temperature 2, DKD's alpha/beta x 9), the weights given here
-            try:
-                terms = zscore_terms(terms, "the --loss terms", keep_weights=True)
-            except ValueError as err:
-                raise click.UsageError(_one_line(err)) from err
-    names = [name for name, _, _ in terms]
-    for loss, key, value in settings:
-        if loss not in names:
-            raise click.UsageError(f"--set {loss}.{key}: {loss!r} is not a loss of this run ({', '.join(names) or 'none'})")
-        terms[names.index(loss)][2][key] = value
-    return {"ce_weight": defaults["ce_weight"] if ce_weight is None else ce_weight,
-            "label_smoothing": defaults.get("label_smoothing"), "losses": terms}
-
-
-def _load_teacher(teacher: str | None, teacher_ckpt: str | None, pretrained: bool, image_size: int | None):
-    """(frozen teacher, its input spec); one-line usage errors for a missing or mismatching checkpoint.
-
-    ``image_size`` replaces the size of the teacher's input spec: for files that record none (their spec
-    defaults to CIFAR-100 at 32 px), e.g. RSD's CIFAR-100 teachers, which were fine-tuned at 224 px.
-    """
-    if pretrained:
-        if teacher is None:
-            raise click.UsageError("--teacher-pretrained needs --teacher NAME")
-        spec = input_spec("imagenet", image_size or 224)
-        return _build_model(teacher, NUM_CLASSES["imagenet"], spec["size"], pretrained=True), spec
-    if teacher_ckpt is None:
-        raise click.UsageError("this method needs a teacher: pass --teacher-ckpt PATH (or --teacher NAME "
-                               "--teacher-pretrained for the library's ImageNet weights)")
-    try:
-        model = load_classifier(teacher_ckpt, arch=teacher)
-        spec = read_input_spec(teacher_ckpt)
-        if image_size is not None:
-            spec["size"] = image_size
-    except (OSError, ValueError, ImportError) as err:
-        message = _one_line(err).replace("pass arch=NAME", "pass --teacher NAME")
-        raise click.BadParameter(message, param_hint="'--teacher-ckpt'") from err
-    bad = first_non_finite(model)
-    if bad is not None:
-        raise click.BadParameter(f"teacher {teacher_ckpt} has non-finite weights ({bad}); it cannot teach",
-                                 param_hint="'--teacher-ckpt'")
-    return model, spec
-
-
 @cli.command("distill")
 @click.option("--student", required=True, callback=_check_model, help="Student architecture.")
 @click.option("--student-pretrained", is_flag=True, help="Start the student from the library's ImageNet weights.")
@@ -371,7 +268,7 @@ def _load_teacher(teacher: str | None, teacher_ckpt: str | None, pretrained: boo
 @click.option("--teacher-image-size", type=click.IntRange(min=8), default=None,
               help="Input size the teacher expects [its checkpoint's input spec; 32 for files without one, 224 with "
                    "--teacher-pretrained]; e.g. 224 for RSD's CIFAR-100 teachers. Images are resized for it.")
-@click.option("--method", type=click.Choice(list(METHODS)), default=None,
+@click.option("--method", type=click.Choice(methods()), default=None,
               help="Distillation method with the recipe's weights [kd unless --loss is given].")
 @click.option("--loss", "losses", multiple=True, callback=_parse_loss, metavar="NAME:WEIGHT",
               help="A distillation term and its weight, repeatable (e.g. --loss kd:0.9 --loss dcd:1); replaces "
@@ -396,8 +293,11 @@ def distill(student, student_pretrained, teacher, teacher_ckpt, teacher_pretrain
         raise click.UsageError(f"--method ce trains without a teacher, so {', '.join(given)} would be ignored; drop "
                                f"{'it' if len(given) == 1 else 'them'} or choose a distillation method")
     method = method if method is not None else ("custom" if losses else "kd")
-    terms = _distillation_terms(options["recipe"], None if method == "custom" else method, losses, zscore,
-                                settings, ce_weight)
+    try:
+        terms = distillation_terms(options["recipe"], None if method == "custom" else method, losses, zscore,
+                                   settings, ce_weight)
+    except ValueError as err:
+        raise usage_error(err) from err
     ctx = _init_device(options["device"])
     try:
         recipe_defaults, used = _expand_recipe(options["recipe"], student, options)
@@ -408,9 +308,14 @@ def distill(student, student_pretrained, teacher, teacher_ckpt, teacher_pretrain
         num_classes = NUM_CLASSES[options["dataset"]]
         teacher_model, teacher_spec, teacher_name = None, None, None
         if terms["losses"]:
-            teacher_model, teacher_spec = _load_teacher(teacher, teacher_ckpt, teacher_pretrained, teacher_image_size)
+            try:
+                teacher_model, teacher_spec = load_teacher(teacher, teacher_ckpt, teacher_pretrained, teacher_image_size)
+            except TeacherError as err:
+                if err.option:
+                    raise click.BadParameter(one_line(err), param_hint=f"'{err.option}'") from err
+                raise usage_error(err) from err
             teacher_name = teacher_model.arch
-            has_logit_term = any(name not in kd_core.registry.FEATURE_LOSSES for name, _, _ in terms["losses"])
+            has_logit_term = any(kd_core.registry.loss_kind(name) == "logit" for name, _, _ in terms["losses"])
             if has_logit_term and teacher_model.num_classes != num_classes:
                 raise click.UsageError(f"teacher {teacher_name} has {teacher_model.num_classes} classes but "
                                        f"{options['dataset']} has {num_classes}: logit losses compare class scores")
@@ -422,8 +327,8 @@ def distill(student, student_pretrained, teacher, teacher_ckpt, teacher_pretrain
                                teacher_input=TeacherInput(spec, teacher_spec) if teacher_model is not None else None)
         except (ValueError, TypeError) as err:  # e.g. feature dimensions that no projector maps
             raise click.UsageError(f"cannot build the {method} distiller for {student} <- {teacher_name}: "
-                                   f"{_one_line(err)}") from err
-        config = _train_config(student, options, used, {
+                                   f"{one_line(err)}") from err
+        config = train_config(student, options, used, {
             "student_pretrained": student_pretrained, "teacher": teacher_name, "teacher_ckpt": teacher_ckpt,
             "teacher_pretrained": teacher_pretrained, "teacher_input_spec": teacher_spec, "method": method,
             "zscore": zscore, "ce_weight": terms["ce_weight"],
@@ -460,14 +365,14 @@ def evaluate_command(ckpt, dataset, data_root, download, arch, batch_size, devic
         resolved_precision = resolve_precision(precision, ctx.device)
     except ValueError as err:
         cleanup_distributed()
-        raise click.BadParameter(_one_line(err), param_hint="'--precision'") from err
+        raise click.BadParameter(one_line(err), param_hint="'--precision'") from err
     try:
         try:
             model = load_classifier(ckpt, arch=arch)
             spec = read_input_spec(ckpt)
             stored = load_checkpoint(ckpt)
         except (OSError, ValueError, ImportError) as err:  # a file that cannot be loaded as this classifier
-            raise click.BadParameter(_one_line(err) or type(err).__name__, param_hint="'CKPT'") from err
+            raise click.BadParameter(one_line(err) or type(err).__name__, param_hint="'CKPT'") from err
         bad = first_non_finite(model)
         if bad is not None:  # a diverged classifier would be scored as if it were a model
             raise click.BadParameter(f"{ckpt} holds non-finite weights ({bad}); it diverged", param_hint="'CKPT'")
@@ -482,12 +387,12 @@ def evaluate_command(ckpt, dataset, data_root, download, arch, batch_size, devic
             test_set = load_split(dataset, data_root, train=False, transform=test_transform(dataset, spec),
                                   download=download)
         except (DatasetNotFound, DatasetCorrupt, ValueError) as err:
-            raise click.UsageError(_one_line(err)) from err
+            raise click.UsageError(one_line(err)) from err
         out = Path(out) if out is not None else ckpt.with_name(f"{ckpt.stem}_eval_{dataset}.json")
         try:
             check_writable_file(out, "result file --out")
         except ValueError as err:
-            raise click.BadParameter(_one_line(err), param_hint="'--out'") from err
+            raise click.BadParameter(one_line(err), param_hint="'--out'") from err
 
         start = time.monotonic()
         model.to(ctx.device)
@@ -527,7 +432,7 @@ def table_command(run_dirs, out):
             check_writable_file(out, "table file --out")
         text = build_table([Path(d) for d in run_dirs])
     except (OSError, ValueError, KeyError) as err:
-        raise click.UsageError(_one_line(err)) from err
+        raise click.UsageError(one_line(err)) from err
     if out is None:
         click.echo(text, nl=False)
         return

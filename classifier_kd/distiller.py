@@ -5,7 +5,8 @@ loss terms (``loss_ce``, ``loss_kd``, ...), the interface of ``classifier_kd.tra
 ``forward_train`` shape). Logit losses see ``(student_logits, teacher_logits, labels)``, feature losses the
 pooled penultimate features ``(student_features, teacher_features)``. A student with ``forward_distill(x) ->
 (features, logits, distill_logits)`` (VkD's DeiT, whose dist head takes the KD term and whose distilled
-feature is the mean patch token) is used through it: CE on ``logits``, logit losses on ``distill_logits``.
+feature is the mean patch token) is used through it: CE on ``logits``, logit losses on ``distill_logits``;
+:class:`classifier_kd.models.base.Classifier` gives every other model the one-head default.
 The losses' learnable parts (projectors, heads, temperature, decoupler) are parameters of this module and
 are optimised with the student.
 
@@ -21,19 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import kd_core
-
-# method name -> the kd_core losses it uses (weights and options come from the recipe or the command line)
-METHODS: dict[str, tuple[str, ...]] = {
-    "ce": (),
-    "kd": ("kd",),
-    "dkd": ("dkd",),
-    "fitnet": ("fitnet",),
-    "vkd": ("kd", "vkd"),  # the VkD code's loss: CE + KL on the logits + the feature term
-    "dcd": ("dcd",),
-    "dcd+kd": ("kd", "dcd"),
-    "rsd": ("rsd",),
-}
-
+from classifier_kd.train import TrainTarget
 
 def parse_loss_spec(spec: str) -> tuple[str, float]:
     """``"kd:0.9"`` -> ``("kd", 0.9)``; a bare name has weight 1. Errors name the allowed losses."""
@@ -83,7 +72,7 @@ class TeacherInput(nn.Module):
         return images
 
 
-class Distiller(nn.Module):
+class Distiller(TrainTarget):
     """Trains ``student`` with cross-entropy (weight ``ce_weight``) plus ``losses`` against a frozen ``teacher``.
 
     ``losses``: ``[(name, weight, options), ...]`` built by :func:`kd_core.build_loss`; feature losses get the
@@ -110,9 +99,8 @@ class Distiller(nn.Module):
             if name in self.losses:
                 raise ValueError(f"loss {name!r} given twice")
             dims = {}
-            if name in kd_core.registry.FEATURE_LOSSES:
-                dims = {"student_dim": getattr(student, "distill_feature_dim", student.feature_dim),
-                        "teacher_dim": teacher.feature_dim}
+            if kd_core.registry.loss_kind(name) == "feature":
+                dims = {"student_dim": student.distill_feature_dim, "teacher_dim": teacher.feature_dim}
             self.losses[name] = kd_core.build_loss(name, **dims, **options)
             self.weights[name] = float(weight)
         self.epoch: int | None = None
@@ -129,7 +117,7 @@ class Distiller(nn.Module):
     @property
     def min_batch_size(self) -> int:
         """The smallest batch per process every loss can work with (2 for batch statistics, else 1)."""
-        return max([1, *(int(getattr(loss, "min_batch_size", 1)) for loss in self.losses.values())])
+        return max([1, *(int(loss.min_batch_size) for loss in self.losses.values())])
 
     def describe(self) -> str:
         """One line for the log, e.g. ``0.1 x ce + 0.9 x kd``."""
@@ -137,8 +125,10 @@ class Distiller(nn.Module):
         return " + ".join([ce, *(f"{self.weights[name]:g} x {name}" for name in self.losses)])
 
     def set_epoch(self, epoch: int) -> None:
-        """The 1-based epoch, for losses with a warm-up (DKD)."""
+        """The 1-based epoch, passed on to every loss (DKD's warm-up uses it)."""
         self.epoch = epoch
+        for loss in self.losses.values():
+            loss.set_epoch(epoch)
 
     def train(self, mode: bool = True) -> "Distiller":
         super().train(mode)
@@ -147,11 +137,8 @@ class Distiller(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        if hasattr(self.student, "forward_distill"):  # a student with a distillation head (VkD's DeiT)
-            student_features, student_logits, distill_logits = self.student.forward_distill(images)
-        else:
-            student_features = self.student.forward_features(images)
-            student_logits = distill_logits = self.student.forward_head(student_features)
+        # (features, CE logits, logit-loss logits): one forward for a plain classifier; VkD's DeiT has two heads
+        student_features, student_logits, distill_logits = self.student.forward_distill(images)
         terms = {"loss_ce": self.ce_weight * F.cross_entropy(student_logits, labels,
                                                              label_smoothing=self.label_smoothing)}
         if not self.losses:
@@ -163,9 +150,54 @@ class Distiller(nn.Module):
         hard_labels = labels if labels.dim() == 1 else labels.argmax(dim=1)
         for name, loss in self.losses.items():
             if loss.kind == "logit":
-                extra = {"epoch": self.epoch} if name == "dkd" else {}
-                value = loss(distill_logits, teacher_logits, hard_labels, **extra)
+                value = loss(distill_logits, teacher_logits, hard_labels)
             else:
                 value = loss(student_features, teacher_features)
             terms[f"loss_{name}"] = self.weights[name] * value
         return student_logits, terms
+
+
+class TeacherError(ValueError):
+    """A teacher that cannot be used; ``option`` names the command-line option at fault (or None)."""
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
+
+
+def load_teacher(arch: str | None, checkpoint: str | None, pretrained: bool = False,
+                 image_size: int | None = None) -> tuple[nn.Module, dict]:
+    """(frozen-to-be teacher, its input spec): a checkpoint (any layout ``load_classifier`` reads), or the
+    library's ImageNet weights of ``arch`` (``pretrained``). :class:`TeacherError` for what cannot teach.
+
+    ``image_size`` replaces the size of the teacher's input spec: for files that record none (their spec
+    defaults to CIFAR-100 at 32 px), e.g. RSD's CIFAR-100 teachers, which were fine-tuned at 224 px.
+    """
+    from classifier_kd.data import NUM_CLASSES, input_spec
+    from classifier_kd.models import create_model
+    from classifier_kd.models.checkpoint import load_classifier, read_input_spec
+    from kd_core.runtime.finite import first_non_finite
+
+    if pretrained:
+        if arch is None:
+            raise TeacherError("--teacher-pretrained needs --teacher NAME")
+        spec = input_spec("imagenet", image_size or 224)
+        try:
+            return create_model(arch, NUM_CLASSES["imagenet"], pretrained=True, image_size=spec["size"]), spec
+        except (ValueError, ImportError, RuntimeError) as err:  # unknown timm name, timm missing, weights offline
+            raise TeacherError(" ".join(str(err).split())) from err
+    if checkpoint is None:
+        raise TeacherError("this method needs a teacher: pass --teacher-ckpt PATH (or --teacher NAME "
+                           "--teacher-pretrained for the library's ImageNet weights)")
+    try:
+        model = load_classifier(checkpoint, arch=arch)
+        spec = read_input_spec(checkpoint)
+        if image_size is not None:
+            spec["size"] = image_size
+    except (OSError, ValueError, ImportError) as err:
+        message = " ".join(str(err).split()).replace("pass arch=NAME", "pass --teacher NAME")
+        raise TeacherError(message, "--teacher-ckpt") from err
+    bad = first_non_finite(model)
+    if bad is not None:
+        raise TeacherError(f"teacher {checkpoint} has non-finite weights ({bad}); it cannot teach", "--teacher-ckpt")
+    return model, spec

@@ -51,6 +51,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import kd_core
+from classifier_kd.data import NUM_CLASSES
+from classifier_kd.train import TrainConfig
+
 __all__ = ["RECIPES", "METHOD_DEFAULTS", "method_defaults", "recipe_values"]
 
 _COMMON = {  # what a recipe leaves at the plain-SGD defaults
@@ -116,17 +120,29 @@ def recipe_values(recipe: str, model: str) -> dict[str, Any]:
     return values
 
 
+def methods() -> list[str]:
+    """Every ``--method``: the compositions above, then each registered loss on its own (weight 1, CE weight 1)."""
+    return [*METHOD_DEFAULTS, *(name for name in kd_core.available()["losses"] if name not in METHOD_DEFAULTS)]
+
+
+def method_losses() -> dict[str, tuple[str, ...]]:
+    """method -> the names of its kd_core losses (the table maps a run's ``--loss`` set back to a method)."""
+    return {method: tuple(name for name, _, _ in method_defaults("cifar100", method)["losses"]) for method in methods()}
+
+
 def method_defaults(recipe: str, method: str, zscore: bool = False) -> dict[str, Any]:
     """``{"ce_weight", "label_smoothing" (if the method sets one), "losses": [(name, weight, options)]}``.
 
-    ``zscore`` switches the ``kd`` / ``dkd`` terms to logit standardisation with lsKD's weights; it is an
-    error for a method with neither term.
+    A registered loss without an entry in :data:`METHOD_DEFAULTS` is a method of its own: CE weight 1, the loss
+    at weight 1 with its defaults. ``zscore`` switches the ``kd`` / ``dkd`` terms to logit standardisation with
+    lsKD's weights; it is an error for a method with neither term.
     """
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; available: {', '.join(RECIPES)}")
-    if method not in METHOD_DEFAULTS:
-        raise ValueError(f"unknown method {method!r}; available: {', '.join(METHOD_DEFAULTS)}")
-    values = copy.deepcopy(_RECIPE_METHODS.get(recipe, {}).get(method, METHOD_DEFAULTS[method]))
+    if method not in methods():
+        raise ValueError(f"unknown method {method!r}; available: {', '.join(methods())}")
+    default = METHOD_DEFAULTS.get(method, {"ce_weight": 1.0, "losses": [(method, 1.0, {})]})
+    values = copy.deepcopy(_RECIPE_METHODS.get(recipe, {}).get(method, default))
     if zscore:
         values["losses"] = zscore_terms(values["losses"], f"method {method!r}")
         if method == "kd":
@@ -154,3 +170,53 @@ def zscore_terms(terms: list[tuple[str, float, dict[str, Any]]], owner: str, kee
                            beta=options.get("beta", 8.0) * ZSCORE_KD_WEIGHT, temperature=ZSCORE_TEMPERATURE, zscore=True)
         switched.append((name, weight, options))
     return switched
+
+
+def distillation_terms(recipe: str, method: str | None, losses: list[tuple[str, float]] = (), zscore: bool = False,
+                       settings: list[tuple[str, str, Any]] = (), ce_weight: float | None = None) -> dict[str, Any]:
+    """A run's terms: ``method``'s under ``recipe`` (``None``: the ``losses`` given), then the changes.
+
+    ``losses``: ``[(name, weight)]`` replacing the method's terms, each with the options the recipe gives that
+    loss elsewhere (kd: T=4 on CIFAR). ``settings``: ``[(loss, key, value)]`` option changes; a dotted key sets a
+    nested option (``vkd``, ``projector_options.orthogonal_map``). Returns ``{"ce_weight", "label_smoothing",
+    "losses": [(name, weight, options)]}``; ValueError for anything that does not fit.
+    """
+    defaults = method_defaults(recipe, method or "ce", zscore=zscore and method is not None)
+    terms = defaults["losses"]
+    if losses:
+        known: dict[str, dict] = {}
+        for other in METHOD_DEFAULTS:  # first method that uses a loss gives its options
+            for name, _, loss_options in method_defaults(recipe, other)["losses"]:
+                known.setdefault(name, loss_options)
+        terms = [(name, weight, copy.deepcopy(known.get(name, {}))) for name, weight in losses]
+        if zscore:  # standardised options (temperature 2, DKD's alpha/beta x 9), the weights given here
+            terms = zscore_terms(terms, "the --loss terms", keep_weights=True)
+    names = [name for name, _, _ in terms]
+    for loss, key, value in settings:
+        if loss not in names:
+            raise ValueError(f"--set {loss}.{key}: {loss!r} is not a loss of this run ({', '.join(names) or 'none'})")
+        options = terms[names.index(loss)][2]
+        *path, last = key.split(".")
+        for part in path:
+            options = options.setdefault(part, {})
+            if not isinstance(options, dict):
+                raise ValueError(f"--set {loss}.{key}: {part!r} is not a nested option")
+        options[last] = value
+    return {"ce_weight": defaults["ce_weight"] if ce_weight is None else ce_weight,
+            "label_smoothing": defaults.get("label_smoothing"), "losses": terms}
+
+
+def train_config(model: str, options: dict[str, Any], used: dict[str, Any], extra: dict[str, Any]) -> TrainConfig:
+    """The loop's :class:`TrainConfig` from a command's options and the recipe values ``used`` for ``model``;
+    ``extra`` is recorded in config.json (and compared on resume) with the data options."""
+    loop_values = {key: value for key, value in used.items() if key not in ("label_smoothing", "augment", "image_size")}
+    return TrainConfig(
+        model=model, dataset=options["dataset"], num_classes=NUM_CLASSES[options["dataset"]], out=options["out"],
+        **loop_values, channels_last=options["channels_last"], seed=options["seed"], device=options["device"],
+        workers=options["workers"], precision=options["precision"], max_steps_per_epoch=options["max_steps_per_epoch"],
+        log_every=options["log_every"],
+        extra={"data_root": options["data_root"], "download": options["download"],
+               "data_fraction": options["data_fraction"], "recipe": options["recipe"],
+               "label_smoothing": used["label_smoothing"], "augment": used["augment"],
+               "image_size": used["image_size"], **extra},
+    )

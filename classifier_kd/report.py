@@ -22,13 +22,13 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from classifier_kd.distiller import METHODS
+from classifier_kd.recipes import method_losses
+from kd_core.runtime.run import load_run as kd_load_run
 from kd_core.stats import mean_std
 
 METHOD_LABELS = {"ce": "CE (student)", "kd": "KD", "dkd": "DKD", "fitnet": "FitNet", "vkd": "VkD", "dcd": "DCD",
                  "dcd+kd": "DCD+KD", "rsd": "RSD"}
 # --loss terms (sorted names) of a "custom" run -> the method they amount to
-_LOSS_SETS = {tuple(sorted(losses)): method for method, losses in METHODS.items()}
 # loss options that make a different method variant (their own column) when not at these defaults
 _VARIANT_OPTIONS = {"vkd": {"projector": "orthogonal", "normalizer": "layernorm"}}
 COLUMN_ORDER = ["teacher", "CE (student)", "KD", "KD+LS", "DKD", "DKD+LS", "FitNet", "VkD", "DCD", "DCD+KD", "RSD"]
@@ -38,17 +38,10 @@ TEACHER, STUDENT_CE = "teacher", "CE (student)"
 def load_run(run_dir: Path) -> dict:
     """``{"dir", "result", "config"}`` of a finished run; FileNotFoundError if it has no ``result.json``."""
     run_dir = Path(run_dir)
-    result_path = run_dir / "result.json"
-    config_path = run_dir / "config.json"
-    if not result_path.is_file():
-        kind = "train-teacher|distill"
-        if config_path.is_file():
-            kind = "distill" if "method" in json.loads(config_path.read_text()) else "train-teacher"
-        raise FileNotFoundError(f"{result_path} not found: the run has not finished; run (or re-run, which "
-                                f"resumes) `classifier-kd {kind} ... --out {run_dir}` first")
-    result = json.loads(result_path.read_text())
-    config = json.loads(config_path.read_text()) if config_path.is_file() else result.get("config", {})
-    return {"dir": str(run_dir), "result": result, "config": config}
+    kind = "train-teacher|distill"
+    if (run_dir / "config.json").is_file():
+        kind = "distill" if "method" in json.loads((run_dir / "config.json").read_text()) else "train-teacher"
+    return kd_load_run(run_dir, command=f"`classifier-kd {kind} ... --out {run_dir}`")
 
 
 def method_label(config: dict) -> str:
@@ -59,7 +52,8 @@ def method_label(config: dict) -> str:
     method = config["method"]
     if method == "custom":
         names = tuple(sorted(loss["name"] for loss in losses))
-        method = _LOSS_SETS.get(names, "+".join(names))
+        loss_sets = {tuple(sorted(losses)): method for method, losses in method_losses().items()}
+        method = loss_sets.get(names, "+".join(names))
     label = METHOD_LABELS.get(method, method)
     if config.get("zscore") or any(loss.get("options", {}).get("zscore") for loss in losses):
         label += "+LS"

@@ -57,6 +57,7 @@ __all__ = [
     "RESUMABLE_KEYS",
     "SCHEDULES",
     "CrossEntropyTarget",
+    "TrainTarget",
     "RunSetupError",
     "TrainingDiverged",
     "TrainConfig",
@@ -195,7 +196,28 @@ def command_line(world_size: int = 1) -> str:
     return f"{program.name} {args}".rstrip()
 
 
-class CrossEntropyTarget(nn.Module):
+class TrainTarget(nn.Module):
+    """What :func:`fit` trains: ``forward(images, labels) -> (logits, {name: weighted loss term})``, and ``model``
+    (an attribute or property), the classifier that is evaluated and saved.
+
+    The optional seams have defaults here: ``min_batch_size`` (1), :meth:`extra_parameters` (learnable
+    parameters outside ``model``, for the log), :meth:`describe` (one line for the log; None: nothing to say),
+    :meth:`set_epoch` (the 1-based epoch, for schedules such as DKD's warm-up).
+    """
+
+    min_batch_size: int = 1
+
+    def extra_parameters(self) -> int:
+        return 0
+
+    def describe(self) -> str | None:
+        return None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Nothing to schedule by default."""
+
+
+class CrossEntropyTarget(TrainTarget):
     """The teacher-training target: ``forward(images, labels) -> (logits, {"loss_ce": cross-entropy})``.
 
     ``labels`` are class indices or class probabilities (mixup / cutmix); ``label_smoothing`` as in
@@ -330,7 +352,7 @@ def _check(target: nn.Module, train_set: Dataset, config: TrainConfig, ctx: Dist
     steps_per_epoch = per_rank // config.batch_size  # drop_last: BN needs more than one image per batch
     if config.max_steps_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
-    min_batch = int(getattr(target, "min_batch_size", 1))
+    min_batch = int(target.min_batch_size)
     if config.batch_size < min_batch:
         raise RunSetupError(f"batch size {config.batch_size} per process is too small for these losses, which use "
                             f"batch statistics (whitening / standardisation / correlations); use --batch-size >= {min_batch}")
@@ -401,10 +423,11 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
     log.info("%s on %s: %d trainable parameters, %d training images, %d steps/epoch, device %s x%d%s",
              config.model, config.dataset, trainable, len(train_set), steps_per_epoch, device,
              ctx.world_size, f", {precision.name} autocast" if precision.dtype is not None else "")
-    extra_parameters = target.extra_parameters() if hasattr(target, "extra_parameters") else 0
-    if hasattr(target, "describe"):  # a distiller: which losses, and what they add to the student
+    extra_parameters = target.extra_parameters()
+    description = target.describe()
+    if description:  # a distiller: which losses, and what they add to the student
         log.info("distillation: %s; %d extra trainable parameters (projectors, heads, temperatures) on top of "
-                 "the student's %d", target.describe(), extra_parameters, trainable - extra_parameters)
+                 "the student's %d", description, extra_parameters, trainable - extra_parameters)
     log.info("%s lr %g, weight decay %g%s, %s schedule%s%s", config.optimizer, config.lr, config.weight_decay,
              " (not on 1-D parameters)" if config.no_decay_1d else "", config.schedule,
              f", {config.warmup_epochs:g} warm-up epochs" if config.warmup_epochs else "",
@@ -449,8 +472,7 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
     for epoch in range(start_epoch, config.epochs):
         epoch_start = time.monotonic()
         sampler.set_epoch(epoch)
-        if hasattr(target, "set_epoch"):
-            target.set_epoch(epoch + 1)  # 1-based, for warm-ups such as DKD's (mdistiller counts from 1)
+        target.set_epoch(epoch + 1)  # 1-based, for warm-ups such as DKD's (mdistiller counts from 1)
         target.train()
         epoch_lr = learning_rate(config, epoch)  # logged: the lr at the start of the epoch
         first_step = start_step if epoch == start_epoch else 0

@@ -1,7 +1,10 @@
 """``gan-kd``: train a BigGAN with (or without) teacher distillation, evaluate it, sample from it.
 
 Every problem with the input (a bad value, missing data, an unreadable file, a run directory made with other
-options) is reported in one line with exit code 2 before anything is written.
+options) is reported in one line (``Error: ...``) with exit code 2 before anything is written: the group is a
+:class:`kd_core.runtime.cli.OneLineErrorGroup`, as ``classifier-kd``'s. The ``--projector`` / ``--normalizer``
+choices are the ``kd_core`` registry's names, and ``--preset`` expands through :func:`gan_kd.presets.expand_preset`,
+as ``TrainConfig.from_preset`` does.
 """
 from __future__ import annotations
 
@@ -10,19 +13,14 @@ from pathlib import Path
 
 import click
 
+import kd_core
 from gan_kd import data as gan_data
 from gan_kd.diffaug import AUGMENTATIONS
+from gan_kd.presets import DEFAULT_PRESET, PRESET_HELP, PRESETS, expand_preset
 from kd_core.projectors import ORTHOGONAL_MAPS
+from kd_core.runtime.cli import OneLineErrorGroup, fraction_option, one_line, usage_error
 
-PRESET_HELP = ("da: DiffAugment baseline, no teacher; da-kd: linear projector, no normalisation ('DA + KD (CLIP)'); "
-               "vkd: orthogonal projector, no normalisation ('DA + VkD'); vkd-whiten: orthogonal projector + "
-               "whitened teacher ('DA + VkD w/ whitening'). Explicit options override the preset.")
-
-
-def _fraction(ctx, param, value):
-    if value is not None and not 0 < value <= 1:
-        raise click.BadParameter(f"{value} is not in (0, 1]; use e.g. 0.1, 0.2 or 1.0", ctx=ctx, param=param)
-    return value
+REGISTERED = kd_core.available()  # {"projectors": [...], "normalizers": [...], "losses": [...]}
 
 
 def _policy(ctx, param, value):
@@ -43,37 +41,37 @@ def _metrics(ctx, param, value):
     return metrics
 
 
-# Options that act only through a teacher; refused with a teacher-less preset instead of being silently ignored.
-DISTILLATION_OPTIONS = ("teacher", "teacher_pretrained", "teacher_weights", "teacher_arch", "teacher_preprocessing",
-                        "teacher_bf16", "kd_weight", "projector", "orthogonal_map", "normalizer", "whiten_group_size",
-                        "distance")
-
-
 def _check_data_root(root: str, download: bool = False) -> None:
     """An explicit ``--data-root`` must exist (unless downloading into it): one-line BadParameter otherwise."""
     try:
         gan_data.check_data_root(root, download)
     except (FileNotFoundError, ValueError) as error:
-        raise click.BadParameter(" ".join(str(error).split()), param_hint="'--data-root'") from None
+        raise click.BadParameter(one_line(error), param_hint="'--data-root'") from None
 
 
-def _usage(error: Exception) -> click.UsageError:
-    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return click.UsageError(message)
+def train_options(options: dict, given: set[str]) -> dict:
+    """The ``TrainConfig`` options of a ``train`` command: its option values, with the preset expanded over them.
+
+    ``given``: the options set on the command line; they are the overrides of
+    :func:`gan_kd.presets.expand_preset`, so an explicit option wins over the preset and the rest keep their
+    defaults (the ``TrainConfig`` defaults). Raises ``ValueError`` where the preset refuses an option.
+    """
+    overrides = {key: options[key] for key in given if key != "preset"}
+    return {**options, **expand_preset(options["preset"], overrides)}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 def main():
     """Data-limited BigGAN + DiffAugment with teacher -> discriminator distillation (VkD)."""
 
 
 @main.command()
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory (re-run the same command to resume).")
-@click.option("--preset", type=click.Choice(["da", "da-kd", "vkd", "vkd-whiten"]), default="vkd-whiten", show_default=True, help=PRESET_HELP)
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True, help=PRESET_HELP)
 @click.option("--dataset", type=click.Choice(gan_data.DATASETS), default="cifar10", show_default=True, help="Training data.")
 @click.option("--data-root", default="data", show_default=True, type=click.Path(), help="Directory holding the datasets (torchvision layout).")
 @click.option("--download/--no-download", default=False, show_default=True, help="Download the dataset if missing (needs internet).")
-@click.option("--data-fraction", type=float, default=1.0, show_default=True, callback=_fraction, help="Fraction of the training split, in (0, 1]: 0.1, 0.2 or 1.0 in the papers.")
+@click.option("--data-fraction", type=float, default=1.0, show_default=True, callback=fraction_option, help="Fraction of the training split, in (0, 1]: 0.1, 0.2 or 1.0 in the papers.")
 @click.option("--subset-seed", type=int, default=0, show_default=True, help="Seed of the subset draw (0 = DiffAugment's and KD-DLGAN's subsets).")
 @click.option("--iterations", type=int, default=1000, show_default=True, help="Training length; one iteration = D steps + 1 G step. Paper lengths: see README.")
 @click.option("--batch-size", type=int, default=50, show_default=True, help="Global batch size of each D and G step.")
@@ -94,9 +92,9 @@ def main():
 @click.option("--teacher-preprocessing", type=click.Choice(["kd-dlgan", "native"]), default="kd-dlgan", show_default=True, help="kd-dlgan: nearest upsampling of the [-1,1] D inputs; native: the teacher's own resize and mean/std.")
 @click.option("--teacher-bf16/--no-teacher-bf16", default=False, show_default=True, help="Run the teacher under bfloat16 autocast.")
 @click.option("--kd-weight", type=float, default=1.0, show_default=True, help="Weight of the distillation term in the D loss.")
-@click.option("--projector", type=click.Choice(["orthogonal", "linear", "mlp", "identity"]), default="orthogonal", show_default=True, help="Projector on D's features (set by the preset).")
+@click.option("--projector", type=click.Choice(REGISTERED["projectors"]), default="orthogonal", show_default=True, help="Projector on D's features (set by the preset).")
 @click.option("--orthogonal-map", type=click.Choice(list(ORTHOGONAL_MAPS)), default=ORTHOGONAL_MAPS[0], show_default=True, help="Parametrisation of the orthogonal projector: qr (exact, cheap), matrix_exp (the paper's eq. 5), cayley, householder.")
-@click.option("--normalizer", type=click.Choice(["none", "layernorm", "standardize", "whiten"]), default="whiten", show_default=True, help="Teacher-feature normaliser (set by the preset).")
+@click.option("--normalizer", type=click.Choice(REGISTERED["normalizers"]), default="whiten", show_default=True, help="Teacher-feature normaliser (set by the preset).")
 @click.option("--whiten-group-size", type=int, default=None, help="Group size for whitening (default: min(dim, batch // 2)).")
 @click.option("--distance", type=click.Choice(["mse", "smooth_l1"]), default="mse", show_default=True, help="Distance between projected and teacher features (paper: L2).")
 @click.option("--eval-every", type=int, default=0, show_default=True, help="Evaluate the EMA generator every N iterations and keep the best (0 = never).")
@@ -126,23 +124,17 @@ def train(ctx, out, **options):
           --preset vkd-whiten --teacher ckpt:runs/teachers/fmnist/checkpoints/best.pt \\
           --iterations 2000 --eval-every 500 --metrics fd --fd-features ckpt:runs/teachers/fmnist/checkpoints/best.pt
     """
-    from gan_kd.train import PRESETS, TrainConfig, Trainer
+    from gan_kd.train import TrainConfig, Trainer
     from kd_core.runtime.distributed import cleanup_distributed
     from kd_core.runtime.finite import TrainingDiverged
     from kd_core.runtime.run import RunInterrupted
     from kd_core.runtime.io import check_writable_dir
 
     given = {key for key in options if ctx.get_parameter_source(key) == click.core.ParameterSource.COMMANDLINE}
-    preset = PRESETS[options["preset"]]
-    if not preset["distill"]:  # options that only a teacher uses would be recorded but never act
-        ignored = sorted(given & set(DISTILLATION_OPTIONS))
-        if ignored:
-            raise click.UsageError(f"--preset {options['preset']} trains without a teacher, so "
-                                   f"{', '.join('--' + k.replace('_', '-') for k in ignored)} would be ignored; "
-                                   f"drop {'it' if len(ignored) == 1 else 'them'} or choose a distilling preset")
-    for key, value in preset.items():
-        if key == "distill" or key not in given:
-            options[key] = value
+    try:  # a teacher-less preset refuses the options that only a teacher uses
+        options = train_options(options, given)
+    except ValueError as error:
+        raise usage_error(error) from None
     if "data_root" in given:  # a root given explicitly must exist: a typo must not fall through to another copy
         _check_data_root(options["data_root"], options["download"])
     try:
@@ -151,11 +143,11 @@ def train(ctx, out, **options):
         trainer = Trainer(config, out)
     except (ValueError, FileNotFoundError, OSError) as error:  # nothing has been written yet
         cleanup_distributed()
-        raise _usage(error) from None
+        raise usage_error(error) from None
     try:
         trainer.run()
     except TrainingDiverged as error:  # not bad input: exit code 1, one line
-        raise click.ClickException(" ".join(str(error).split())) from None
+        raise click.ClickException(one_line(error)) from None
     except RunInterrupted as error:  # SIGTERM / SIGINT: the checkpoint is saved and the message logged
         raise SystemExit(error.exit_code) from None
     finally:
@@ -202,11 +194,11 @@ def evaluate(run_dir, checkpoint, num_samples, repeats, metrics, inception_weigh
                               num_samples=num_samples, inception_weights=inception_weights, fd_features=fd_features,
                               fd_arch=fd_arch, device=resolved, kid_subset_size=kid_subset_size)
     except (ValueError, FileNotFoundError, OSError) as error:
-        raise _usage(error) from None
+        raise usage_error(error) from None
     started = time.monotonic()
     runs = []
     for repeat in range(repeats):
-        runs.append(evaluator(generator.to(resolved), n_classes=generator.n_classes, dim_z=config["dim_z"], seed=seed + repeat))
+        runs.append(evaluator(generator.to(resolved), num_classes=generator.num_classes, dim_z=config["dim_z"], seed=seed + repeat))
         click.echo(f"repeat {repeat + 1}/{repeats}: " + ", ".join(f"{k} {v:.4f}" for k, v in runs[-1].items()), err=True)
     summary = {}
     for key in runs[0]:
@@ -257,8 +249,8 @@ def sample(run_dir, out_path, checkpoint, rows, columns, seed, device):
         generator, config, _ = load_ema_generator(run_dir, checkpoint)
         check_writable_file(path, "sample grid")
     except (ValueError, FileNotFoundError, OSError) as error:
-        raise _usage(error) from None
-    sample_grid(generator, generator.n_classes, config["dim_z"], path, rows=rows, columns=columns, seed=seed, device=resolved)
+        raise usage_error(error) from None
+    sample_grid(generator, generator.num_classes, config["dim_z"], path, rows=rows, columns=columns, seed=seed, device=resolved)
     click.echo(str(path))
 
 
@@ -280,7 +272,7 @@ def table(run_dirs, metric, out_path):
             check_writable_file(out_path, "table file --out")
         text = build_table([Path(d) for d in run_dirs], metric) + "\n" + provenance([Path(d) for d in run_dirs])
     except (ValueError, FileNotFoundError, KeyError) as error:
-        raise _usage(error) from None
+        raise usage_error(error) from None
     if out_path:
         write_text(out_path, text)
         click.echo(f"wrote {out_path}", err=True)

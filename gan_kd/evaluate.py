@@ -130,7 +130,7 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate_uint8(generator: nn.Module, num_samples: int, *, n_classes: int, dim_z: int, seed: int = 0,
+def generate_uint8(generator: nn.Module, num_samples: int, *, num_classes: int, dim_z: int, seed: int = 0,
                    device: torch.device | str = "cpu", batch_size: int = SAMPLE_BATCH) -> torch.Tensor:
     """``num_samples`` uint8 images from ``generator`` with uniform random labels, on the CPU."""
     if num_samples < 1:
@@ -141,7 +141,7 @@ def generate_uint8(generator: nn.Module, num_samples: int, *, n_classes: int, di
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)
         z = torch.randn(n, dim_z, generator=rng)
-        labels = torch.randint(0, n_classes, (n,), generator=rng)
+        labels = torch.randint(0, num_classes, (n,), generator=rng)
         chunks.append(to_uint8(sampler(z.to(device), labels.to(device))).cpu())
     return torch.cat(chunks)
 
@@ -248,8 +248,8 @@ class Evaluator:
                    "kernel_inception_distance_mean": "kid_mean", "kernel_inception_distance_std": "kid_std"}
         return {renamed[k]: float(v) for k, v in raw.items() if k in renamed}
 
-    def __call__(self, generator: nn.Module, *, n_classes: int, dim_z: int, seed: int | None = None) -> dict:
-        fake = generate_uint8(generator, self.num_samples, n_classes=n_classes, dim_z=dim_z,
+    def __call__(self, generator: nn.Module, *, num_classes: int, dim_z: int, seed: int | None = None) -> dict:
+        fake = generate_uint8(generator, self.num_samples, num_classes=num_classes, dim_z=dim_z,
                               seed=self.seed if seed is None else seed, device=self.device)
         results: dict = {}
         if self.inception is not None:

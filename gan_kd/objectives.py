@@ -1,8 +1,27 @@
-"""GAN objectives of the DiffAugment-BigGAN-CIFAR protocol: hinge losses and the LeCam regulariser."""
+"""What D and G minimise: the critic (D + distillation loss), the hinge losses, LeCam, and their named terms.
+
+One D step minimises (DiffAugment BigGAN-CIFAR, ``shared/reference/gan.md`` §2; VkD §3.4, §4.3)::
+
+    total = loss_hinge + loss_lecam + kd_weight * loss_kd
+
+and one G step ``total = loss_hinge``. :func:`discriminator_terms` and :func:`generator_terms` return these
+terms by name, ``total`` being the tensor that is back-propagated. The trainer logs them in ``metrics.jsonl``
+as ``d/<term>`` and ``g/<term>`` (see :mod:`gan_kd.train`):
+
+* ``loss_hinge``: the hinge loss (D: ``mean(relu(1 - D(real))) + mean(relu(1 + D(fake)))``; G: ``-mean(D(G(z)))``);
+* ``loss_lecam`` (D, only when the LeCam weight is > 0): the LeCam term, already multiplied by its weight;
+* ``loss_kd`` (D, only when distilling): the distillation distance ``d(P h_D(x), N(T(x)))`` *before*
+  ``kd_weight`` (the value logged as ``kd_loss`` before the terms were named);
+* ``total``: the sum above.
+"""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+import kd_core
+from kd_core.runtime.precision import fp32
 
 
 def discriminator_hinge(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -44,3 +63,60 @@ class LeCamRegularizer:
 
     def load_state_dict(self, state: dict) -> None:
         self.ema_real, self.ema_fake = float(state["ema_real"]), float(state["ema_fake"])
+
+
+class Critic(nn.Module):
+    """D and the distillation loss (projector + normaliser) as one module, so DDP and D's optimiser see both."""
+
+    def __init__(self, discriminator: nn.Module, distill_loss: nn.Module | None):
+        super().__init__()
+        self.discriminator = discriminator
+        self.distill_loss = distill_loss
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, teacher_features: torch.Tensor | None = None):
+        logits, features = self.discriminator.forward_with_features(images, labels)
+        if self.distill_loss is None or teacher_features is None:
+            return logits, None
+        with fp32(images.device.type):  # projector, normaliser and distance stay in float32 under autocast
+            return logits, self.distill_loss(features.float(), teacher_features.float())
+
+
+def build_distill_loss(config, student_dim: int, teacher_dim: int | None) -> nn.Module | None:
+    """The ``kd_core`` VkD loss of ``config`` (a :class:`gan_kd.train.TrainConfig`), or None without distillation.
+
+    ``orthogonal_map`` goes to the projector (when it is the orthogonal one) and ``whiten_group_size`` to the
+    normaliser (when it whitens), as ``kd_core.build_loss``'s nested ``projector_options`` / ``normalizer_options``.
+    """
+    if not config.distill:
+        return None
+    projector_options = {"orthogonal_map": config.orthogonal_map} if config.projector == "orthogonal" else {}
+    normalizer_options = ({"group_size": config.whiten_group_size}
+                          if config.normalizer == "whiten" and config.whiten_group_size is not None else {})
+    return kd_core.build_loss("vkd", student_dim=student_dim, teacher_dim=teacher_dim, projector=config.projector,
+                              normalizer=config.normalizer, distance=config.distance,
+                              projector_options=projector_options, normalizer_options=normalizer_options)
+
+
+def discriminator_terms(real_logits: torch.Tensor, fake_logits: torch.Tensor, distill: torch.Tensor | None, *,
+                        lecam: LeCamRegularizer, kd_weight: float, iteration: int) -> dict[str, torch.Tensor]:
+    """The named terms of one D step (module docstring); ``total`` is back-propagated.
+
+    ``distill`` is the critic's distillation distance (None without a teacher). ``lecam`` is not updated here:
+    the trainer updates its averages after the optimiser step.
+    """
+    hinge = discriminator_hinge(real_logits, fake_logits)
+    lecam_term = lecam(real_logits, fake_logits, iteration)
+    total = hinge + lecam_term + (kd_weight * distill if distill is not None else 0.0)
+    terms = {"loss_hinge": hinge}
+    if lecam.weight:
+        terms["loss_lecam"] = lecam_term
+    if distill is not None:
+        terms["loss_kd"] = distill
+    terms["total"] = total
+    return terms
+
+
+def generator_terms(fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The named terms of one G step: the hinge loss, which is also the total (G has no distillation term)."""
+    hinge = generator_hinge(fake_logits)
+    return {"loss_hinge": hinge, "total": hinge}

@@ -6,6 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from kd_core.runtime.run import RESULT_FILE
+from kd_core.runtime.run import load_run as kd_load_run
 from kd_core.stats import mean_std
 
 PRESET_ROWS = {"da": "DA (baseline)", "da-kd": "DA + KD", "vkd": "DA + VkD", "vkd-whiten": "DA + VkD w/ whitening"}
@@ -23,7 +24,11 @@ def run_files(run_dir: Path) -> tuple[Path, Path]:
 
 
 def load_run(run_dir: Path) -> dict:
-    """``{"dir", "result", "config", "training"}``: ``result`` is the evaluation, ``training`` the run's summary."""
+    """``{"dir", "result", "config", "training"}``: ``result`` is the evaluation, ``training`` the run's summary.
+
+    Built on :func:`kd_core.runtime.run.load_run` (config.json + result.json, as for classifier runs), plus the
+    evaluation that `gan-kd evaluate` writes beside them.
+    """
     run_dir = Path(run_dir)
     evaluation_path, training_path = run_files(run_dir)
     if not evaluation_path.is_file():
@@ -34,16 +39,22 @@ def load_run(run_dir: Path) -> dict:
         raise FileNotFoundError(f"{evaluation_path} not found: run `gan-kd evaluate {run_dir}` first")
     try:
         result = json.loads(evaluation_path.read_text())
-        config = json.loads((run_dir / "config.json").read_text())
     except (OSError, ValueError) as error:
         raise ValueError(f"{run_dir} is not a readable gan-kd run: {' '.join(str(error).split())}") from error
+    try:
+        run = kd_load_run(run_dir) if training_path.name == RESULT_FILE else None
+    except FileNotFoundError:  # evaluated but still training (evaluate --checkpoint last): no summary yet
+        run = None
+    if run is None:
+        config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else None
+        training = json.loads(training_path.read_text()) if training_path.is_file() else {}
+    else:
+        config, training = run["config"], run["result"]
     if not isinstance(result, dict) or "metrics" not in result or not isinstance(config, dict) or "preset" not in config:
         raise ValueError(f"{run_dir} is not a gan-kd run: gan-kd table needs the {EVALUATION_FILE} of `gan-kd evaluate` "
                          f"(with 'metrics') and a gan-kd config.json (with 'preset'); use classifier-kd table "
                          f"for classifier runs")
-    run = {"dir": str(run_dir), "result": result, "config": config}
-    run["training"] = json.loads(training_path.read_text()) if training_path.is_file() else {}
-    return run
+    return {"dir": str(run_dir), "result": result, "config": config, "training": training}
 
 
 def _classifier_run(run_dir: Path) -> str:

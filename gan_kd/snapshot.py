@@ -23,11 +23,12 @@ def load_ema_generator(run_dir: str | Path, which: str = "best") -> tuple[Genera
     Raises :class:`CheckpointError` (one line) when the file is missing, not ours, or does not fit.
     """
     path = checkpoint_path(run_dir, which)
+    # "n_classes" keeps its old name (the class count, ``num_classes`` in the code): the checkpoint format is fixed.
     state = load_checkpoint(path, required_keys=("format", "config", "n_classes", "generator_ema", "iteration"))
     if state["format"] != CHECKPOINT_FORMAT:
         raise CheckpointError(f"checkpoint {path} has format {state['format']!r}, expected {CHECKPOINT_FORMAT!r}")
     config = state["config"]
-    generator = Generator(n_classes=state["n_classes"], g_ch=config["g_ch"], dim_z=config["dim_z"],
+    generator = Generator(num_classes=state["n_classes"], g_ch=config["g_ch"], dim_z=config["dim_z"],
                           spectral_norm=config["spectral_norm"])
     try:
         generator.load_state_dict(state["generator_ema"])

@@ -13,6 +13,12 @@ One iteration (DiffAugment BigGAN-CIFAR schedule, ``shared/reference/gan.md`` §
 * one generator step: hinge loss ``-mean(D(aug(G(z, y))))``, no distillation term.
 * EMA of G's whole state (parameters and buffers), decay 0.9999, plain copy before ``ema_start``.
 
+The loss terms are defined in :mod:`gan_kd.objectives`, the presets in :mod:`gan_kd.presets`. Every
+``log_every`` iterations ``metrics.jsonl`` gets one row of the terms averaged over the window (D's also over
+the D steps), each under its own name: ``d/loss_hinge``, ``d/loss_lecam`` (with ``--lecam``), ``d/loss_kd``
+(when distilling; before ``kd_weight``), ``d/total`` (what D's optimiser minimised), ``d/logit_real`` and
+``d/logit_fake`` (D's mean logit on the augmented real and fake images), ``g/loss_hinge`` and ``g/total``.
+
 Under torchrun each rank takes ``batch_size / world_size`` of every batch (the global batch stays 50),
 G and the critic are DDP-wrapped, rank 0 does all I/O, and per-rank RNG states are saved for resume.
 """
@@ -31,12 +37,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Subset
 from torchvision.utils import save_image
 
-import kd_core
 from gan_kd import data as gan_data
 from gan_kd.diffaug import diff_augment, parse_policy
 from gan_kd.evaluate import Evaluator
 from gan_kd.models.biggan import Discriminator, Generator, count_parameters
-from gan_kd.objectives import LeCamRegularizer, discriminator_hinge, generator_hinge
+from gan_kd.objectives import Critic, LeCamRegularizer, build_distill_loss, discriminator_terms, generator_terms
+from gan_kd.presets import PRESETS, expand_preset  # PRESETS is imported from here too (report, scripts, tests)
 from gan_kd.snapshot import CHECKPOINT_FORMAT
 from gan_kd.teacher import build_teacher
 from kd_core.runtime.checkpoint import CheckpointError, NonFiniteCheckpoint
@@ -44,19 +50,11 @@ from kd_core.runtime.distributed import (DistributedContext, all_reduce_mean, ba
                                          init_distributed)
 from kd_core.runtime.finite import TrainingDiverged, all_finite, all_ranks_true, format_terms
 from kd_core.runtime.io import atomic_writer
-from kd_core.runtime.precision import PRECISIONS, fp32, resolve_precision, slow_precision_warning
+from kd_core.runtime.precision import PRECISIONS, resolve_precision, slow_precision_warning
 from kd_core.runtime.metrics import MetricsLogger
 from kd_core.runtime.progress import Progress
 from kd_core.runtime.run import Run, RunInterrupted, hardware_summary, interrupted_message
-from kd_core.runtime.seed import capture_rng_state, restore_rng_state, seed_everything
-
-# VkD Table 4 rows. Explicit options given with a preset win over its values.
-PRESETS: dict[str, dict] = {
-    "da": {"distill": False},                                                   # DA (baseline)
-    "da-kd": {"distill": True, "projector": "linear", "normalizer": "none"},    # DA + KD (CLIP)
-    "vkd": {"distill": True, "projector": "orthogonal", "normalizer": "none"},  # DA + VkD
-    "vkd-whiten": {"distill": True, "projector": "orthogonal", "normalizer": "whiten"},  # DA + VkD w/ whitening
-}
+from kd_core.runtime.seed import capture_rng_state, check_fraction, restore_rng_state, seed_everything
 
 # What a last.pt must hold to be resumed from.
 LAST_KEYS = ("format", "iteration", "generator", "critic", "generator_ema", "opt_g", "opt_d", "rng")
@@ -66,6 +64,13 @@ RESUMABLE_KEYS = ("iterations", "eval_every", "sample_every", "checkpoint_every"
                   "num_workers", "threads", "eval_samples", "skip_nonfinite", "precision", "channels_last",
                   "amp",  # amp: the option --precision replaced; runs that recorded it stay resumable
                   "overfit_probe")
+
+# metrics.jsonl names of the loss terms before they were named per step; a last.pt written then holds its partial
+# metrics window under these names, which a resume renames (:func:`rename_legacy_window`).
+LEGACY_METRIC_NAMES = {"d_loss": "d/loss_hinge", "lecam": "d/loss_lecam", "kd_loss": "d/loss_kd",
+                       "d_real": "d/logit_real", "d_fake": "d/logit_fake", "g_loss": "g/loss_hinge"}
+# The progress line: D's and G's totals and the distillation term.
+PROGRESS_METRICS = ("d/total", "d/loss_kd", "g/total")
 
 
 @dataclass
@@ -134,39 +139,42 @@ class TrainConfig:
         record["metrics"] = list(self.metrics)
         return record
 
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "TrainConfig":
+        """The config of preset ``name`` with ``overrides``, expanded exactly as ``gan-kd train --preset`` does.
+
+        ``TrainConfig.from_preset("vkd", teacher="clip:ViT-B-32", normalizer="layernorm")``: the preset's values,
+        the overrides on top, the defaults for the rest (:func:`gan_kd.presets.expand_preset`). Raises
+        ``ValueError`` where the CLI refuses, e.g. a teacher option with the teacher-less ``da``.
+        """
+        return cls(**expand_preset(name, overrides))
+
 
 class NonFiniteStep(Exception):
     """One D or G step whose loss terms (or teacher features) are not finite; its optimiser step is not taken."""
 
 
-class Critic(nn.Module):
-    """D and the distillation loss (projector + normaliser) as one module, so DDP and D's optimiser see both."""
-
-    def __init__(self, discriminator: Discriminator, distill_loss: nn.Module | None):
-        super().__init__()
-        self.discriminator = discriminator
-        self.distill_loss = distill_loss
-
-    def forward(self, images: torch.Tensor, labels: torch.Tensor, teacher_features: torch.Tensor | None = None):
-        logits, features = self.discriminator.forward_with_features(images, labels)
-        if self.distill_loss is None or teacher_features is None:
-            return logits, None
-        with fp32(images.device.type):  # projector, normaliser and distance stay in float32 under autocast
-            return logits, self.distill_loss(features.float(), teacher_features.float())
+def build_models(config: TrainConfig, num_classes: int, teacher_dim: int | None) -> tuple[Generator, Critic]:
+    """G and the critic (D + the distillation loss of :func:`gan_kd.objectives.build_distill_loss`), in this order."""
+    generator = Generator(num_classes=num_classes, g_ch=config.g_ch, dim_z=config.dim_z, spectral_norm=config.spectral_norm)
+    discriminator = Discriminator(num_classes=num_classes, d_ch=config.d_ch, spectral_norm=config.spectral_norm)
+    return generator, Critic(discriminator, build_distill_loss(config, discriminator.feature_dim, teacher_dim))
 
 
-def build_models(config: TrainConfig, n_classes: int, teacher_dim: int | None) -> tuple[Generator, Critic]:
-    generator = Generator(n_classes=n_classes, g_ch=config.g_ch, dim_z=config.dim_z, spectral_norm=config.spectral_norm)
-    discriminator = Discriminator(n_classes=n_classes, d_ch=config.d_ch, spectral_norm=config.spectral_norm)
-    distill_loss = None
-    if config.distill:
-        options = {"projector": config.projector, "normalizer": config.normalizer, "distance": config.distance}
-        if config.projector == "orthogonal":
-            options["orthogonal_map"] = config.orthogonal_map
-        if config.normalizer == "whiten" and config.whiten_group_size is not None:
-            options["group_size"] = config.whiten_group_size
-        distill_loss = kd_core.build_loss("vkd", student_dim=discriminator.feature_dim, teacher_dim=teacher_dim, **options)
-    return generator, Critic(discriminator, distill_loss)
+def rename_legacy_window(sums: dict[str, float], kd_weight: float) -> dict[str, float]:
+    """A metrics window saved under :data:`LEGACY_METRIC_NAMES`, in today's names (totals rebuilt from the terms).
+
+    The window holds sums over iterations of per-iteration values, so the totals are the same sums of the terms.
+    """
+    if not set(sums) & set(LEGACY_METRIC_NAMES):
+        return dict(sums)
+    renamed = {LEGACY_METRIC_NAMES.get(name, name): value for name, value in sums.items()}
+    if "d/loss_hinge" in renamed and "d/total" not in renamed:
+        renamed["d/total"] = (renamed["d/loss_hinge"] + renamed.get("d/loss_lecam", 0.0)
+                              + kd_weight * renamed.get("d/loss_kd", 0.0))
+    if "g/loss_hinge" in renamed and "g/total" not in renamed:
+        renamed["g/total"] = renamed["g/loss_hinge"]
+    return renamed
 
 
 @torch.no_grad()
@@ -185,8 +193,7 @@ def validate_config(config: TrainConfig) -> None:
     """Range checks that need no file; every message names the bad value and what is allowed."""
     if config.dataset not in gan_data.DATASETS:
         raise ValueError(f"unknown dataset {config.dataset!r}; allowed: {', '.join(gan_data.DATASETS)}")
-    if not 0 < config.data_fraction <= 1:
-        raise ValueError(f"data fraction must be in (0, 1], got {config.data_fraction}")
+    check_fraction(config.data_fraction)
     if config.preset not in PRESETS:
         raise ValueError(f"unknown preset {config.preset!r}; allowed: {', '.join(PRESETS)}")
     for name in ("iterations", "batch_size", "d_steps", "g_ch", "d_ch", "dim_z", "eval_samples", "log_every"):
@@ -267,16 +274,16 @@ class OverfitProbe:
                 "probe/rt": logits["train"].sign().mean().item()}
 
 
-def grid_labels(n_classes: int, rows: int, columns: int) -> torch.Tensor:
+def grid_labels(num_classes: int, rows: int, columns: int) -> torch.Tensor:
     """Labels for a per-class grid: row r shows class r (the first ``rows`` classes)."""
-    return torch.arange(min(rows, n_classes)).repeat_interleave(columns)
+    return torch.arange(min(rows, num_classes)).repeat_interleave(columns)
 
 
 @torch.no_grad()
-def sample_grid(generator: nn.Module, n_classes: int, dim_z: int, path: Path, *, rows: int = 10, columns: int = 10,
+def sample_grid(generator: nn.Module, num_classes: int, dim_z: int, path: Path, *, rows: int = 10, columns: int = 10,
                 seed: int = 0, device: torch.device | str = "cpu") -> Path:
     """A PNG with one row per class, from a copy of ``generator`` in train mode (batch statistics, as in eval)."""
-    labels = grid_labels(n_classes, rows, columns)
+    labels = grid_labels(num_classes, rows, columns)
     z = torch.randn(labels.shape[0], dim_z, generator=torch.Generator().manual_seed(seed))
     sampler = copy.deepcopy(generator).to(device).train()
     images = sampler(z.to(device), labels.to(device)).float().cpu()
@@ -341,7 +348,7 @@ class Trainer:
             raise ValueError(f"batch size {config.batch_size} is larger than the {len(self.train_set)} training images "
                              f"({config.dataset}, fraction {config.data_fraction:g})"
                              f"{f' over {world} processes' if world > 1 else ''}; lower --batch-size")
-        self.n_classes = gan_data.num_classes(config.dataset)
+        self.num_classes = gan_data.num_classes(config.dataset)
         self.teacher = None
         if config.distill:
             self.teacher = build_teacher(config.teacher, pretrained=config.teacher_pretrained, weights=config.teacher_weights,
@@ -373,11 +380,11 @@ class Trainer:
     def build_training_state(self) -> None:
         """G, the critic (D + distillation loss), the EMA generator, both optimisers, LeCam and the grad scaler.
 
-        Needs ``config``, ``n_classes``, ``teacher``, ``device``, ``precision`` and ``memory_format``; the weights are
+        Needs ``config``, ``num_classes``, ``teacher``, ``device``, ``precision`` and ``memory_format``; the weights are
         drawn from the global RNG (seeded by the caller). ``scripts/bench.py`` uses it to time the real steps.
         """
         config = self.config
-        self.generator, self.critic = build_models(config, self.n_classes, self.teacher.feature_dim if self.teacher else None)
+        self.generator, self.critic = build_models(config, self.num_classes, self.teacher.feature_dim if self.teacher else None)
         self.generator.to(self.device, memory_format=self.memory_format)
         self.critic.to(self.device, memory_format=self.memory_format)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
@@ -393,7 +400,7 @@ class Trainer:
             "format": CHECKPOINT_FORMAT,
             "iteration": iteration,
             "config": self.config.to_dict(),
-            "n_classes": self.n_classes,
+            "n_classes": self.num_classes,  # the key keeps its old name: the checkpoint format is fixed
             "generator": unwrap(self.generator).state_dict(),
             "critic": unwrap(self.critic).state_dict(),
             "generator_ema": self.generator_ema.state_dict(),
@@ -425,7 +432,8 @@ class Trainer:
         self.skipped_nonfinite = int(state.get("skipped_nonfinite", 0))
         self.start_iteration = self.saved_iteration = int(state["iteration"])
         window = state.get("log_window") or {"sums": {}, "count": 0}  # absent in checkpoints before it was saved
-        self.window_sums, self.window_count = dict(window["sums"]), int(window["count"])
+        self.window_sums = rename_legacy_window(window["sums"], self.config.kd_weight)
+        self.window_count = int(window["count"])
         states = state["rng"]
         self._rng_to_restore = states[self.context.rank] if self.context.rank < len(states) else None
 
@@ -441,13 +449,14 @@ class Trainer:
 
     def _save_best(self, iteration: int, results: dict) -> None:
         self.run_dir.save_best({"format": CHECKPOINT_FORMAT, "iteration": iteration, "config": self.config.to_dict(),
-                                 "n_classes": self.n_classes, "generator_ema": self.generator_ema.state_dict(),
+                                "n_classes": self.num_classes,  # the key keeps its old name: the checkpoint format is fixed
+                                "generator_ema": self.generator_ema.state_dict(),
                                 "metrics": results})
 
     # ------------------------------------------------------------------ steps
     def _noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         z = torch.randn(n, self.config.dim_z, device=self.device)
-        labels = torch.randint(0, self.n_classes, (n,), device=self.device)
+        labels = torch.randint(0, self.num_classes, (n,), device=self.device)
         return z, labels
 
     def _autocast(self):
@@ -469,6 +478,9 @@ class Trainer:
             raise NonFiniteStep(f"iteration {iteration}, {step}: non-finite {format_terms(terms)} ({reason})")
 
     def discriminator_step(self, real: torch.Tensor, real_labels: torch.Tensor, iteration: int) -> dict:
+        """One D step; returns its terms, detached, as logged: ``d/<term>`` of
+        :func:`gan_kd.objectives.discriminator_terms` (``d/total`` was back-propagated), ``d/logit_real`` and
+        ``d/logit_fake``. Raises :class:`NonFiniteStep` (the optimiser step not taken) when one is not finite."""
         config = self.config
         z, fake_labels = self._noise(real.shape[0])
         with torch.no_grad(), self._autocast():
@@ -487,16 +499,13 @@ class Trainer:
             logits, distill = self.critic(images, labels, teacher_features)
         logits = logits.float()
         fake_logits, real_logits = logits[: fake.shape[0]], logits[fake.shape[0]:]
-        hinge = discriminator_hinge(real_logits, fake_logits)
-        lecam = self.lecam(real_logits, fake_logits, iteration)
-        loss = hinge + lecam + (config.kd_weight * distill if distill is not None else 0.0)
+        losses = discriminator_terms(real_logits, fake_logits, distill, lecam=self.lecam, kd_weight=config.kd_weight,
+                                     iteration=iteration)
         self.opt_d.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        terms = {"d_loss": hinge.detach(), "d_real": real_logits.detach().mean(), "d_fake": fake_logits.detach().mean()}
-        if config.lecam:
-            terms["lecam"] = lecam.detach()
-        if distill is not None:
-            terms["kd_loss"] = distill.detach()
+        self.scaler.scale(losses["total"]).backward()
+        terms = {f"d/{name}": value.detach() for name, value in losses.items()}
+        terms["d/logit_real"] = real_logits.detach().mean()
+        terms["d/logit_fake"] = fake_logits.detach().mean()
         # After backward, so that every DDP rank has reduced its gradients; the step is not taken.
         self._require_finite("D step", iteration, terms, "D diverged; lower --lr-d or --kd-weight")
         self.scaler.step(self.opt_d)
@@ -505,17 +514,19 @@ class Trainer:
         return terms
 
     def generator_step(self, iteration: int) -> dict:
+        """One G step; returns ``g/<term>`` of :func:`gan_kd.objectives.generator_terms`, detached."""
         z, labels = self._noise(self.local_batch)
         with self._autocast():
             fake = self.generator(z, labels)
             logits = unwrap(self.critic).discriminator(diff_augment(fake.float(), self.config.diffaug), labels)
-        loss = generator_hinge(logits.float())
+        losses = generator_terms(logits.float())
         self.opt_g.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self._require_finite("G step", iteration, {"g_loss": loss.detach()}, "G or D diverged; lower --lr-g / --lr-d")
+        self.scaler.scale(losses["total"]).backward()
+        terms = {f"g/{name}": value.detach() for name, value in losses.items()}
+        self._require_finite("G step", iteration, terms, "G or D diverged; lower --lr-g / --lr-d")
         self.scaler.step(self.opt_g)
         self.scaler.update()
-        return {"g_loss": loss.detach()}
+        return terms
 
     def _skip_or_stop(self, error: "NonFiniteStep", logger) -> None:
         """Use one of ``--skip-nonfinite``'s skips for a bad step, or stop the run (exit 1) naming what is left."""
@@ -605,11 +616,11 @@ class Trainer:
                 averages = all_reduce_mean({name: total / count for name, total in running.items()})
                 metrics_log.log(iteration, averages)
                 if context.is_main:
-                    progress.update(iteration, **{k: v for k, v in averages.items() if k in ("d_loss", "g_loss", "kd_loss")})
+                    progress.update(iteration, **{k: averages[k] for k in PROGRESS_METRICS if k in averages})
                 running.clear()
                 self.window_count = 0
             if context.is_main and config.sample_every and iteration % config.sample_every == 0:
-                sample_grid(self.generator_ema, self.n_classes, config.dim_z, out / "samples" / f"iter_{iteration:06d}.png",
+                sample_grid(self.generator_ema, self.num_classes, config.dim_z, out / "samples" / f"iter_{iteration:06d}.png",
                             device=self.device)
             last = iteration == config.iterations
             if config.eval_every and (iteration % config.eval_every == 0 or last):
@@ -629,7 +640,7 @@ class Trainer:
         if interrupted is not None:
             raise interrupted
         if context.is_main:
-            sample_grid(self.generator_ema, self.n_classes, config.dim_z, out / "samples" / "final.png", device=self.device)
+            sample_grid(self.generator_ema, self.num_classes, config.dim_z, out / "samples" / "final.png", device=self.device)
             summary = {"iterations": config.iterations, "best": self.best, "wall_time_s": round(time.monotonic() - started, 1),
                        "resumed_from": self.start_iteration, "world_size": context.world_size, "device": str(self.device),
                        "hardware": hardware_summary(self.device)}
@@ -642,7 +653,7 @@ class Trainer:
         if self.probe is not None:
             metrics_log.log(iteration, self.probe(unwrap(self.critic).discriminator, self.device, self.memory_format))
         if self.evaluator is not None:
-            results = self.evaluator(self.generator_ema, n_classes=self.n_classes, dim_z=self.config.dim_z)
+            results = self.evaluator(self.generator_ema, num_classes=self.num_classes, dim_z=self.config.dim_z)
             metrics_log.log(iteration, {f"eval/{k}": v for k, v in results.items()})
             key = self.evaluator.selection_metric()
             if not all_finite(results):  # a NaN generator must never become best.pt

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kd_core.registry import register
+
 
 def _check_batch(features: torch.Tensor, minimum: int, who: str) -> None:
     if features.dim() != 2:
@@ -19,10 +21,12 @@ def _check_batch(features: torch.Tensor, minimum: int, who: str) -> None:
         raise ValueError(f"{who} needs a batch of at least {minimum}, got {features.shape[0]}")
 
 
+@register("normalizer", "none")
 class NoNormalizer(nn.Identity):
     """Leave teacher features as they are (the "DA + KD (CLIP)" row of VkD Table 4)."""
 
 
+@register("normalizer", "layernorm")
 class LayerNormNormalizer(nn.Module):
     """Per-sample standardisation across features: ``layer_norm`` without affine, eps 1e-5.
 
@@ -38,6 +42,7 @@ class LayerNormNormalizer(nn.Module):
         return F.layer_norm(features, features.shape[-1:], eps=self.eps)
 
 
+@register("normalizer", "standardize")
 class BatchStandardizer(nn.Module):
     """Per-feature standardisation over the batch: each column gets mean 0 and population variance 1."""
 
@@ -71,6 +76,7 @@ def zca_whitening_matrix(centred: torch.Tensor, eps: float) -> torch.Tensor:
     return (eigenvectors * inv_sqrt) @ eigenvectors.T
 
 
+@register("normalizer", "whiten")
 class Whitener(nn.Module):
     """Batch ZCA whitening: the output has identity covariance, ``Z^T Z / B = I`` (VkD §3.4, eq. 6–7).
 

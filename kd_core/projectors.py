@@ -18,15 +18,10 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn.utils import parametrizations
 
+from kd_core.registry import check_dim, register  # noqa: F401 (check_dim: re-exported)
+
 ORTHOGONAL_MAPS = ("qr", "matrix_exp", "cayley", "householder")  # the first is the default
 ORTHOGONAL_INITS = ("identity", "random")
-
-
-def check_dim(name: str, value) -> int:
-    """A feature dimension must be a positive int; anything else is a one-line ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def _skew(a: torch.Tensor) -> torch.Tensor:
@@ -122,6 +117,7 @@ class _AtOrthonormalColumns(torch.autograd.Function):
         return _qr_backward(grad_q, q, None)
 
 
+@register("projector", "orthogonal")
 class OrthogonalProjector(nn.Module):
     """Linear map constrained to the Stiefel manifold: orthonormal columns (out >= in) or rows (out < in).
 
@@ -300,6 +296,7 @@ class OrthogonalProjector(nn.Module):
         return f"in_dim={self.in_dim}, out_dim={self.out_dim}, orthogonal_map={self.orthogonal_map}"
 
 
+@register("projector", "linear")
 class LinearProjector(nn.Linear):
     """Unconstrained linear map (FitNets-style regressor; the "linear" row of VkD's ablation)."""
 
@@ -307,6 +304,7 @@ class LinearProjector(nn.Linear):
         super().__init__(check_dim("in_dim", in_dim), check_dim("out_dim", out_dim), bias=bias)
 
 
+@register("projector", "mlp")
 class MLPProjector(nn.Sequential):
     """Two-layer MLP ``Linear -> ReLU -> Linear`` (the expressive projector VkD argues against)."""
 
@@ -317,6 +315,7 @@ class MLPProjector(nn.Sequential):
         super().__init__(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
 
 
+@register("projector", "identity")
 class IdentityProjector(nn.Identity):
     """No projection; only valid when the student and teacher dimensions agree."""
 
@@ -328,6 +327,7 @@ class IdentityProjector(nn.Identity):
             raise ValueError(f"identity projector needs in_dim == out_dim, got {in_dim} and {out_dim}")
 
 
+@register("projector", "aad")
 class AADProjector(nn.Sequential):
     """RSD's decoupler (expander + adaptor): ``Linear(d_s, 2 d_s) -> BatchNorm1d -> GELU -> Linear(-> d_t)``.
 

@@ -1,115 +1,116 @@
-"""Name -> builder for projectors, normalisers and losses, so that CLIs and scripts build from strings.
+"""Name -> class for projectors, normalisers and losses, filled by the classes themselves.
 
-Adding a method means one module in ``kd_core/losses/`` and one line in ``LOSSES``.
+Each class registers itself where it is defined, with one line::
+
+    @register("loss", "vkd")
+    class VkDLoss(DistillationLoss):   # kd_core.losses.base: kind, min_batch_size, set_epoch
+        kind = "feature"               # "feature" (built with student_dim, teacher_dim) or "logit"
+        ...
+
+Everything else is derived from these registrations: :func:`available`, the ``--method`` / ``--loss`` /
+``--projector`` / ``--normalizer`` choices of both CLIs, and which losses need feature dimensions. This module
+imports nothing from ``kd_core``; ``kd_core/__init__.py`` imports the modules that register (projectors,
+normalisers, losses), so importing ``kd_core`` fills the tables before anything is built from them.
+
+Options travel as keyword arguments of the class they belong to; a loss that owns a projector or a
+normaliser takes their options as nested dicts (``projector_options``, ``normalizer_options``), e.g.::
+
+    kd_core.build_loss("vkd", student_dim=256, teacher_dim=512, normalizer="whiten",
+                       projector_options={"orthogonal_map": "qr"}, normalizer_options={"group_size": 64})
 """
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
-from kd_core import normalizers, projectors
-
-PROJECTORS: dict[str, Callable[..., nn.Module]] = {
-    "orthogonal": projectors.OrthogonalProjector,
-    "linear": projectors.LinearProjector,
-    "mlp": projectors.MLPProjector,
-    "identity": projectors.IdentityProjector,
-    "aad": projectors.AADProjector,
-}
-
-NORMALIZERS: dict[str, Callable[..., nn.Module]] = {
-    "none": normalizers.NoNormalizer,
-    "layernorm": normalizers.LayerNormNormalizer,
-    "standardize": normalizers.BatchStandardizer,
-    "whiten": normalizers.Whitener,
-}
+KINDS = ("projector", "normalizer", "loss")
+LOSS_KINDS = ("feature", "logit")
+_TABLES: dict[str, dict[str, type[nn.Module]]] = {kind: {} for kind in KINDS}
+# Positional arguments the builders pass themselves (not options a user gives).
+_DIMENSIONS = ("self", "in_dim", "out_dim", "student_dim", "teacher_dim")
 
 
-def _losses() -> dict[str, Callable[..., nn.Module]]:
-    # Imported lazily: the loss modules build their projectors through this registry.
-    from kd_core import losses
+def register(kind: str, name: str) -> Callable[[type], type]:
+    """Class decorator: make ``cls`` buildable as ``name`` of ``kind`` (projector, normalizer or loss)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; allowed: {', '.join(KINDS)}")
 
-    return {
-        "kd": losses.KDLoss,
-        "dkd": losses.DKDLoss,
-        "fitnet": losses.FitNetLoss,
-        "vkd": losses.VkDLoss,
-        "dcd": losses.DCDLoss,
-        "rsd": losses.RSDLoss,
-    }
+    def add(cls: type) -> type:
+        table = _TABLES[kind]
+        if name in table and table[name] is not cls:
+            raise ValueError(f"{kind} {name!r} is registered twice ({table[name].__qualname__} and {cls.__qualname__})")
+        if kind == "loss" and (getattr(cls, "kind", None) not in LOSS_KINDS or not hasattr(cls, "set_epoch")):
+            raise ValueError(f"loss {name!r}: {cls.__qualname__} must subclass kd_core.losses.base.DistillationLoss "
+                             f"and set kind to one of {', '.join(LOSS_KINDS)}")
+        table[name] = cls
+        return cls
+
+    return add
 
 
-LOSS_NAMES = ("kd", "dkd", "fitnet", "vkd", "dcd", "rsd")
-# Losses that compare features and need the two dimensions to build their projectors/heads.
-FEATURE_LOSSES = ("fitnet", "vkd", "dcd", "rsd")
+def names(kind: str) -> list[str]:
+    """Registered names of ``kind``, in registration order."""
+    return list(_TABLES[kind])
 
 
 def available() -> dict[str, list[str]]:
     """Every registered name, by kind: ``{"projectors": [...], "normalizers": [...], "losses": [...]}``."""
-    return {"projectors": list(PROJECTORS), "normalizers": list(NORMALIZERS), "losses": list(LOSS_NAMES)}
+    return {"projectors": names("projector"), "normalizers": names("normalizer"), "losses": names("loss")}
 
 
-def _lookup(kind: str, table: dict, name: str) -> Callable[..., nn.Module]:
+def lookup(kind: str, name: str) -> type[nn.Module]:
+    table = _TABLES[kind]
     if name not in table:
         raise ValueError(f"unknown {kind} {name!r}; allowed: {', '.join(table)}")
     return table[name]
 
 
-def _build(kind: str, name: str, builder: Callable[..., nn.Module], *args, **options) -> nn.Module:
-    """Call ``builder`` after checking option names, so a typo is a ValueError naming the accepted ones."""
-    accepted = [p for p in inspect.signature(builder).parameters if p not in ("self", "in_dim", "out_dim", "student_dim", "teacher_dim")]
+def loss_kind(name: str) -> str:
+    """``"feature"`` for losses that compare features (they need both dimensions), ``"logit"`` otherwise."""
+    return lookup("loss", name).kind
+
+
+def feature_losses() -> list[str]:
+    return [name for name, cls in _TABLES["loss"].items() if cls.kind == "feature"]
+
+
+def _build(kind: str, name: str, *args, **options) -> nn.Module:
+    """Build ``name`` after checking option names, so a typo is a ValueError naming the accepted ones."""
+    builder = lookup(kind, name)
+    accepted = [p for p in inspect.signature(builder).parameters if p not in _DIMENSIONS]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"{kind} {name!r} got unknown option(s) {', '.join(unknown)}; accepted: {', '.join(accepted) or 'none'}")
     return builder(*args, **options)
 
 
+def check_dim(name: str, value) -> int:
+    """A feature dimension must be a positive int (bool is not)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
 def build_projector(name: str, in_dim: int, out_dim: int, **options) -> nn.Module:
     """A projector ``(B, in_dim) -> (B, out_dim)`` by name; see :mod:`kd_core.projectors`."""
-    return _build("projector", name, _lookup("projector", PROJECTORS, name), in_dim, out_dim, **options)
+    return _build("projector", name, in_dim, out_dim, **options)
 
 
 def build_normalizer(name: str, **options) -> nn.Module:
     """A teacher-feature normaliser ``(B, D) -> (B, D)`` by name; see :mod:`kd_core.normalizers`."""
-    return _build("normalizer", name, _lookup("normalizer", NORMALIZERS, name), **options)
+    return _build("normalizer", name, **options)
 
 
 def build_loss(name: str, student_dim: int | None = None, teacher_dim: int | None = None, **options) -> nn.Module:
-    """A distillation loss by name. Feature losses (fitnet, vkd, dcd, rsd) need both dimensions.
-
-    For ``vkd``, projector options (``orthogonal_map``, ``init``, ``hidden_dim``, ``bias``) and
-    normaliser options (``eps``, ``group_size``) may be passed flat; they are routed to the right part.
-    """
-    builder = _lookup("loss", _losses(), name)
-    if name not in FEATURE_LOSSES:
+    """A distillation loss by name, with its own keyword options. Feature losses need both dimensions."""
+    if loss_kind(name) == "logit":
         if student_dim is not None or teacher_dim is not None:
             raise ValueError(f"loss {name!r} compares logits and takes no student_dim/teacher_dim")
-        return _build("loss", name, builder, **options)
+        return _build("loss", name, **options)
     if student_dim is None or teacher_dim is None:
         raise ValueError(f"loss {name!r} needs student_dim and teacher_dim")
-    projectors.check_dim("student_dim", student_dim)
-    projectors.check_dim("teacher_dim", teacher_dim)
-    if name == "vkd":
-        options = _route_vkd_options(options)
-    return _build("loss", name, builder, student_dim, teacher_dim, **options)
-
-
-def _route_vkd_options(options: dict) -> dict:
-    options = dict(options)
-    projector = options.get("projector", "orthogonal")
-    normalizer = options.get("normalizer", "layernorm")
-    projector_params = set(inspect.signature(_lookup("projector", PROJECTORS, projector)).parameters) - {"in_dim", "out_dim"}
-    normalizer_params = set(inspect.signature(_lookup("normalizer", NORMALIZERS, normalizer)).parameters)
-    own = set(inspect.signature(_losses()["vkd"]).parameters)
-    projector_options = dict(options.pop("projector_options", None) or {})
-    normalizer_options = dict(options.pop("normalizer_options", None) or {})
-    for key in list(options):
-        if key in own:
-            continue
-        if key in projector_params:
-            projector_options[key] = options.pop(key)
-        elif key in normalizer_params:
-            normalizer_options[key] = options.pop(key)
-    return {**options, "projector_options": projector_options, "normalizer_options": normalizer_options}
+    check_dim("student_dim", student_dim)
+    check_dim("teacher_dim", teacher_dim)
+    return _build("loss", name, student_dim, teacher_dim, **options)

@@ -367,7 +367,7 @@ def build_gan_trainer(ctx: Context, preset: str, width: int, variant: str, batch
                          channels_last=channels_last, device="cpu")
     validate_config(config)
     trainer = Trainer.__new__(Trainer)
-    trainer.config, trainer.device, trainer.local_batch, trainer.n_classes = config, torch.device("cpu"), batch, 10
+    trainer.config, trainer.device, trainer.local_batch, trainer.num_classes = config, torch.device("cpu"), batch, 10
     trainer.precision = resolve_precision(config.precision, "cpu")
     trainer.memory_format = torch.channels_last if channels_last else torch.contiguous_format
     seed_everything(0)
@@ -382,7 +382,7 @@ def build_gan_trainer(ctx: Context, preset: str, width: int, variant: str, batch
     # Trainer.run moves each real batch to the memory format before the D step; done once here.
     trainer.bench_real = (torch.rand(batch, 3, 32, 32, generator=generator) * 2 - 1).contiguous(
         memory_format=trainer.memory_format)
-    trainer.bench_labels = torch.randint(0, trainer.n_classes, (batch,), generator=generator)
+    trainer.bench_labels = torch.randint(0, trainer.num_classes, (batch,), generator=generator)
     return trainer
 
 
@@ -887,13 +887,13 @@ def section_eval(ctx: Context) -> list[str]:
     generators = {}
     for width in sizes.widths:
         torch.manual_seed(0)
-        generators[width] = Generator(n_classes=10, g_ch=width)
+        generators[width] = Generator(num_classes=10, g_ch=width)
     counts = dict(zip(sizes.widths, sizes.eval_generate))
     images = evaluator.real[: sizes.eval_features]
-    fns = {f"gen{w}": (lambda w=w: evaluate.generate_uint8(generators[w], counts[w], n_classes=10, dim_z=128, seed=0))
+    fns = {f"gen{w}": (lambda w=w: evaluate.generate_uint8(generators[w], counts[w], num_classes=10, dim_z=128, seed=0))
            for w in sizes.widths}
     fns["features"] = lambda: evaluator._fd_features(images)
-    fns["call"] = lambda: evaluator(generators[sizes.widths[0]], n_classes=10, dim_z=128)
+    fns["call"] = lambda: evaluator(generators[sizes.widths[0]], num_classes=10, dim_z=128)
     t = measure(fns, ctx.reps_rule(), sizes.warmup)
     feature_rate = sizes.eval_features / t["features"].median
     lines = [f"`gan_kd.evaluate.Evaluator(metrics=(\"fd\",), fd_features=\"ckpt:…\")` with the random-weight resnet20 "

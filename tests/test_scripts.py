@@ -72,8 +72,10 @@ def check_command(words: list[str], workdir: Path) -> None:
         method = params["method"] or ("custom" if params["losses"] else "kd")
         if method != "ce":
             assert params["teacher"] and (params["teacher_ckpt"] or params["teacher_pretrained"]), words
-        cli_module._distillation_terms(params["recipe"], None if method == "custom" else method, params["losses"],
-                                       params["zscore"], params["settings"], params["ce_weight"])
+        from classifier_kd.recipes import distillation_terms
+
+        distillation_terms(params["recipe"], None if method == "custom" else method, params["losses"],
+                           params["zscore"], params["settings"], params["ce_weight"])
     return None
 
 

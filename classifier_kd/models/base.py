@@ -1,4 +1,4 @@
-"""The seams every CIFAR zoo model shares, in one place.
+"""The seams every model shares (:class:`Classifier`), and those of the CIFAR zoo (:class:`CifarClassifier`).
 
 A model lists its maps in ``forward_stages`` (stem first; FitNet's hint is index 2) and names its final
 layer in ``head_weight_key``; this base class derives the rest:
@@ -13,7 +13,33 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class CifarClassifier(nn.Module):
+class Classifier(nn.Module):
+    """What every model of the zoo offers the trainers, and the distillation seams with their defaults.
+
+    Subclasses define ``forward_features`` (pooled penultimate features, ``feature_dim`` wide) and
+    ``forward_head`` (features -> logits). The defaults below are what a plain classifier distils with; a
+    model with a distillation head (VkD's DeiT) overrides both.
+    """
+
+    feature_dim: int
+    num_classes: int
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    @property
+    def distill_feature_dim(self) -> int:
+        """Width of the feature that feature losses see (``forward_distill``'s first output)."""
+        return self.feature_dim
+
+    def forward_distill(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(distilled features, logits for cross-entropy, logits for the logit losses)."""
+        features = self.forward_features(x)
+        logits = self.forward_head(features)
+        return features, logits, logits
+
+
+class CifarClassifier(Classifier):
     head_weight_key: str  # state-dict key of the final layer's weight, e.g. "fc.weight"
     stage_names: tuple[str, ...] = ("layer1", "layer2", "layer3")  # for the default forward_stages
 
@@ -36,9 +62,6 @@ class CifarClassifier(nn.Module):
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.get_submodule(self.head_weight_key.rsplit(".", 1)[0])(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def init_repdistiller(model: nn.Module, linear: str = "default") -> None:

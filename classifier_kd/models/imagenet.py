@@ -35,6 +35,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from classifier_kd.models.base import Classifier
+
 TIMM_PREFIX = "timm/"
 NATIVE_IMAGE_SIZE = 224  # every registered ViT-like model's native input size
 
@@ -67,7 +69,7 @@ def _no_pretrained(arch: str, why: str) -> ValueError:
 _ADOPTED = ("_parameters", "_buffers", "_non_persistent_buffers_set", "_modules")
 
 
-class LibraryClassifier(nn.Module):
+class LibraryClassifier(Classifier):
     """A torchvision / timm classifier with the zoo's seams; its state_dict keys are the library's.
 
     ``features(net, x)`` computes the pooled penultimate embedding with the library model ``net``
@@ -226,7 +228,7 @@ def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int, stride: int, groups: int
             nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
 
 
-class MobileNetV1(nn.Module):
+class MobileNetV1(Classifier):
     """MobileNetV1 (Howard et al. 2017): 3x3 stride-2 stem of 32 channels, 13 depthwise-separable blocks
     (depthwise 3x3 + BN + ReLU, pointwise 1x1 + BN + ReLU), global average pool, Linear; 4,231,976
     parameters with 1000 classes.

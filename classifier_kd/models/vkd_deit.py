@@ -25,6 +25,8 @@ import functools
 import torch
 from torch import nn
 
+from classifier_kd.models.base import Classifier
+
 STEM_CHANNELS = 64
 PATCH = 16  # the stem's total stride: 2 (7x7 conv) x 8 (8x8 projection)
 # name -> (width, depth, heads): DeiT-Ti and DeiT-S (Touvron et al. 2021, Table 1)
@@ -36,7 +38,7 @@ def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int, stride: int) -> list[nn.
             nn.ReLU(inplace=True)]
 
 
-class VkDDeiT(nn.Module):
+class VkDDeiT(Classifier):
     head_weight_key = "head.weight"
 
     def __init__(self, num_classes: int, width: int, depth: int, heads: int, image_size: int = 224) -> None:
@@ -48,7 +50,7 @@ class VkDDeiT(nn.Module):
         if image_size % PATCH:
             raise ValueError(f"image_size must be a multiple of {PATCH} (the stem's stride), got {image_size}")
         self.num_classes, self.width, self.image_size = num_classes, width, image_size
-        self.feature_dim, self.distill_feature_dim = 2 * width, width
+        self.feature_dim = 2 * width  # cls and dist tokens; the distilled feature is `width` wide
         self.stem = nn.Sequential(*_conv_bn_relu(3, STEM_CHANNELS, 7, 2), *_conv_bn_relu(STEM_CHANNELS, STEM_CHANNELS, 3, 1),
                                   *_conv_bn_relu(STEM_CHANNELS, STEM_CHANNELS, 3, 1))
         self.patch_proj = nn.Conv2d(STEM_CHANNELS, width, PATCH // 2, PATCH // 2)
@@ -82,6 +84,10 @@ class VkDDeiT(nn.Module):
         dist = patches.mean(dim=1, keepdim=True)  # not learned: the mean patch embedding
         tokens = torch.cat([self.cls_token.expand(len(x), -1, -1), dist, patches], dim=1) + self.pos_embed
         return self.norm(self.blocks(tokens))
+
+    @property
+    def distill_feature_dim(self) -> int:
+        return self.width
 
     def forward_distill(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mean patch token, logits of the cls head, logits of the dist head): what training uses."""

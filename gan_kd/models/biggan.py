@@ -136,13 +136,13 @@ def _check_positive(**values: int) -> None:
             raise ValueError(f"{name} must be a positive integer; got {value!r}")
 
 
-def _check_labels(y: Tensor, batch_size: int, n_classes: int) -> None:
+def _check_labels(y: Tensor, batch_size: int, num_classes: int) -> None:
     if y.shape != (batch_size,) or y.dtype not in (torch.int64, torch.int32):
         raise ValueError(
             f"labels must be an integer tensor of shape ({batch_size},); "
             f"got dtype {y.dtype} shape {tuple(y.shape)}"
         )
-    # No range check against n_classes here: it would force a device sync every step;
+    # No range check against num_classes here: it would force a device sync every step;
     # nn.Embedding reports out-of-range labels itself.
 
 
@@ -155,15 +155,15 @@ class ConditionalBatchNorm2d(nn.Module):
     """Parameter-free batch norm, then per-class scale ``1 + gain[y]`` and shift ``bias[y]``.
 
     As in the DiffAugment BigGAN-CIFAR config (G_shared off): gain and bias are plain
-    ``nn.Embedding(n_classes, C)`` lookups, not spectrally normalised; running statistics are kept
+    ``nn.Embedding(num_classes, C)`` lookups, not spectrally normalised; running statistics are kept
     with momentum 0.1 and eps 1e-5.
     """
 
-    def __init__(self, num_features: int, n_classes: int, init: str = "N02") -> None:
+    def __init__(self, num_features: int, num_classes: int, init: str = "N02") -> None:
         super().__init__()
         self.norm = nn.BatchNorm2d(num_features, eps=BN_EPS, momentum=BN_MOMENTUM, affine=False)
-        self.gain = _make_layer(nn.Embedding(n_classes, num_features), "none", init)
-        self.bias = _make_layer(nn.Embedding(n_classes, num_features), "none", init)
+        self.gain = _make_layer(nn.Embedding(num_classes, num_features), "none", init)
+        self.bias = _make_layer(nn.Embedding(num_classes, num_features), "none", init)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         scale = 1.0 + self.gain(y)[:, :, None, None]
@@ -176,12 +176,12 @@ class GBlock(nn.Module):
     (upsample -> conv1x1; learnable because the block upsamples)."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, n_classes: int, spectral_norm: str, init: str
+        self, in_channels: int, out_channels: int, num_classes: int, spectral_norm: str, init: str
     ) -> None:
         super().__init__()
-        self.bn1 = ConditionalBatchNorm2d(in_channels, n_classes, init)
+        self.bn1 = ConditionalBatchNorm2d(in_channels, num_classes, init)
         self.conv1 = _make_layer(nn.Conv2d(in_channels, out_channels, 3, padding=1), spectral_norm, init)
-        self.bn2 = ConditionalBatchNorm2d(out_channels, n_classes, init)
+        self.bn2 = ConditionalBatchNorm2d(out_channels, num_classes, init)
         self.conv2 = _make_layer(nn.Conv2d(out_channels, out_channels, 3, padding=1), spectral_norm, init)
         self.conv_sc = _make_layer(nn.Conv2d(in_channels, out_channels, 1), spectral_norm, init)
 
@@ -206,7 +206,7 @@ class Generator(nn.Module):
 
     def __init__(
         self,
-        n_classes: int = 10,
+        num_classes: int = 10,
         g_ch: int = 64,
         dim_z: int = 128,
         bottom_width: int = 4,
@@ -216,12 +216,12 @@ class Generator(nn.Module):
     ) -> None:
         super().__init__()
         _check_positive(
-            n_classes=n_classes, g_ch=g_ch, dim_z=dim_z, bottom_width=bottom_width,
+            num_classes=num_classes, g_ch=g_ch, dim_z=dim_z, bottom_width=bottom_width,
             image_channels=image_channels,
         )
         _check_choice("spectral_norm", spectral_norm, SPECTRAL_NORM_MODES)
         _check_choice("init", init, INIT_SCHEMES)
-        self.n_classes = n_classes
+        self.num_classes = num_classes
         self.dim_z = dim_z
         self.bottom_width = bottom_width
         self.resolution = bottom_width * 2**self.n_blocks
@@ -230,7 +230,7 @@ class Generator(nn.Module):
 
         self.linear = _make_layer(nn.Linear(dim_z, width * bottom_width**2), spectral_norm, init)
         self.blocks = nn.ModuleList(
-            GBlock(width, width, n_classes, spectral_norm, init) for _ in range(self.n_blocks)
+            GBlock(width, width, num_classes, spectral_norm, init) for _ in range(self.n_blocks)
         )
         self.output_bn = nn.BatchNorm2d(width, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.output_conv = _make_layer(nn.Conv2d(width, image_channels, 3, padding=1), spectral_norm, init)
@@ -238,7 +238,7 @@ class Generator(nn.Module):
     def forward(self, z: Tensor, y: Tensor) -> Tensor:
         if z.dim() != 2 or z.shape[1] != self.dim_z:
             raise ValueError(f"z must have shape (batch, {self.dim_z}); got {tuple(z.shape)}")
-        _check_labels(y, z.shape[0], self.n_classes)
+        _check_labels(y, z.shape[0], self.num_classes)
         h = self.linear(z).view(z.shape[0], self.width, self.bottom_width, self.bottom_width)
         for block in self.blocks:
             h = block(h, y)
@@ -309,17 +309,17 @@ class Discriminator(nn.Module):
 
     def __init__(
         self,
-        n_classes: int = 10,
+        num_classes: int = 10,
         d_ch: int = 64,
         spectral_norm: str = "own",
         init: str = "N02",
         image_channels: int = 3,
     ) -> None:
         super().__init__()
-        _check_positive(n_classes=n_classes, d_ch=d_ch, image_channels=image_channels)
+        _check_positive(num_classes=num_classes, d_ch=d_ch, image_channels=image_channels)
         _check_choice("spectral_norm", spectral_norm, SPECTRAL_NORM_MODES)
         _check_choice("init", init, INIT_SCHEMES)
-        self.n_classes = n_classes
+        self.num_classes = num_classes
         width = 4 * d_ch
         self.feature_dim = width
 
@@ -331,7 +331,7 @@ class Discriminator(nn.Module):
             DBlock(width, width, preactivation=True, downsample=False, **layers),
         )
         self.linear = _make_layer(nn.Linear(width, 1), spectral_norm, init)
-        self.embed = _make_layer(nn.Embedding(n_classes, width), spectral_norm, init)
+        self.embed = _make_layer(nn.Embedding(num_classes, width), spectral_norm, init)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Globally sum-pooled post-ReLU feature (B, feature_dim): the one the logit is computed from."""
@@ -341,7 +341,7 @@ class Discriminator(nn.Module):
 
     def forward_head(self, features: Tensor, y: Tensor) -> Tensor:
         """Projection head: (B, feature_dim) features and labels -> (B, 1) logits."""
-        _check_labels(y, features.shape[0], self.n_classes)
+        _check_labels(y, features.shape[0], self.num_classes)
         projection = (self.embed(y) * features).sum(dim=1, keepdim=True)
         return self.linear(features) + projection
 

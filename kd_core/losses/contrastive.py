@@ -10,12 +10,14 @@ from torch import nn
 from kd_core.losses.precision import at_least_float32
 
 from kd_core.losses.feature import pool_features
-from kd_core.projectors import check_dim
+from kd_core.losses.base import DistillationLoss
+from kd_core.registry import check_dim, register
 
 CONSISTENCY_DIRECTIONS = ("code", "paper")
 
 
-class DCDLoss(nn.Module):
+@register("loss", "dcd")
+class DCDLoss(DistillationLoss):
     """In-batch contrast between student and teacher embeddings plus a KL consistency term.
 
     Both pooled features go through a linear head to ``embed_dim`` (128) and are L2-normalised; the logits

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from kd_core.losses.precision import at_least_float32
 
 from kd_core.losses.feature import pool_features
+from kd_core.losses.base import DistillationLoss
+from kd_core.registry import build_projector, register
 
 
 def batch_standardize(features: torch.Tensor, eps: float) -> torch.Tensor:
@@ -16,7 +17,8 @@ def batch_standardize(features: torch.Tensor, eps: float) -> torch.Tensor:
     return (features - mean) / (std + eps)
 
 
-class RSDLoss(nn.Module):
+@register("loss", "rsd")
+class RSDLoss(DistillationLoss):
     """RSD (Redundancy Suppression Distillation): ``sum_i (C_ii - 1)² + kappa · sum_{i != j} C_ij²``.
 
     ``C = Z_t^T Z_s / B`` is the Pearson cross-correlation between the batch-standardised teacher
@@ -33,8 +35,6 @@ class RSDLoss(nn.Module):
     def __init__(self, student_dim: int, teacher_dim: int, kappa: float = 0.01, eps: float = 1e-5,
                  decoupler: str = "aad"):
         super().__init__()
-        from kd_core.registry import build_projector
-
         if kappa < 0:
             raise ValueError(f"kappa must be >= 0, got {kappa!r}")
         self.decoupler = build_projector(decoupler, student_dim, teacher_dim)

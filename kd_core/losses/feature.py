@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from kd_core.losses.precision import at_least_float32
+from kd_core.losses.base import DistillationLoss
+from kd_core.registry import build_normalizer, build_projector, register
 
 DISTANCES = ("mse", "smooth_l1")
 
@@ -28,7 +29,8 @@ def feature_distance(name: str, prediction: torch.Tensor, target: torch.Tensor) 
     raise ValueError(f"unknown distance {name!r}; allowed: {', '.join(DISTANCES)}")
 
 
-class VkDLoss(nn.Module):
+@register("loss", "vkd")
+class VkDLoss(DistillationLoss):
     """VkD (Miles et al., CVPR 2024): ``d(P z_s, N(z_t))`` with an orthogonal projector P and a teacher normaliser N.
 
     * ``projector``: default ``orthogonal`` (VkD eq. 5), any projector name of the registry.
@@ -46,8 +48,6 @@ class VkDLoss(nn.Module):
     def __init__(self, student_dim: int, teacher_dim: int, projector: str = "orthogonal", normalizer: str = "layernorm",
                  distance: str = "smooth_l1", projector_options: dict | None = None, normalizer_options: dict | None = None):
         super().__init__()
-        from kd_core.registry import build_normalizer, build_projector
-
         if distance not in DISTANCES:
             raise ValueError(f"unknown distance {distance!r}; allowed: {', '.join(DISTANCES)}")
         self.projector = build_projector(projector, student_dim, teacher_dim, **(projector_options or {}))
@@ -68,7 +68,8 @@ class VkDLoss(nn.Module):
         return f"distance={self.distance}"
 
 
-class FitNetLoss(nn.Module):
+@register("loss", "fitnet")
+class FitNetLoss(DistillationLoss):
     """Feature-level FitNets: a linear regressor on the pooled student feature, MSE to the pooled teacher feature.
 
     The original FitNets (Romero et al., ICLR 2015) regresses an intermediate *hint layer* map with a
@@ -82,14 +83,9 @@ class FitNetLoss(nn.Module):
 
     def __init__(self, student_dim: int, teacher_dim: int, bias: bool = True):
         super().__init__()
-        from kd_core.registry import build_projector
-
         self.projector = build_projector("linear", student_dim, teacher_dim, bias=bias)
 
-    @property
-    def min_batch_size(self) -> int:
-        """Samples per batch the loss needs: 2 for normalisers that use batch statistics, else 1."""
-        return int(getattr(self.normalizer, "min_batch_size", 1))
+    min_batch_size = 1  # no batch statistics
 
     def forward(self, student_features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
         projected = self.projector(at_least_float32(pool_features(student_features)))

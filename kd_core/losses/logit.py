@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from kd_core.losses.precision import at_least_float32
+from kd_core.losses.base import DistillationLoss
+from kd_core.registry import register
 
 
 def zscore_logits(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -29,7 +30,8 @@ def kl_batchmean(student_log_probs: torch.Tensor, teacher_probs: torch.Tensor) -
     return F.kl_div(student_log_probs, teacher_probs, reduction="batchmean")
 
 
-class KDLoss(nn.Module):
+@register("loss", "kd")
+class KDLoss(DistillationLoss):
     """Hinton et al. 2015: ``T² · KL(softmax(t/T) || softmax(s/T))``, batch-mean reduced.
 
     ``zscore=True`` standardises both logits first (logit standardisation, Sun et al. CVPR 2024, Alg. 2),
@@ -61,7 +63,8 @@ class KDLoss(nn.Module):
         return f"temperature={self.temperature}, zscore={self.zscore}"
 
 
-class DKDLoss(nn.Module):
+@register("loss", "dkd")
+class DKDLoss(DistillationLoss):
     """Decoupled KD (Zhao et al., CVPR 2022): ``warmup · (alpha · TCKD + beta · NCKD)``.
 
     TCKD is the KL between the binary (target / non-target) distributions, NCKD the KL between the
@@ -115,12 +118,18 @@ class DKDLoss(nn.Module):
         nckd = F.kl_div(log_p_student_nt, p_teacher_nt, reduction="sum") / targets.shape[0]
         return tckd * t**2, nckd * t**2
 
+    epoch: int | None = None  # the trainer's, from set_epoch
+
+    def set_epoch(self, epoch: int | None) -> None:
+        self.epoch = epoch
+
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
                 epoch: float | None = None) -> torch.Tensor:
+        """``epoch``: the warm-up's epoch; default: the one given to :meth:`set_epoch` (None: fully warmed up)."""
         if targets is None:
             raise ValueError("dkd needs the class targets")
         tckd, nckd = self.parts(student_logits, teacher_logits, targets)
-        return self.warmup_factor(epoch) * (self.alpha * tckd + self.beta * nckd)
+        return self.warmup_factor(epoch if epoch is not None else self.epoch) * (self.alpha * tckd + self.beta * nckd)
 
     def extra_repr(self) -> str:
         return (f"alpha={self.alpha}, beta={self.beta}, temperature={self.temperature}, "

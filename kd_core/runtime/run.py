@@ -541,3 +541,24 @@ class Run:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+
+
+def load_run(run_dir: str | os.PathLike, command: str = "the training command") -> dict[str, Any]:
+    """``{"dir", "config", "result"}`` of a finished run (both trainers' layout: config.json + result.json).
+
+    FileNotFoundError, naming ``command`` (what finishes it), when the run has no ``result.json``; ValueError
+    when a file is not readable JSON. ``config`` falls back to the copy a result may hold.
+    """
+    run_dir = Path(run_dir)
+    result_path, config_path = run_dir / RESULT_FILE, run_dir / CONFIG_FILE
+    if not result_path.is_file():
+        raise FileNotFoundError(f"{result_path} not found: the run has not finished; run (or re-run, which "
+                                f"resumes) {command} first")
+    try:
+        result = json.loads(result_path.read_text(encoding="utf-8"))
+        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else None
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{run_dir} is not a readable run: {' '.join(str(error).split())}") from error
+    if config is None:
+        config = result.get("config", {}) if isinstance(result, dict) else {}
+    return {"dir": str(run_dir), "config": config, "result": result}

@@ -42,6 +42,13 @@ def restore_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
+def check_fraction(fraction: float) -> float:
+    """The one check of a data fraction (CLIs, configs, :func:`subset_indices`): a number in (0, 1]."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"data fraction {fraction:g} is not in (0, 1]; use e.g. 0.1, 0.2 or 1.0")
+    return fraction
+
+
 def subset_indices(n_total: int, fraction: float, seed: int = 0) -> np.ndarray:
     """Indices of a data-limited subset, chosen exactly as DiffAugment's BigGAN-CIFAR code does.
 
@@ -50,8 +57,7 @@ def subset_indices(n_total: int, fraction: float, seed: int = 0) -> np.ndarray:
     takes a prefix of one permutation, so for one seed the 10% subset is the first half of the 20% one.
     ``fraction == 1`` returns every index in order.
     """
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"data fraction must be in (0, 1], got {fraction}")
+    check_fraction(fraction)
     if n_total <= 0:
         raise ValueError(f"n_total must be positive, got {n_total}")
     if fraction == 1.0:

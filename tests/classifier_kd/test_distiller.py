@@ -1,7 +1,10 @@
 import pytest
 import torch
 
-from classifier_kd.distiller import METHODS, Distiller, parse_loss_spec
+from classifier_kd.distiller import Distiller, parse_loss_spec
+from classifier_kd.recipes import method_losses
+
+METHODS = method_losses()
 from classifier_kd.models import create_model
 
 

@@ -5,7 +5,9 @@ import dataclasses
 
 import pytest
 
-from classifier_kd.distiller import METHODS
+import kd_core
+
+from classifier_kd.recipes import method_losses, methods
 from classifier_kd.recipes import METHOD_DEFAULTS, RECIPES, method_defaults, recipe_values
 from classifier_kd.train import TrainConfig
 
@@ -83,6 +85,36 @@ def test_zscore_needs_a_logit_term_and_unknown_names_are_refused():
 
 @pytest.mark.parametrize("recipe", list(RECIPES))
 def test_every_recipe_weights_exactly_the_losses_of_each_method(recipe):
-    assert set(METHOD_DEFAULTS) == set(METHODS)
-    for method, losses in METHODS.items():
+    # every composition, then every registered loss as a method of its own
+    assert methods()[:len(METHOD_DEFAULTS)] == list(METHOD_DEFAULTS)
+    assert set(methods()) == set(METHOD_DEFAULTS) | set(kd_core.available()["losses"])
+    for method, losses in method_losses().items():
         assert tuple(name for name, _, _ in method_defaults(recipe, method)["losses"]) == losses
+
+
+def test_set_with_a_dotted_key_reaches_a_nested_option():
+    from classifier_kd.recipes import distillation_terms
+
+    terms = distillation_terms("cifar100", "vkd", settings=[("vkd", "normalizer", "whiten"),
+                                                             ("vkd", "projector_options.orthogonal_map", "cayley")])
+    assert terms["losses"][1] == ("vkd", 1.0, {"normalizer": "whiten", "projector_options": {"orthogonal_map": "cayley"}})
+    with pytest.raises(ValueError, match="'dkd' is not a loss of this run"):
+        distillation_terms("cifar100", "vkd", settings=[("dkd", "beta", 2)])
+
+
+def test_a_registered_loss_is_a_method_with_no_other_line():
+    from kd_core import registry
+    from kd_core.losses.base import DistillationLoss
+
+    @kd_core.register("loss", "test-l1")
+    class L1Loss(DistillationLoss):
+        kind = "logit"
+
+        def forward(self, student, teacher, targets):
+            return (student - teacher).abs().mean()
+
+    try:
+        assert "test-l1" in methods() and method_losses()["test-l1"] == ("test-l1",)
+        assert method_defaults("cifar100", "test-l1") == {"ce_weight": 1.0, "losses": [("test-l1", 1.0, {})]}
+    finally:
+        registry._TABLES["loss"].pop("test-l1", None)

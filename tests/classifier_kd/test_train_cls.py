@@ -12,7 +12,8 @@ from torch.utils.data import TensorDataset
 
 from classifier_kd.models import create_model, load_classifier, save_classifier
 from classifier_kd.models.checkpoint import CIFAR100_INPUT_SPEC, read_input_spec
-from classifier_kd.train import CrossEntropyTarget, RunSetupError, TrainConfig, _topk_correct, evaluate, fit
+from classifier_kd.train import (CrossEntropyTarget, RunSetupError, TrainConfig, TrainTarget, _topk_correct, evaluate,
+                                 fit)
 from kd_core.runtime.checkpoint import load_checkpoint
 from kd_core.runtime.metrics import read_metrics
 
@@ -132,8 +133,9 @@ def test_setup_errors_write_nothing(tmp_path):
         run(tmp_path / "run", epochs=2)
 
 
-class ToyDistiller(nn.Module):
-    """What a distiller looks like to the loop: a student (``model``), a frozen teacher, a learnable projector."""
+class ToyDistiller(TrainTarget):
+    """What a distiller looks like to the loop: a student (``model``), a frozen teacher, a learnable projector;
+    the seams it does not define (extra_parameters, describe, set_epoch) have TrainTarget's defaults."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module) -> None:
         super().__init__()

@@ -27,8 +27,8 @@ def spectral_norm_state(layer: nn.Module) -> torch.Tensor:
     return (norm.u if hasattr(norm, "u") else norm._u).clone()
 
 
-def labels(n: int, n_classes: int = 10, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, n_classes, (n,), generator=torch.Generator().manual_seed(seed))
+def labels(n: int, num_classes: int = 10, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, num_classes, (n,), generator=torch.Generator().manual_seed(seed))
 
 
 # ------------------------------------------------------------------------------ parameter counts
@@ -36,11 +36,11 @@ def labels(n: int, n_classes: int = 10, seed: int = 0) -> torch.Tensor:
 
 @pytest.mark.parametrize("spectral_norm", SN_MODES)
 @pytest.mark.parametrize(
-    "n_classes, g_params, d_params", [(10, 4_304_387, 4_207_361), (100, 4_580_867, 4_230_401)]
+    "num_classes, g_params, d_params", [(10, 4_304_387, 4_207_361), (100, 4_580_867, 4_230_401)]
 )
-def test_parameter_counts_match_reference(spectral_norm, n_classes, g_params, d_params):
-    assert count_parameters(Generator(n_classes, spectral_norm=spectral_norm)) == g_params
-    assert count_parameters(Discriminator(n_classes, spectral_norm=spectral_norm)) == d_params
+def test_parameter_counts_match_reference(spectral_norm, num_classes, g_params, d_params):
+    assert count_parameters(Generator(num_classes, spectral_norm=spectral_norm)) == g_params
+    assert count_parameters(Discriminator(num_classes, spectral_norm=spectral_norm)) == d_params
 
 
 def test_parameter_breakdown_cifar10():
@@ -86,12 +86,12 @@ def test_projection_head_is_linear_plus_class_embedding_inner_product():
         assert torch.allclose(d.forward_head(h, y), expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("n_classes", [10, 100])
+@pytest.mark.parametrize("num_classes", [10, 100])
 @pytest.mark.parametrize("spectral_norm", ["own", "torch", "none"])
-def test_tiny_widths_and_many_classes(n_classes, spectral_norm):
-    g = Generator(n_classes, g_ch=8, spectral_norm=spectral_norm)
-    d = Discriminator(n_classes, d_ch=8, spectral_norm=spectral_norm)
-    y = labels(3, n_classes)
+def test_tiny_widths_and_many_classes(num_classes, spectral_norm):
+    g = Generator(num_classes, g_ch=8, spectral_norm=spectral_norm)
+    d = Discriminator(num_classes, d_ch=8, spectral_norm=spectral_norm)
+    y = labels(3, num_classes)
     images = g(torch.randn(3, 128), y)
     assert images.shape == (3, 3, 32, 32)
     logits, features = d.forward_with_features(images, y)
@@ -212,8 +212,8 @@ def test_default_init_keeps_pytorch_initialisation():
 @pytest.mark.parametrize(
     "build, message",
     [
-        (lambda: Generator(n_classes=0), "n_classes"),
-        (lambda: Discriminator(n_classes=0), "n_classes"),
+        (lambda: Generator(num_classes=0), "num_classes"),
+        (lambda: Discriminator(num_classes=0), "num_classes"),
         (lambda: Generator(g_ch=0), "g_ch"),
         (lambda: Discriminator(d_ch=-1), "d_ch"),
         (lambda: Generator(dim_z=0), "dim_z"),

@@ -49,15 +49,26 @@ def read_metrics(run_dir: Path) -> list[dict]:
 def test_train_each_preset_then_evaluate_fd_and_sample(preset, cifar10_root, teacher_ckpt, tmp_path):
     out = tmp_path / f"run_{preset}"
     teacher = [] if preset == "da" else ["--teacher", f"ckpt:{teacher_ckpt}"]
-    run(["train", "--out", out, "--preset", preset, "--data-root", cifar10_root, "--iterations", 4, "--sample-every", 2,
-         "--checkpoint-every", 2, "--eval-every", 2, "--eval-samples", 30, "--metrics", "fd",
-         "--fd-features", f"ckpt:{teacher_ckpt}", *TINY, *teacher])
+    result = run(["train", "--out", out, "--preset", preset, "--data-root", cifar10_root, "--iterations", 4,
+                  "--sample-every", 2, "--checkpoint-every", 2, "--eval-every", 2, "--eval-samples", 30, "--metrics", "fd",
+                  "--fd-features", f"ckpt:{teacher_ckpt}", *TINY, *teacher])
     config = json.loads((out / "config.json").read_text())
     assert config["preset"] == preset and config["distill"] == (preset != "da")
     assert {"package_version", "git_commit"} <= set(config)
     rows = read_metrics(out)
-    assert [int(r["step"]) for r in rows if r.get("d_loss")] == [1, 2, 3, 4]
-    assert all(r.get("kd_loss") for r in rows if r.get("d_loss")) == (preset != "da")
+    losses = [r for r in rows if r.get("d/total")]  # every loss term under its own name (gan_kd.objectives)
+    assert [int(r["step"]) for r in losses] == [1, 2, 3, 4]
+    terms = {"d/loss_hinge", "d/total", "d/logit_real", "d/logit_fake", "g/loss_hinge", "g/total"}
+    for r in losses:
+        assert set(r) - {"step"} == terms | ({"d/loss_kd"} if preset != "da" else set())
+        # kd_weight 1, no LeCam: D's total is the hinge plus the distillation term, averaged over the D steps alike
+        kd = float(r.get("d/loss_kd", 0.0))
+        assert float(r["d/total"]) == pytest.approx(float(r["d/loss_hinge"]) + kd, rel=1e-5, abs=1e-6)
+        assert float(r["g/total"]) == float(r["g/loss_hinge"])
+    # the progress line: D's total, the distillation term, G's total
+    progress = [line for line in result.output.splitlines() if line.startswith("it 4/4")]
+    assert progress and "d/total" in progress[0] and "g/total" in progress[0]
+    assert ("d/loss_kd" in progress[0]) == (preset != "da")
     assert sum(1 for r in rows if r.get("eval/fd")) == 2
     probes = [r for r in rows if r.get("probe/d_gap")]  # the overfitting probe, at each evaluation
     assert [int(r["step"]) for r in probes] == [2, 4] and all(-1 <= float(r["probe/rt"]) <= 1 for r in probes)
@@ -317,15 +328,15 @@ def test_diverging_run_stops_with_exit_1_and_writes_nothing_non_finite(cifar10_r
                                        "--iterations", "5", "--checkpoint-every", "1", "--lr-d", "1e20", *TINY])
     assert result.exit_code == 1, result.output
     line = one_error_line(result)
-    assert "iteration 1, D step" in line and "d_loss nan" in line and "no checkpoint was written yet" in line
+    assert "iteration 1, D step" in line and "d/loss_hinge nan" in line and "no checkpoint was written yet" in line
     assert not (out / "checkpoints").exists() and not (out / "result.json").exists()
 
 
 def test_skip_nonfinite_budget_then_stop_naming_the_last_good_checkpoint(cifar10_root, tmp_path, monkeypatch):
     """NaN losses at chosen iterations: one is skipped under --skip-nonfinite 1, the second stops the run."""
-    from gan_kd import train as gan_train
+    from gan_kd import objectives
 
-    hinge = gan_train.discriminator_hinge
+    hinge = objectives.discriminator_hinge
     calls = []
 
     def nan_at(real_logits, fake_logits):  # TINY has 2 D steps: calls 5 and 9 are the first of iterations 3 and 5
@@ -333,7 +344,7 @@ def test_skip_nonfinite_budget_then_stop_naming_the_last_good_checkpoint(cifar10
         value = hinge(real_logits, fake_logits)
         return value * float("nan") if len(calls) in (5, 9) else value
 
-    monkeypatch.setattr(gan_train, "discriminator_hinge", nan_at)
+    monkeypatch.setattr(objectives, "discriminator_hinge", nan_at)
     out = tmp_path / "skip"
     result = CliRunner().invoke(main, ["train", "--out", str(out), "--preset", "da", "--data-root", str(cifar10_root),
                                        "--iterations", "6", "--checkpoint-every", "1", "--sample-every", "0",

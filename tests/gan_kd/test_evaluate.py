@@ -34,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 def tiny_generator(spectral_norm: str = "own", seed: int = 0) -> Generator:
     torch.manual_seed(seed)
-    return Generator(n_classes=10, g_ch=4, spectral_norm=spectral_norm)
+    return Generator(num_classes=10, g_ch=4, spectral_norm=spectral_norm)
 
 
 def cifar_split(root, train: bool) -> torch.Tensor:
@@ -85,11 +85,11 @@ def test_generate_uint8_shape_determinism_and_no_side_effects(spectral_norm, tra
     generator.train(train_mode)
     before = buffers_of(generator)
 
-    images = generate_uint8(generator, 7, n_classes=10, dim_z=generator.dim_z, seed=3, batch_size=4)
+    images = generate_uint8(generator, 7, num_classes=10, dim_z=generator.dim_z, seed=3, batch_size=4)
     assert images.shape == (7, 3, 32, 32) and images.dtype == torch.uint8
-    assert torch.equal(images, generate_uint8(generator, 7, n_classes=10, dim_z=generator.dim_z, seed=3,
+    assert torch.equal(images, generate_uint8(generator, 7, num_classes=10, dim_z=generator.dim_z, seed=3,
                                               batch_size=4))
-    assert not torch.equal(images, generate_uint8(generator, 7, n_classes=10, dim_z=generator.dim_z, seed=4,
+    assert not torch.equal(images, generate_uint8(generator, 7, num_classes=10, dim_z=generator.dim_z, seed=4,
                                                   batch_size=4))
     assert generator.training == train_mode
     assert all(m.training == train_mode for m in generator.modules())
@@ -117,7 +117,7 @@ class RecordingGenerator(nn.Module):
 def test_generate_uint8_draws_standard_normal_z_and_uniform_labels_in_train_mode():
     calls: list = []
     generator = RecordingGenerator(calls).eval()
-    images = generate_uint8(generator, 2000, n_classes=10, dim_z=16, seed=0, batch_size=500)
+    images = generate_uint8(generator, 2000, num_classes=10, dim_z=16, seed=0, batch_size=500)
     assert images.shape == (2000, 3, 32, 32)
     assert [z.shape for z, _, _ in calls] == [(500, 16)] * 4
     assert all(train for _, _, train in calls)  # the reference samples with batch statistics
@@ -131,7 +131,7 @@ def test_generate_uint8_draws_standard_normal_z_and_uniform_labels_in_train_mode
 
 def test_generate_uint8_rejects_no_samples():
     with pytest.raises(ValueError):
-        generate_uint8(tiny_generator(), 0, n_classes=10, dim_z=128)
+        generate_uint8(tiny_generator(), 0, num_classes=10, dim_z=128)
 
 
 # ------------------------------------------------------------------------------ frechet_distance
@@ -244,9 +244,9 @@ def test_evaluator_fd_with_classifier_features(cifar10_root, classifier_ckpt, no
     real = evaluator.real.float() / 127.5 - 1
     assert real.shape[0] == 20
 
-    real_subset = evaluator(ReplayGenerator(real[:15]), n_classes=10, dim_z=8)
+    real_subset = evaluator(ReplayGenerator(real[:15]), num_classes=10, dim_z=8)
     low_contrast = torch.randn(15, 3, 32, 32, generator=torch.Generator().manual_seed(0)).mul(0.2).clamp(-1, 1)
-    noise = evaluator(ReplayGenerator(low_contrast), n_classes=10, dim_z=8)
+    noise = evaluator(ReplayGenerator(low_contrast), num_classes=10, dim_z=8)
     assert set(real_subset) == {"fd"} and set(noise) == {"fd"}
     assert math.isfinite(real_subset["fd"]) and math.isfinite(noise["fd"])
     assert 0 <= real_subset["fd"] < noise["fd"]
@@ -258,10 +258,10 @@ def test_evaluator_fd_on_a_generator_is_deterministic(cifar10_root, classifier_c
     evaluator = Evaluator(dataset="cifar10", data_root=cifar10_root, metrics=("fd",), num_samples=12,
                           fd_features=f"ckpt:{classifier_ckpt}")
     generator = tiny_generator()
-    first = evaluator(generator, n_classes=10, dim_z=generator.dim_z)
+    first = evaluator(generator, num_classes=10, dim_z=generator.dim_z)
     assert math.isfinite(first["fd"]) and first["fd"] > 0
-    assert evaluator(generator, n_classes=10, dim_z=generator.dim_z) == first
-    assert evaluator(generator, n_classes=10, dim_z=generator.dim_z, seed=1) != first
+    assert evaluator(generator, num_classes=10, dim_z=generator.dim_z) == first
+    assert evaluator(generator, num_classes=10, dim_z=generator.dim_z, seed=1) != first
 
 
 # ------------------------------------------------------------------------------ Evaluator: Inception (torch-fidelity)
@@ -279,7 +279,7 @@ def test_evaluator_inception_metrics_offline(cifar10_root, random_inception_weig
     generator.eval()
     before = buffers_of(generator)
 
-    results = evaluator(generator, n_classes=10, dim_z=generator.dim_z)
+    results = evaluator(generator, num_classes=10, dim_z=generator.dim_z)
 
     assert {"fid", "is_mean", "is_std", "kid_mean", "kid_std"} <= set(results)
     for key in ("fid", "is_mean", "is_std", "kid_mean", "kid_std"):
@@ -302,7 +302,7 @@ def test_inception_metrics_equal_torch_fidelity_calculate_metrics(cifar10_root, 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     evaluator = Evaluator(dataset="cifar10", data_root=cifar10_root, metrics=("fid", "isc", "kid"), num_samples=20,
                           inception_weights=random_inception_weights, kid_subset_size=10)
-    fake = generate_uint8(tiny_generator(), 20, n_classes=10, dim_z=128, seed=3)
+    fake = generate_uint8(tiny_generator(), 20, num_classes=10, dim_z=128, seed=3)
     ours = evaluator._inception(fake)
     # The test wrote this file itself, so handing it to torch-fidelity's unpickler is safe here.
     reference = torch_fidelity.calculate_metrics(

@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from gan_kd.models.biggan import Discriminator, Generator
-from gan_kd.objectives import LeCamRegularizer, discriminator_hinge, generator_hinge
-from gan_kd.train import PRESETS, Critic, TrainConfig, build_models, ema_update, grid_labels, validate_config
+from gan_kd.objectives import discriminator_hinge, generator_hinge
+from gan_kd.train import (PRESETS, TrainConfig, build_models, ema_update, grid_labels, rename_legacy_window,
+                          validate_config)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
@@ -18,7 +19,7 @@ def tiny_config(**overrides) -> TrainConfig:
 @pytest.mark.parametrize("preset", PRESETS)
 def test_presets_build_the_table_rows(preset):
     config = tiny_config(**{k: v for k, v in PRESETS[preset].items()})
-    generator, critic = build_models(config, n_classes=10, teacher_dim=24)
+    generator, critic = build_models(config, num_classes=10, teacher_dim=24)
     if preset == "da":
         assert critic.distill_loss is None
         return
@@ -32,7 +33,7 @@ def test_presets_build_the_table_rows(preset):
 
 def test_d_step_gradients_reach_discriminator_and_projector():
     torch.manual_seed(0)
-    _, critic = build_models(tiny_config(), n_classes=10, teacher_dim=24)
+    _, critic = build_models(tiny_config(), num_classes=10, teacher_dim=24)
     optimiser = torch.optim.Adam(critic.parameters(), lr=1e-3)
     # the projector is optimised by D's optimiser
     optimised = {id(p) for group in optimiser.param_groups for p in group["params"]}
@@ -46,7 +47,7 @@ def test_d_step_gradients_reach_discriminator_and_projector():
 
 def test_projector_alone_reduces_distillation_on_fixed_features():
     torch.manual_seed(0)
-    _, critic = build_models(tiny_config(normalizer="whiten"), n_classes=10, teacher_dim=24)
+    _, critic = build_models(tiny_config(normalizer="whiten"), num_classes=10, teacher_dim=24)
     images = torch.rand(40, 3, 32, 32) * 2 - 1
     teacher = torch.randn(40, 24) @ torch.randn(24, 24)
     with torch.no_grad():
@@ -65,7 +66,7 @@ def test_projector_alone_reduces_distillation_on_fixed_features():
 
 def test_generator_step_has_no_distillation_and_reaches_generator():
     torch.manual_seed(0)
-    generator, critic = build_models(tiny_config(), n_classes=10, teacher_dim=24)
+    generator, critic = build_models(tiny_config(), num_classes=10, teacher_dim=24)
     critic.requires_grad_(False)
     z, labels = torch.randn(8, 128), torch.randint(0, 10, (8,))
     generator_hinge(critic.discriminator(generator(z, labels), labels)).backward()
@@ -89,24 +90,6 @@ def test_ema_update_blends_parameters_and_buffers():
     assert all(torch.equal(v, source[k]) for k, v in a.state_dict().items())
 
 
-def test_lecam_tracks_then_regularises():
-    reg = LeCamRegularizer(weight=0.3, decay=0.9, start=10)
-    real, fake = torch.full((4,), 2.0), torch.full((4,), -1.0)
-    reg.update(real, fake, iteration=1)
-    assert reg.ema_real == 2.0 and reg.ema_fake == -1.0  # copies before start
-    assert reg(real, fake, iteration=5) == 0
-    value = reg(torch.full((4,), 0.5), torch.full((4,), 1.0), iteration=11)
-    # relu(0.5 - (-1))^2 + relu(2 - 1)^2 = 2.25 + 1
-    assert value.item() == pytest.approx(0.3 * 3.25)
-    reg.update(torch.full((4,), 0.0), fake, iteration=11)
-    assert reg.ema_real == pytest.approx(0.9 * 2.0)
-
-
-def test_hinge_losses():
-    assert discriminator_hinge(torch.tensor([2.0, 0.0]), torch.tensor([-2.0, 0.5])).item() == pytest.approx(0.5 + 0.75)
-    assert generator_hinge(torch.tensor([1.0, 3.0])).item() == -2.0
-
-
 def test_grid_labels_one_row_per_class():
     assert grid_labels(10, rows=3, columns=2).tolist() == [0, 0, 1, 1, 2, 2]
     assert grid_labels(2, rows=5, columns=1).tolist() == [0, 1]
@@ -126,10 +109,16 @@ def test_validate_config_names_the_bad_value(overrides, message):
         validate_config(tiny_config(**overrides))
 
 
-def test_critic_without_teacher_features_skips_distillation():
-    critic = Critic(Discriminator(d_ch=4), None)
-    logits, distill = critic(torch.rand(2, 3, 32, 32), torch.tensor([0, 1]))
-    assert logits.shape == (2, 1) and distill is None
+def test_a_metrics_window_saved_under_the_old_names_resumes_under_the_new_ones():
+    """A last.pt written before the loss terms were named per step holds d_loss, kd_loss, ...; the totals
+    (sums over the window, like the terms) are rebuilt: d/total = hinge + lecam + kd_weight * kd."""
+    old = {"d_loss": 3.0, "d_real": 0.5, "d_fake": -0.5, "lecam": 0.25, "kd_loss": 2.0, "g_loss": 1.5}
+    assert rename_legacy_window(old, kd_weight=0.5) == {
+        "d/loss_hinge": 3.0, "d/logit_real": 0.5, "d/logit_fake": -0.5, "d/loss_lecam": 0.25, "d/loss_kd": 2.0,
+        "g/loss_hinge": 1.5, "d/total": 3.0 + 0.25 + 0.5 * 2.0, "g/total": 1.5}
+    assert rename_legacy_window({"d_loss": 3.0}, kd_weight=1.0) == {"d/loss_hinge": 3.0, "d/total": 3.0}
+    new = {"d/loss_hinge": 1.0, "d/total": 1.0, "g/loss_hinge": 2.0, "g/total": 2.0}
+    assert rename_legacy_window(new, kd_weight=1.0) == new and rename_legacy_window({}, kd_weight=1.0) == {}
 
 
 # ------------------------------------------------------------------------------ precision and memory format
@@ -153,7 +142,7 @@ def test_channels_last_and_bf16_compute_the_fp32_losses():
     import copy
 
     torch.manual_seed(0)
-    _, critic = build_models(tiny_config(d_ch=8), n_classes=10, teacher_dim=24)
+    _, critic = build_models(tiny_config(d_ch=8), num_classes=10, teacher_dim=24)
     images, labels = torch.rand(20, 3, 32, 32) * 2 - 1, torch.randint(0, 10, (20,))
     teacher = torch.randn(20, 24)
     reference = d_losses(copy.deepcopy(critic), images, labels, teacher, "fp32", False)
@@ -170,7 +159,7 @@ def test_spectral_norm_power_iteration_stays_fp32_under_bf16_autocast():
     import copy
 
     torch.manual_seed(0)
-    discriminator = Discriminator(n_classes=10, d_ch=4)
+    discriminator = Discriminator(num_classes=10, d_ch=4)
     bf16 = copy.deepcopy(discriminator)
     images, labels = torch.rand(4, 3, 32, 32), torch.randint(0, 10, (4,))
     discriminator(images, labels)
@@ -212,7 +201,7 @@ def test_overfit_probe_reads_d_on_train_and_heldout_reals_without_changing_d(cif
     assert torch.equal(probe.sets["heldout"][0][3], heldout[3][0])
 
     torch.manual_seed(0)
-    discriminator = Discriminator(n_classes=10, d_ch=4)
+    discriminator = Discriminator(num_classes=10, d_ch=4)
     discriminator(torch.randn(4, 3, 32, 32), torch.arange(4))  # move the power-iteration vectors off their init
     state = {k: v.clone() for k, v in discriminator.state_dict().items()}
     rng = torch.get_rng_state()

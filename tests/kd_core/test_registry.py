@@ -5,14 +5,18 @@ import pytest
 import torch
 
 import kd_core
-from kd_core.registry import FEATURE_LOSSES, LOSS_NAMES
+from kd_core import registry
+
+LOSS_NAMES = kd_core.available()["losses"]
+FEATURE_LOSSES = registry.feature_losses()
 
 
 def test_available_lists_every_name():
     names = kd_core.available()
     assert names["projectors"] == ["orthogonal", "linear", "mlp", "identity", "aad"]
     assert names["normalizers"] == ["none", "layernorm", "standardize", "whiten"]
-    assert names["losses"] == ["kd", "dkd", "fitnet", "vkd", "dcd", "rsd"]
+    assert names["losses"] == ["kd", "dkd", "vkd", "fitnet", "dcd", "rsd", "spkd", "pkd"]
+    assert FEATURE_LOSSES == ["vkd", "fitnet", "dcd", "rsd", "spkd", "pkd"]  # from each class's ``kind``
 
 
 def test_available_from_the_command_line():
@@ -60,16 +64,17 @@ def test_every_loss_builds_runs_and_backpropagates(name, zscore):
             assert parameter.grad is not None, f"{name}: a learnable part got no gradient"
 
 
-def test_vkd_options_are_routed_to_projector_and_normalizer():
-    loss = kd_core.build_loss("vkd", student_dim=4, teacher_dim=8, normalizer="whiten", group_size=2, eps=1e-3,
-                              orthogonal_map="cayley", distance="mse")
+def test_vkd_options_travel_as_nested_dicts():
+    loss = kd_core.build_loss("vkd", student_dim=4, teacher_dim=8, normalizer="whiten", distance="mse",
+                              projector_options={"orthogonal_map": "cayley"},
+                              normalizer_options={"group_size": 2, "eps": 1e-3})
     assert loss.projector.orthogonal_map == "cayley"
     assert loss.normalizer.group_size == 2 and loss.normalizer.eps == 1e-3
     assert loss.distance == "mse"
 
 
 def test_unknown_names_list_allowed_values():
-    with pytest.raises(ValueError, match="kd, dkd, fitnet, vkd, dcd, rsd"):
+    with pytest.raises(ValueError, match="kd, dkd, vkd, fitnet, dcd, rsd, spkd, pkd"):
         kd_core.build_loss("crd")
     with pytest.raises(ValueError, match="orthogonal, linear, mlp, identity, aad"):
         kd_core.build_projector("conv", 4, 4)
@@ -82,8 +87,11 @@ def test_unknown_names_list_allowed_values():
 def test_unknown_options_list_accepted_ones():
     with pytest.raises(ValueError, match="temprature.*accepted: temperature"):
         kd_core.build_loss("kd", temprature=2)
-    with pytest.raises(ValueError, match="group_size"):
-        kd_core.build_loss("vkd", student_dim=4, teacher_dim=4, normalizer="layernorm", group_size=3)
+    with pytest.raises(ValueError, match="group_size"):  # a whitening option given to layer norm
+        kd_core.build_loss("vkd", student_dim=4, teacher_dim=4, normalizer="layernorm",
+                           normalizer_options={"group_size": 3})
+    with pytest.raises(ValueError, match="unknown option.*orthogonal_map"):  # flat: not the loss's own option
+        kd_core.build_loss("vkd", student_dim=4, teacher_dim=4, orthogonal_map="qr")
 
 
 @pytest.mark.parametrize("dims", [(None, 8), (8, None), (0, 8), (8, -2), (2.5, 8)])
@@ -101,3 +109,44 @@ def test_logit_losses_take_no_dims():
 def test_identity_projector_needs_equal_dims():
     with pytest.raises(ValueError, match="in_dim == out_dim"):
         kd_core.build_loss("vkd", student_dim=4, teacher_dim=8, projector="identity")
+
+
+def test_a_new_loss_is_one_class_and_one_decorator_line():
+    """What README's "Adding a method" shows: the class registers itself, and every list follows."""
+    from torch import nn
+
+    from kd_core.losses.base import DistillationLoss
+
+    @kd_core.register("loss", "test-cosine")
+    class CosineLoss(DistillationLoss):
+        kind = "feature"
+
+        def __init__(self, student_dim: int, teacher_dim: int, scale: float = 1.0):
+            super().__init__()
+            self.projector = kd_core.build_projector("linear", student_dim, teacher_dim)
+            self.scale = scale
+
+        def forward(self, student, teacher):
+            return self.scale * (1 - nn.functional.cosine_similarity(self.projector(student), teacher).mean())
+
+    try:
+        assert "test-cosine" in kd_core.available()["losses"] and "test-cosine" in registry.feature_losses()
+        loss = kd_core.build_loss("test-cosine", student_dim=3, teacher_dim=5, scale=2.0)
+        assert loss(torch.randn(4, 3), torch.randn(4, 5)).dim() == 0
+        with pytest.raises(ValueError, match="registered twice"):
+            kd_core.register("loss", "test-cosine")(type("Other", (DistillationLoss,), {"kind": "feature"}))
+        with pytest.raises(ValueError, match="must subclass kd_core.losses.base.DistillationLoss and set kind"):
+            kd_core.register("loss", "test-kindless")(type("Kindless", (DistillationLoss,), {}))
+        with pytest.raises(ValueError, match="must subclass"):
+            kd_core.register("loss", "test-plain")(type("Plain", (nn.Module,), {"kind": "logit"}))
+    finally:
+        registry._TABLES["loss"].pop("test-cosine", None)
+
+
+@pytest.mark.parametrize("module", ["kd_core.registry", "kd_core.losses.feature", "kd_core.projectors",
+                                    "kd_core.normalizers", "kd_core.losses"])
+def test_any_module_imports_first_in_a_fresh_interpreter(module):
+    """No import cycle: whichever kd_core module is imported first, the registry ends up complete."""
+    code = f"import {module}, kd_core; print(sorted(kd_core.available()['losses']))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(sorted(LOSS_NAMES))

@@ -1,0 +1,65 @@
+"""The ``gan-kd train`` presets (VkD Table 4 rows) and their expansion into training options.
+
+A preset fixes whether D distils from a teacher and, if it does, the projector and the teacher normaliser.
+:func:`expand_preset` turns ``(name, overrides)`` into the options of a :class:`gan_kd.train.TrainConfig`;
+``gan-kd train`` (with the options given on its command line as the overrides) and
+``TrainConfig.from_preset(name, **overrides)`` both call it, so the CLI and Python expand presets identically:
+
+* the preset's values, then the overrides on top (an option given explicitly wins over the preset);
+* ``distill`` always comes from the preset, and ``preset`` is the name;
+* a preset without a teacher refuses the options that act only through a teacher
+  (:data:`DISTILLATION_OPTIONS`), which would otherwise be recorded in ``config.json`` but never act.
+
+Adding a preset is one entry in :data:`PRESETS`, plus a few words in :data:`PRESET_HELP` (``--preset --help``) and
+its row name in ``gan_kd.report.PRESET_ROWS`` (tables).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+# VkD Table 4 rows: the options each preset sets. Explicit options given with a preset win over its values.
+PRESETS: dict[str, dict] = {
+    "da": {"distill": False},                                                   # DA (baseline)
+    "da-kd": {"distill": True, "projector": "linear", "normalizer": "none"},    # DA + KD (CLIP)
+    "vkd": {"distill": True, "projector": "orthogonal", "normalizer": "none"},  # DA + VkD
+    "vkd-whiten": {"distill": True, "projector": "orthogonal", "normalizer": "whiten"},  # DA + VkD w/ whitening
+}
+DEFAULT_PRESET = "vkd-whiten"
+
+PRESET_HELP = ("da: DiffAugment baseline, no teacher; da-kd: linear projector, no normalisation ('DA + KD (CLIP)'); "
+               "vkd: orthogonal projector, no normalisation ('DA + VkD'); vkd-whiten: orthogonal projector + "
+               "whitened teacher ('DA + VkD w/ whitening'). Explicit options override the preset.")
+
+# Options that act only through a teacher; refused with a teacher-less preset instead of being silently ignored.
+DISTILLATION_OPTIONS = ("teacher", "teacher_pretrained", "teacher_weights", "teacher_arch", "teacher_preprocessing",
+                        "teacher_bf16", "kd_weight", "projector", "orthogonal_map", "normalizer", "whiten_group_size",
+                        "distance")
+
+
+def flag(option: str) -> str:
+    """The command-line spelling of an option: ``teacher_bf16`` -> ``--teacher-bf16``."""
+    return "--" + option.replace("_", "-")
+
+
+def expand_preset(name: str, overrides: Mapping[str, object] | None = None) -> dict:
+    """The options of preset ``name`` with ``overrides`` on top: ``{"preset": name, **preset, **overrides}``.
+
+    ``overrides`` are the options given explicitly (on the command line, or as keyword arguments of
+    ``TrainConfig.from_preset``); options given in neither keep the ``TrainConfig`` defaults. Raises
+    ``ValueError`` for an unknown preset, for ``preset`` / ``distill`` among the overrides (both belong to the
+    preset), and for a teacher-less preset given an option of :data:`DISTILLATION_OPTIONS`.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
+    overrides = dict(overrides or {})
+    fixed = sorted({"preset", "distill"} & set(overrides))
+    if fixed:
+        raise ValueError(f"{', '.join(fixed)} {'is' if len(fixed) == 1 else 'are'} set by the preset: "
+                         f"choose another preset instead")
+    preset = PRESETS[name]
+    if not preset["distill"]:  # options that only a teacher uses would be recorded but never act
+        ignored = sorted(set(overrides) & set(DISTILLATION_OPTIONS))
+        if ignored:
+            raise ValueError(f"--preset {name} trains without a teacher, so {', '.join(flag(k) for k in ignored)} "
+                             f"would be ignored; drop {'it' if len(ignored) == 1 else 'them'} or choose a distilling preset")
+    return {"preset": name, **preset, **overrides}

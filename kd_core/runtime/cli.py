@@ -1,0 +1,61 @@
+"""What both command-line interfaces share: one-line errors (exit code 2) and the data-fraction option check.
+
+``gan-kd`` and ``classifier-kd`` are click groups of class :class:`OneLineErrorGroup`: every usage error, their
+own or a command's, prints as ``Error: <message>`` on one line, without click's usage block, and exits with 2.
+Library errors (``ValueError`` and friends) become such errors through :func:`usage_error`.
+"""
+from __future__ import annotations
+
+import click
+
+from kd_core.runtime.seed import check_fraction
+
+
+def one_line(error: BaseException | str) -> str:
+    """The message of ``error`` with its whitespace (newlines included) collapsed: what a user sees."""
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+def usage_error(error: BaseException | str) -> click.UsageError:
+    """``raise usage_error(err) from None``: a library error as a one-line usage error (exit code 2)."""
+    return click.UsageError(one_line(error))
+
+
+class OneLineError(click.UsageError):
+    """Shows only ``Error: <message>`` (no usage block): bad input is reported in one line."""
+
+    def __init__(self, original: click.ClickException) -> None:
+        super().__init__(one_line(original.format_message()), ctx=getattr(original, "ctx", None))
+        self.exit_code = original.exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True, file=file)
+
+
+class OneLineErrorGroup(click.Group):
+    """A click group whose usage errors (its own and its commands') print as one line, exit code 2."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.ClickException as err:
+            raise OneLineError(err) from err
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except OneLineError:
+            raise
+        except click.ClickException as err:
+            raise OneLineError(err) from err
+
+
+def fraction_option(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """Click callback of ``--data-fraction``: :func:`kd_core.runtime.seed.check_fraction` as a BadParameter."""
+    if value is None:
+        return value
+    try:
+        return check_fraction(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), ctx=ctx, param=param) from None
