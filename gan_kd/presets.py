@@ -10,8 +10,8 @@ A preset fixes whether D distils from a teacher and, if it does, the projector a
 * a preset without a teacher refuses the options that act only through a teacher
   (:data:`DISTILLATION_OPTIONS`), which would otherwise be recorded in ``config.json`` but never act.
 
-Adding a preset is one entry in :data:`PRESETS`, plus a few words in :data:`PRESET_HELP` (``--preset --help``) and
-its row name in ``gan_kd.report.PRESET_ROWS`` (tables).
+Adding a preset is one entry in :data:`PRESETS`, its table row name in :data:`PRESET_LABELS` and a few words in
+:data:`PRESET_HELP` (``--preset --help``), all in this file.
 """
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ PRESETS: dict[str, dict] = {
     "vkd-whiten": {"distill": True, "projector": "orthogonal", "normalizer": "whiten"},  # DA + VkD w/ whitening
 }
 DEFAULT_PRESET = "vkd-whiten"
+# The row each preset is in tables (``gan-kd table``), in table order; VkD Table 4's names.
+PRESET_LABELS: dict[str, str] = {"da": "DA (baseline)", "da-kd": "DA + KD", "vkd": "DA + VkD",
+                                 "vkd-whiten": "DA + VkD w/ whitening"}
 
 PRESET_HELP = ("da: DiffAugment baseline, no teacher; da-kd: linear projector, no normalisation ('DA + KD (CLIP)'); "
                "vkd: orthogonal projector, no normalisation ('DA + VkD'); vkd-whiten: orthogonal projector + "

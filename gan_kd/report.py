@@ -5,11 +5,11 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from gan_kd.presets import PRESET_LABELS
 from kd_core.runtime.run import RESULT_FILE
 from kd_core.runtime.run import load_run as kd_load_run
 from kd_core.stats import mean_std
 
-PRESET_ROWS = {"da": "DA (baseline)", "da-kd": "DA + KD", "vkd": "DA + VkD", "vkd-whiten": "DA + VkD w/ whitening"}
 # What `gan-kd evaluate` writes; result.json is the training run's own summary, as for classifier-kd runs.
 EVALUATION_FILE = "evaluation.json"
 LEGACY_TRAINING_FILE = "training.json"  # runs from before one result-file name: training.json + result.json
@@ -85,7 +85,7 @@ def build_table(run_dirs: list[Path], metric: str) -> str:
     if len(labels) != 1:
         raise ValueError(f"runs measured {metric!r} with different networks: {', '.join(sorted(labels))}")
     label = labels.pop()
-    rows.sort(key=lambda r: list(PRESET_ROWS).index(r) if r in PRESET_ROWS else len(PRESET_ROWS))
+    rows.sort(key=lambda r: list(PRESET_LABELS).index(r) if r in PRESET_LABELS else len(PRESET_LABELS))
     header = [f"{label} ↓ (mean ± std over n runs)"] + [f"{d} {f:g}" for d, f in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
@@ -101,7 +101,7 @@ def build_table(run_dirs: list[Path], metric: str) -> str:
                 continue
             mean, std = mean_std([value for value, _, _ in found])
             values.append(f"{mean:.2f} ± {std:.2f} (n={len(found)})")
-        lines.append("| " + " | ".join([PRESET_ROWS.get(row, row)] + values) + " |")
+        lines.append("| " + " | ".join([PRESET_LABELS.get(row, row)] + values) + " |")
     return "\n".join(lines) + "\n"
 
 

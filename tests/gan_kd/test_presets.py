@@ -96,3 +96,10 @@ def test_usage_errors_are_one_line_with_exit_code_2(tmp_path):
         assert result.exit_code == 2, result.output
         assert result.output.startswith("Error: ") and len(result.output.strip().splitlines()) == 1, result.output
         assert message in result.output
+
+
+def test_every_preset_has_a_table_row_and_help():
+    from gan_kd.presets import PRESET_HELP, PRESET_LABELS, PRESETS
+
+    assert list(PRESET_LABELS) == list(PRESETS)
+    assert all(f"{name}:" in PRESET_HELP for name in PRESETS)
