@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -319,7 +320,9 @@ def commands(runs: list[dict], runs_dir: str = "runs/gan_fmnist") -> list[str]:
     from gan_kd.report import train_command as reproduce
 
     here = str(Path.cwd()) + os.sep  # the absolute paths a run recorded, shown relative to the checkout
-    return [reproduce(r["config"], f"{runs_dir}/{r['name']}").replace(here, "") for r in runs]
+    # (and those of another checkout of this repository, e.g. a worktree the runs were started from)
+    return [re.sub(r"(?<=ckpt:)/\S*?/(?=runs/teachers/)", "",
+                   reproduce(r["config"], f"{runs_dir}/{r['name']}").replace(here, "")) for r in runs]
 
 
 def write_report(pilot_results: Path, study_results: Path, out_md: Path, figures: Path, *, rows: list[str],

@@ -182,7 +182,8 @@ def precision(fraction, seeds, row, channels_last, width, batch_size, iterations
 
 
 def write_precision_section() -> None:
-    study.update_precision_section(ROOT / "results/benchmarks.md", ROOT / PRECISION_RESULTS,
+    os.chdir(ROOT)  # paths in the section relative to the checkout
+    study.update_precision_section(Path("results/benchmarks.md"), Path(PRECISION_RESULTS),
                                    "python scripts/gan_fmnist_study.py precision-report")
 
 
