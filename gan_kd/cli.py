@@ -92,6 +92,7 @@ def main():
 @click.option("--teacher-preprocessing", type=click.Choice(["kd-dlgan", "native"]), default="kd-dlgan", show_default=True, help="kd-dlgan: nearest upsampling of the [-1,1] D inputs; native: the teacher's own resize and mean/std.")
 @click.option("--teacher-bf16/--no-teacher-bf16", default=False, show_default=True, help="Run the teacher under bfloat16 autocast.")
 @click.option("--kd-weight", type=float, default=1.0, show_default=True, help="Weight of the distillation term in the D loss.")
+@click.option("--distill-loss", type=click.Choice(kd_core.registry.feature_losses()), default="vkd", show_default=True, help="The kd_core feature loss on D's feature (set by the preset): vkd takes --projector/--normalizer/--distance; spkd, pkd compare within-batch similarities.")
 @click.option("--projector", type=click.Choice(REGISTERED["projectors"]), default="orthogonal", show_default=True, help="Projector on D's features (set by the preset).")
 @click.option("--orthogonal-map", type=click.Choice(list(ORTHOGONAL_MAPS)), default=ORTHOGONAL_MAPS[0], show_default=True, help="Parametrisation of the orthogonal projector: qr (exact, cheap), matrix_exp (the paper's eq. 5), cayley, householder.")
 @click.option("--normalizer", type=click.Choice(REGISTERED["normalizers"]), default="whiten", show_default=True, help="Teacher-feature normaliser (set by the preset).")

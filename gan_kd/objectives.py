@@ -82,13 +82,16 @@ class Critic(nn.Module):
 
 
 def build_distill_loss(config, student_dim: int, teacher_dim: int | None) -> nn.Module | None:
-    """The ``kd_core`` VkD loss of ``config`` (a :class:`gan_kd.train.TrainConfig`), or None without distillation.
+    """The ``kd_core`` loss ``config.distill_loss`` (VkD unless a preset says otherwise) of ``config`` (a
+    :class:`gan_kd.train.TrainConfig`), or None without distillation.
 
     ``orthogonal_map`` goes to the projector (when it is the orthogonal one) and ``whiten_group_size`` to the
     normaliser (when it whitens), as ``kd_core.build_loss``'s nested ``projector_options`` / ``normalizer_options``.
     """
     if not config.distill:
         return None
+    if config.distill_loss != "vkd":  # another kd_core feature loss (spkd, pkd, ...), with its defaults
+        return kd_core.build_loss(config.distill_loss, student_dim=student_dim, teacher_dim=teacher_dim)
     projector_options = {"orthogonal_map": config.orthogonal_map} if config.projector == "orthogonal" else {}
     normalizer_options = ({"group_size": config.whiten_group_size}
                           if config.normalizer == "whiten" and config.whiten_group_size is not None else {})

@@ -20,22 +20,32 @@ from collections.abc import Mapping
 # VkD Table 4 rows: the options each preset sets. Explicit options given with a preset win over its values.
 PRESETS: dict[str, dict] = {
     "da": {"distill": False},                                                   # DA (baseline)
-    "da-kd": {"distill": True, "projector": "linear", "normalizer": "none"},    # DA + KD (CLIP)
-    "vkd": {"distill": True, "projector": "orthogonal", "normalizer": "none"},  # DA + VkD
-    "vkd-whiten": {"distill": True, "projector": "orthogonal", "normalizer": "whiten"},  # DA + VkD w/ whitening
+    "da-kd": {"distill": True, "distill_loss": "vkd", "projector": "linear", "normalizer": "none"},  # DA + KD (CLIP)
+    "vkd": {"distill": True, "distill_loss": "vkd", "projector": "orthogonal", "normalizer": "none"},  # DA + VkD
+    "vkd-whiten": {"distill": True, "distill_loss": "vkd", "projector": "orthogonal", "normalizer": "whiten"},
+    # FitNets on D's feature: a linear projector and an L2 loss to the raw teacher feature -- exactly da-kd's
+    # options (kd_core's vkd loss with projector linear, normaliser none, distance mse = kd_core's fitnet loss).
+    "fitnets": {"distill": True, "distill_loss": "vkd", "projector": "linear", "normalizer": "none"},
+    "spkd": {"distill": True, "distill_loss": "spkd"},  # similarity-preserving KD (Tung & Mori 2019)
+    "pkd": {"distill": True, "distill_loss": "pkd"},    # probabilistic KD (Passalis & Tefas 2018)
 }
 DEFAULT_PRESET = "vkd-whiten"
 # The row each preset is in tables (``gan-kd table``), in table order; VkD Table 4's names.
 PRESET_LABELS: dict[str, str] = {"da": "DA (baseline)", "da-kd": "DA + KD", "vkd": "DA + VkD",
-                                 "vkd-whiten": "DA + VkD w/ whitening"}
+                                 "vkd-whiten": "DA + VkD w/ whitening", "fitnets": "FitNets (= DA + KD)",
+                                 "spkd": "SPKD", "pkd": "PKD"}
+# Options of the vkd loss only: refused with a preset that distils with another loss (they would not act).
+VKD_OPTIONS = ("projector", "orthogonal_map", "normalizer", "whiten_group_size", "distance")
 
 PRESET_HELP = ("da: DiffAugment baseline, no teacher; da-kd: linear projector, no normalisation ('DA + KD (CLIP)'); "
                "vkd: orthogonal projector, no normalisation ('DA + VkD'); vkd-whiten: orthogonal projector + "
-               "whitened teacher ('DA + VkD w/ whitening'). Explicit options override the preset.")
+               "whitened teacher ('DA + VkD w/ whitening'); fitnets: FitNets on D's feature, the same options as "
+               "da-kd (an alias); spkd: similarity-preserving KD; pkd: probabilistic KD (both on D's pooled "
+               "feature, weight --kd-weight). Explicit options override the preset.")
 
 # Options that act only through a teacher; refused with a teacher-less preset instead of being silently ignored.
 DISTILLATION_OPTIONS = ("teacher", "teacher_pretrained", "teacher_weights", "teacher_arch", "teacher_preprocessing",
-                        "teacher_bf16", "kd_weight", "projector", "orthogonal_map", "normalizer", "whiten_group_size",
+                        "teacher_bf16", "kd_weight", "distill_loss", "projector", "orthogonal_map", "normalizer", "whiten_group_size",
                         "distance")
 
 
@@ -65,4 +75,11 @@ def expand_preset(name: str, overrides: Mapping[str, object] | None = None) -> d
         if ignored:
             raise ValueError(f"--preset {name} trains without a teacher, so {', '.join(flag(k) for k in ignored)} "
                              f"would be ignored; drop {'it' if len(ignored) == 1 else 'them'} or choose a distilling preset")
+    if preset.get("distill_loss", "vkd") != "vkd" or overrides.get("distill_loss", "vkd") != "vkd":
+        ignored = sorted(set(overrides) & set(VKD_OPTIONS))
+        if ignored:
+            loss = overrides.get("distill_loss", preset.get("distill_loss"))
+            raise ValueError(f"{', '.join(flag(k) for k in ignored)} {'is an option' if len(ignored) == 1 else 'are options'} "
+                             f"of the vkd loss; --preset {name} distils with {loss}, so "
+                             f"{'it' if len(ignored) == 1 else 'they'} would be ignored")
     return {"preset": name, **preset, **overrides}

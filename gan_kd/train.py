@@ -45,6 +45,7 @@ from gan_kd.objectives import Critic, LeCamRegularizer, build_distill_loss, disc
 from gan_kd.presets import PRESETS, expand_preset  # PRESETS is imported from here too (report, scripts, tests)
 from gan_kd.snapshot import CHECKPOINT_FORMAT
 from gan_kd.teacher import build_teacher
+import kd_core
 from kd_core.runtime.checkpoint import CheckpointError, NonFiniteCheckpoint
 from kd_core.runtime.distributed import (DistributedContext, all_reduce_mean, barrier, cleanup_distributed,
                                          init_distributed)
@@ -58,6 +59,9 @@ from kd_core.runtime.seed import capture_rng_state, check_fraction, restore_rng_
 
 # What a last.pt must hold to be resumed from.
 LAST_KEYS = ("format", "iteration", "generator", "critic", "generator_ema", "opt_g", "opt_d", "rng")
+
+# Options added after runs were recorded -> the value those runs had (their config.json lacks the key).
+ADDED_KEYS = {"distill_loss": "vkd"}
 
 # Options that may change when a run is resumed: they do not change what is being trained.
 RESUMABLE_KEYS = ("iterations", "eval_every", "sample_every", "checkpoint_every", "log_every", "device",
@@ -109,6 +113,7 @@ class TrainConfig:
     teacher_preprocessing: str = "kd-dlgan"
     teacher_bf16: bool = False
     kd_weight: float = 1.0
+    distill_loss: str = "vkd"  # a kd_core feature loss; the options below are vkd's (the projector, normaliser, distance)
     projector: str = "orthogonal"
     orthogonal_map: str = "qr"
     normalizer: str = "whiten"
@@ -196,6 +201,9 @@ def validate_config(config: TrainConfig) -> None:
     check_fraction(config.data_fraction)
     if config.preset not in PRESETS:
         raise ValueError(f"unknown preset {config.preset!r}; allowed: {', '.join(PRESETS)}")
+    if config.distill_loss not in kd_core.registry.feature_losses():
+        raise ValueError(f"distill_loss {config.distill_loss!r} is not a feature loss; allowed: "
+                         f"{', '.join(kd_core.registry.feature_losses())}")
     for name in ("iterations", "batch_size", "d_steps", "g_ch", "d_ch", "dim_z", "eval_samples", "log_every"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
@@ -323,8 +331,8 @@ class Trainer:
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         # The run directory: locked (one process per run, from the option check to the end; Trainer.close
         # releases it), options checked against config.json, last.pt read and verified. Nothing is written yet.
-        self.run_dir = Run(self.out, config.to_dict(), ignore_keys=RESUMABLE_KEYS, ctx=self.context,
-                           logger_name="gan_kd.train")
+        self.run_dir = Run(self.out, config.to_dict(), ignore_keys=RESUMABLE_KEYS, added_keys=ADDED_KEYS,
+                           ctx=self.context, logger_name="gan_kd.train")
         self.run_dir.open(required_keys=LAST_KEYS, map_location=self.device)
         try:
             self._setup()

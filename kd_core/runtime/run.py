@@ -170,7 +170,8 @@ class RunConfigMismatch(ValueError):
 
 
 def validate_run_dir(
-    out: str | os.PathLike, config: Mapping[str, Any], ignore_keys: Iterable[str] = ()
+    out: str | os.PathLike, config: Mapping[str, Any], ignore_keys: Iterable[str] = (),
+    added_keys: Mapping[str, Any] | None = None,
 ) -> bool:
     """Check ``config`` against ``out/config.json`` without writing anything.
 
@@ -179,7 +180,9 @@ def validate_run_dir(
     result (a run that failed before saving anything: a corrected command may take it over, and
     :func:`prepare_run_dir` rewrites its ``config.json``). Otherwise raises
     :class:`RunConfigMismatch` naming every differing option with its old and new value; options
-    in ``ignore_keys`` (e.g. ``device``, ``iterations``) may change on resume. CLIs call this
+    in ``ignore_keys`` (e.g. ``device``, ``iterations``) may change on resume. ``added_keys`` maps options
+    introduced after runs were recorded to the value those runs had implicitly: an old ``config.json`` that
+    lacks such a key matches when the new value is that one. CLIs call this
     before creating anything.
     """
     out = Path(out)
@@ -196,6 +199,7 @@ def validate_run_dir(
         raise ValueError(f"{config_path} does not hold a JSON object")
     skip = set(METADATA_KEYS) | set(ignore_keys)
     missing = object()
+    old = {**{key: value for key, value in _normalise(added_keys or {}).items() if key not in old}, **old}
     differences = []
     for key in [*old, *(k for k in new if k not in old)]:
         if key in skip:
@@ -227,6 +231,7 @@ def prepare_run_dir(
     *,
     ignore_keys: Iterable[str] = (),
     is_main: bool = True,
+    added_keys: Mapping[str, Any] | None = None,
 ) -> Path:
     """Create (or, on resume, validate) a run directory and return its path.
 
@@ -237,7 +242,7 @@ def prepare_run_dir(
     ranks never create anything.
     """
     out = Path(out)
-    if validate_run_dir(out, config, ignore_keys) or not is_main:
+    if validate_run_dir(out, config, ignore_keys, added_keys) or not is_main:
         return out
     record = {**_normalise(config), **run_metadata()}
     out.mkdir(parents=True, exist_ok=True)
@@ -448,10 +453,11 @@ class Run:
     """
 
     def __init__(self, out: str | os.PathLike, config: Mapping[str, Any], *, ignore_keys: Iterable[str] = (),
-                 ctx: Any = None, logger_name: str = "kd_core.run"):
+                 added_keys: Mapping[str, Any] | None = None, ctx: Any = None, logger_name: str = "kd_core.run"):
         self.out = Path(out)
         self.config = dict(config)
         self.ignore_keys = tuple(ignore_keys)
+        self.added_keys = dict(added_keys or {})  # see validate_run_dir
         self.is_main = ctx.is_main if ctx is not None else True
         self.device = ctx.device if ctx is not None else "cpu"
         self.logger_name = logger_name
@@ -482,7 +488,7 @@ class Run:
         check_writable_dir(self.out, "run directory --out")
         self.lock = lock_run_dir(self.out, self.is_main, self.device)
         try:
-            self.resuming = validate_run_dir(self.out, self.config, self.ignore_keys)
+            self.resuming = validate_run_dir(self.out, self.config, self.ignore_keys, self.added_keys)
             if self.resuming and self.last_path.is_file():
                 self.last = load_checkpoint(self.last_path, map_location=map_location, required_keys=required_keys)
             elif self.resuming and self.result_path.is_file():
@@ -508,7 +514,8 @@ class Run:
         from kd_core.runtime.distributed import barrier
         from kd_core.runtime.metrics import MetricsLogger
 
-        prepare_run_dir(self.out, self.config, ignore_keys=self.ignore_keys, is_main=self.is_main)
+        prepare_run_dir(self.out, self.config, ignore_keys=self.ignore_keys, is_main=self.is_main,
+                        added_keys=self.added_keys)
         barrier()  # the other ranks wait for rank 0's directory
         self.log = get_logger(self.logger_name, self.out if self.is_main else None, is_main=self.is_main)
         self.metrics = MetricsLogger(self.out, enabled=self.is_main)

@@ -12,10 +12,12 @@ from gan_kd.train import TrainConfig
 
 TEACHER = {"teacher": "ckpt:teacher.pt"}
 # (preset, overrides): every preset alone and with an option that changes what the preset sets
+VKD_CASES = [TEACHER, {**TEACHER, "normalizer": "none"}, {**TEACHER, "projector": "mlp", "kd_weight": 0.5},
+             {**TEACHER, "normalizer": "whiten", "whiten_group_size": 8, "orthogonal_map": "cayley"}]
 CASES = [(preset, overrides) for preset in PRESETS
          for overrides in ([{}, {"iterations": 7, "lecam": 0.3}] if not PRESETS[preset]["distill"] else
-                           [TEACHER, {**TEACHER, "normalizer": "none"}, {**TEACHER, "projector": "mlp", "kd_weight": 0.5},
-                            {**TEACHER, "normalizer": "whiten", "whiten_group_size": 8, "orthogonal_map": "cayley"}])]
+                           VKD_CASES if PRESETS[preset]["distill_loss"] == "vkd" else
+                           [TEACHER, {**TEACHER, "kd_weight": 0.5, "lecam": 0.3}])]
 
 
 def cli_args(overrides: dict) -> list[str]:
@@ -69,11 +71,11 @@ def test_from_preset_refuses_what_the_cli_refuses_with_the_same_message(override
 
 
 def test_expand_preset_refuses_an_unknown_preset_and_what_the_preset_sets():
-    with pytest.raises(ValueError, match="unknown preset 'kd-dlgan'; allowed: da, da-kd, vkd, vkd-whiten"):
+    with pytest.raises(ValueError, match="unknown preset 'kd-dlgan'; allowed: da, da-kd, vkd, vkd-whiten, fitnets, spkd, pkd"):
         TrainConfig.from_preset("kd-dlgan")
     with pytest.raises(ValueError, match="distill is set by the preset"):
         expand_preset("vkd", {"distill": False})
-    assert expand_preset("vkd", {"normalizer": "whiten"}) == {"preset": "vkd", "distill": True,
+    assert expand_preset("vkd", {"normalizer": "whiten"}) == {"preset": "vkd", "distill": True, "distill_loss": "vkd",
                                                              "projector": "orthogonal", "normalizer": "whiten"}
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
     assert set(DISTILLATION_OPTIONS) <= fields and all(set(values) <= fields for values in PRESETS.values())
@@ -103,3 +105,27 @@ def test_every_preset_has_a_table_row_and_help():
 
     assert list(PRESET_LABELS) == list(PRESETS)
     assert all(f"{name}:" in PRESET_HELP for name in PRESETS)
+
+
+@pytest.mark.parametrize("preset", ["spkd", "pkd"])
+def test_a_preset_with_another_loss_refuses_the_vkd_options(preset, monkeypatch, tmp_path):
+    result, built = through_cli(monkeypatch, tmp_path, preset, {**TEACHER, "projector": "linear"})
+    assert result.exit_code == 2 and not built
+    assert "--projector is an option of the vkd loss" in result.output
+    with pytest.raises(ValueError, match="--projector is an option of the vkd loss"):
+        TrainConfig.from_preset(preset, **TEACHER, projector="linear")
+
+
+def test_fitnets_is_an_alias_of_da_kd_and_computes_kd_cores_fitnet_loss():
+    import torch
+
+    from gan_kd.objectives import build_distill_loss
+
+    fitnets, da_kd = (TrainConfig.from_preset(name, **TEACHER) for name in ("fitnets", "da-kd"))
+    assert dataclasses.replace(fitnets, preset="da-kd") == da_kd
+    torch.manual_seed(0)
+    ours = build_distill_loss(fitnets, 16, 24)
+    reference = kd_core.build_loss("fitnet", student_dim=16, teacher_dim=24)
+    reference.projector.load_state_dict(ours.projector.state_dict())
+    student, teacher = torch.randn(10, 16), torch.randn(10, 24)
+    assert torch.allclose(ours(student, teacher), reference(student, teacher))

@@ -24,8 +24,13 @@ def test_presets_build_the_table_rows(preset):
         assert critic.distill_loss is None
         return
     loss = critic.distill_loss
-    expected_projector = {"da-kd": "LinearProjector", "vkd": "OrthogonalProjector", "vkd-whiten": "OrthogonalProjector"}[preset]
-    expected_normalizer = {"da-kd": "NoNormalizer", "vkd": "NoNormalizer", "vkd-whiten": "Whitener"}[preset]
+    if PRESETS[preset]["distill_loss"] != "vkd":
+        assert type(loss).__name__ == {"spkd": "SPKDLoss", "pkd": "PKDLoss"}[preset]
+        return
+    expected_projector = {"da-kd": "LinearProjector", "fitnets": "LinearProjector", "vkd": "OrthogonalProjector",
+                          "vkd-whiten": "OrthogonalProjector"}[preset]
+    expected_normalizer = {"da-kd": "NoNormalizer", "fitnets": "NoNormalizer", "vkd": "NoNormalizer",
+                           "vkd-whiten": "Whitener"}[preset]
     assert type(loss.projector).__name__ == expected_projector
     assert type(loss.normalizer).__name__ == expected_normalizer
     assert loss.distance == "mse"

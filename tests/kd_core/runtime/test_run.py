@@ -350,3 +350,15 @@ def test_run_open_refuses_before_writing_and_releases_the_lock(tmp_path):
     with Run(out / "fresh", CONFIG).open() as lock_free:  # every refusal above released its lock
         assert lock_free.lock.held
     assert not (out / "fresh").exists()  # nothing written: the directory the lock made is gone again
+
+
+def test_an_option_added_later_matches_old_runs_at_its_implicit_value(tmp_path):
+    """Runs recorded before an option existed resume when it has the value they had implicitly, and only then."""
+    prepare_run_dir(tmp_path, CONFIG)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"progress")
+    assert validate_run_dir(tmp_path, {**CONFIG, "distill_loss": "vkd"}, added_keys={"distill_loss": "vkd"})
+    with pytest.raises(RunConfigMismatch, match='distill_loss: "vkd" -> "spkd"'):
+        validate_run_dir(tmp_path, {**CONFIG, "distill_loss": "spkd"}, added_keys={"distill_loss": "vkd"})
+    with pytest.raises(RunConfigMismatch, match="distill_loss"):  # without the declaration: a mismatch
+        validate_run_dir(tmp_path, {**CONFIG, "distill_loss": "vkd"})
