@@ -453,6 +453,14 @@ def precision_section(results: Path, command: str, runs_dir: str = "runs/gan_fmn
                   + ("**bf16 is within seed noise of fp32**" if within and low <= 0 <= high else
                      "**bf16 is not within seed noise of fp32**") + " (rule: |difference| ≤ the larger std and the "
                   "interval contains 0)."]
+        fp32_by_seed = {r["config"]["seed"]: _fd(r) for r in groups["fp32"]}
+        paired = [(r["config"]["seed"], _fd(r) - fp32_by_seed[r["config"]["seed"]])
+                  for r in sorted(groups["bf16"], key=lambda r: r["config"]["seed"]) if r["config"]["seed"] in fp32_by_seed]
+        if paired:
+            higher = sum(difference > 0 for _, difference in paired)
+            lines += ["", "Paired by seed (the same data order and initial weights): bf16 − fp32 = "
+                      + ", ".join(f"{difference:+.2f} (seed {seed})" for seed, difference in paired)
+                      + f"; bf16 is higher in {higher} of {len(paired)}."]
     lines += ["", f"Hardware: {hardware(runs)}.", "", "```", *commands(runs, runs_dir), "```", PRECISION_END]
     return "\n".join(lines) + "\n"
 

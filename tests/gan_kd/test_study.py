@@ -76,6 +76,7 @@ def test_precision_section_rewrites_only_its_part_of_benchmarks_md(tmp_path):
     assert "| bf16 | 0, 1, 2 | 10.30, 10.60, 10.80 | 10.57 ± 0.25 | 601 s |" in text
     assert "| fp32 | 0, 1, 2 | 10.00, 11.00, 10.50 | 10.50 ± 0.50 | 601 s |" in text
     assert "bf16 − fp32: +0.07 FD" in text and "**bf16 is within seed noise of fp32**" in text
+    assert "bf16 − fp32 = +0.30 (seed 0), -0.40 (seed 1), +0.30 (seed 2); bf16 is higher in 2 of 3." in text
     assert text.count("--precision bf16 --channels-last") == 3
 
     apart = tmp_path / "apart"
