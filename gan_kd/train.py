@@ -376,6 +376,7 @@ class Trainer:
         self.start_iteration = 0
         self.saved_iteration: int | None = None  # the iteration last.pt holds, for divergence messages
         self.skipped_nonfinite = 0
+        self.wall_before, self.session_start = 0.0, None  # training seconds of earlier sessions; this one's start
         self.best: dict = {}
         self._rng_to_restore = None
         # The loss averages of the metrics row being accumulated (saved in last.pt, so that a resumed run logs
@@ -421,6 +422,8 @@ class Trainer:
             "rng": gather_rng_states(self.context),
             # rows of the current metrics window (their mean over ranks, so a resume under DDP logs the same means)
             "log_window": {"sums": all_reduce_mean(dict(self.window_sums)), "count": self.window_count},
+            # training seconds so far, over every session of the run (result.json's wall_time_s)
+            "wall_time": self.wall_before + (time.monotonic() - self.session_start if self.session_start else 0.0),
         }  # + metrics_offset, added by Run.save_last
 
     def _load(self, state: dict, path: Path) -> None:
@@ -439,6 +442,7 @@ class Trainer:
         self.best = state.get("best", {})
         self.skipped_nonfinite = int(state.get("skipped_nonfinite", 0))
         self.start_iteration = self.saved_iteration = int(state["iteration"])
+        self.wall_before = float(state.get("wall_time", 0.0))  # absent in checkpoints before it was saved
         window = state.get("log_window") or {"sums": {}, "count": 0}  # absent in checkpoints before it was saved
         self.window_sums = rename_legacy_window(window["sums"], self.config.kd_weight)
         self.window_count = int(window["count"])
@@ -591,7 +595,7 @@ class Trainer:
                                           pin_memory=self.device.type == "cuda")
         progress = Progress(config.iterations, start=self.start_iteration, every=config.log_every,
                             bar=None if context.is_main else False)
-        started = time.monotonic()
+        self.session_start = time.monotonic()
         running = self.window_sums  # filled in place: last.pt saves it
         interrupted = None
         for iteration in range(self.start_iteration + 1, config.iterations + 1):
@@ -649,7 +653,7 @@ class Trainer:
             raise interrupted
         if context.is_main:
             sample_grid(self.generator_ema, self.num_classes, config.dim_z, out / "samples" / "final.png", device=self.device)
-            summary = {"iterations": config.iterations, "best": self.best, "wall_time_s": round(time.monotonic() - started, 1),
+            summary = {"iterations": config.iterations, "best": self.best, "wall_time_s": round(self.wall_before + time.monotonic() - self.session_start, 1),
                        "resumed_from": self.start_iteration, "world_size": context.world_size, "device": str(self.device),
                        "hardware": hardware_summary(self.device)}
             self.run_dir.finish(summary)

@@ -99,8 +99,17 @@ def test_resume_equals_uninterrupted_run(cifar10_root, teacher_ckpt, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     run(["train", "--out", straight, "--iterations", 6, *common])
     run(["train", "--out", resumed, "--iterations", 4, *common])
+    # result.json's training time counts every session of the run, not only the last one: pretend the first
+    # session took 1000 s (last.pt rewritten through the project's writer, so its integrity record stays valid)
+    from kd_core.runtime.checkpoint import atomic_save
+
+    state = torch.load(resumed / "checkpoints" / "last.pt", weights_only=False)
+    assert state["wall_time"] > 0
+    state.pop("integrity", None)
+    atomic_save({**state, "wall_time": 1000.0}, resumed / "checkpoints" / "last.pt")
     result = run(["train", "--out", resumed, "--iterations", 6, *common])
     assert "resuming from" in result.output and "at iteration 4" in result.output
+    assert 1000.0 < json.loads((resumed / "result.json").read_text())["wall_time_s"] < 1000.0 + 600
     a = torch.load(straight / "checkpoints" / "last.pt", weights_only=False)
     b = torch.load(resumed / "checkpoints" / "last.pt", weights_only=False)
     assert a["iteration"] == b["iteration"] == 6
