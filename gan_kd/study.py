@@ -37,6 +37,9 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "linear-whiten": ("DA + linear + whitening", ["--preset", "da-kd", "--normalizer", "whiten"]),
     "vkd": ("DA + VkD (orthogonal, no normaliser)", ["--preset", "vkd"]),
     "vkd-whiten": ("DA + VkD w/ whitening (orthogonal)", ["--preset", "vkd-whiten"]),
+    # the other distillation baselines of VkD Table 4/5 (issue 14)
+    "spkd": ("DA + SPKD (Tung & Mori 2019)", ["--preset", "spkd"]),
+    "pkd": ("DA + PKD (Passalis & Tefas 2018)", ["--preset", "pkd"]),
 }
 # The claims of VkD Table 4 this study tests: (claim, candidate row, baseline row).
 CLAIMS = [
