@@ -169,6 +169,13 @@ def cpu_flags() -> list[str]:
     return sorted({flag for flag in flags if flag.startswith(("avx512", "amx")) or flag in ("avx2", "fma")})
 
 
+def cpu_kernel_note() -> str:
+    """The SIMD level oneDNN's kernels get on this CPU, for the targets' "what bounds it" text."""
+    flags = cpu_flags()
+    wide = [flag for flag in flags if flag.startswith(("avx512", "amx"))]
+    return "SIMD " + ", ".join(flags or ["unknown"]) + ("" if wide else "; no AVX-512 or AMX")
+
+
 # ---------------------------------------------------------------------------------------------------- timing
 @dataclass
 class Timing:
@@ -291,7 +298,8 @@ class Context:
         self.gan: dict[tuple[str, int, int, str], Timing] = {}   # (preset, width, batch, variant) -> 1 D + 1 G
         self.gan_flops: dict[tuple[str, int, int], int] = {}
         self.peaks: dict[tuple[int, str], tuple[float, int, int]] = {}  # (width, variant) -> (GFLOP/s, batch, reps)
-        self.study: Timing | None = None
+        self.study: dict[str, Timing] = {}  # variant -> the CPU study configuration's trainer iteration
+        self.study_flops = 0
         self.distill: dict[str, dict] = {}
         self.projector: dict[tuple[str, tuple[int, int]], dict] = {}
         self.whiten: dict[tuple[int, int, str], dict] = {}
@@ -483,8 +491,11 @@ def section_gan(ctx: Context) -> list[str]:
         for variant in variants:
             conv_peak(ctx, width, variant)
     ctx.log("gan: trainer iteration of the CPU study config")
-    study = gan_iteration(build_gan_trainer(ctx, "vkd-whiten", small, "fp32", sizes.gan_batch), d_steps=4, ema=True)
-    ctx.study = measure({"study": study}, ctx.reps_rule(), sizes.warmup)["study"]
+    study = {variant: gan_iteration(build_gan_trainer(ctx, "vkd-whiten", small, variant, sizes.gan_batch), d_steps=4,
+                                    ema=True)
+             for variant in ("fp32", "channels_last")}
+    ctx.study_flops = count_flops(study["fp32"])
+    ctx.study = measure(study, ctx.reps_rule(), sizes.warmup)
 
     lines = [f"One iteration = **1 D step + 1 G step** as `gan_kd.train.Trainer.discriminator_step` / `generator_step` "
              f"run them (the D step: G's fakes + the real batch, DiffAugment `translation,cutout`, D on both halves "
@@ -533,11 +544,11 @@ def section_gan(ctx: Context) -> list[str]:
                              f"{fmt(peak)} (b{peak_batch}, {peak_reps} reps) → {pct(achieved / peak)}"])
     lines += table(["preset", "width", "batch", "variant", "reps", "ms / iteration (1 D + 1 G)", "D step ms",
                     "G step ms", "ratio to fp32", "GFLOP / iteration", "GFLOP/s", "conv peak GFLOP/s → fraction"], rows)
-    t = ctx.study
+    parts = [f"{variant}: {fmt(t.ms)} ms ({t.reps} reps; D step {fmt(t.part_ms('d'))} ms each, G step + EMA "
+             f"{fmt(t.part_ms('g'))} ms)" for variant, t in ctx.study.items()]
     lines += [f"The CPU study's configuration (`--preset vkd-whiten --g-ch {small} --d-ch {small}`, batch "
-              f"{sizes.gan_batch}, resnet20 teacher, fp32) as `Trainer.run` iterates: **4 D steps + 1 G step + EMA "
-              f"update** per iteration: {fmt(t.ms)} ms ({t.reps} reps; D step {fmt(t.part_ms('d'))} ms each, G step + "
-              f"EMA {fmt(t.part_ms('g'))} ms).", ""]
+              f"{sizes.gan_batch}, resnet20 teacher) as `Trainer.run` iterates: **4 D steps + 1 G step + EMA "
+              f"update** per iteration, {fmt(ctx.study_flops / 1e9)} GFLOP: " + "; ".join(parts) + ".", ""]
     return lines
 
 
@@ -808,13 +819,21 @@ def section_whiten(ctx: Context) -> list[str]:
                     for group in groups:
                         zca_whitening_matrix(centred[:, group], whitener.eps)
 
-                t = measure({"w": run, "m": matrices}, ctx.reps_rule(), sizes.warmup)
+                covariances = [centred[:, g].T @ centred[:, g] / batch for g in groups]
+                covariances = [c + whitener.eps * c.diagonal().mean() * torch.eye(len(c), dtype=c.dtype)
+                               for c in covariances]
+
+                def eigh() -> None:  # the LAPACK part of the matrices alone
+                    for covariance in covariances:
+                        torch.linalg.eigh(covariance)
+
+                t = measure({"w": run, "m": matrices, "e": eigh}, ctx.reps_rule(), sizes.warmup)
                 out = whitener(features).double()
                 out = out - out.mean(dim=0, keepdim=True)
                 cov = out.T @ out / batch
                 eye = torch.eye(dim, dtype=cov.dtype)
                 block = max(float((cov[g, g] - eye[g, g]).abs().max()) for g in groups)
-                ctx.whiten[(batch, dim, grouping)] = {"timing": t["w"], "matrix": t["m"], "groups": groups,
+                ctx.whiten[(batch, dim, grouping)] = {"timing": t["w"], "matrix": t["m"], "eigh": t["e"], "groups": groups,
                                                       "full_error": float((cov - eye).abs().max()), "block_error": block,
                                                       "fraction": t["w"].ms / d_step_ms}
     lines = [f"`kd_core.normalizers.Whitener` forward (float64 inside) and the `zca_whitening_matrix` calls it makes "
@@ -830,9 +849,10 @@ def section_whiten(ctx: Context) -> list[str]:
         if len(r["groups"]) > 4:
             sizes_text = f"{len(r['groups'])} groups of ≤{r['groups'][0].stop - r['groups'][0].start}"
         rows.append([str(batch), str(dim), grouping, sizes_text, str(r["timing"].reps), fmt(r["timing"].ms),
-                     fmt(r["matrix"].ms), sci(r["block_error"]), sci(r["full_error"]), pct(r["fraction"])])
+                     fmt(r["matrix"].ms), fmt(r["eigh"].ms), sci(r["block_error"]), sci(r["full_error"]),
+                     pct(r["fraction"])])
     lines += table(["batch", "dim", "grouping", "groups", "reps", "Whitener ms", "zca_whitening_matrix ms (all groups)",
-                    "‖cov − I‖∞ in groups", "‖cov − I‖∞ whole", "of a D step"], rows)
+                    "of which float64 eigh ms", "‖cov − I‖∞ in groups", "‖cov − I‖∞ whole", "of a D step"], rows)
     return lines
 
 
@@ -1019,8 +1039,24 @@ def section_targets(ctx: Context, ran: tuple[str, ...]) -> list[str]:
         fp = ctx.gan[("da", large, batch, "fp32")]
         cl = ctx.gan[("da", large, batch, "channels_last")]
         ratio = cl.median / fp.median
+        verdict_text = verdict(ratio <= 0.80)
+        if ratio > 0.80:
+            conv_fp, conv_cl = ctx.peaks[(large, "fp32")][0], ctx.peaks[(large, "channels_last")][0]
+            flops = ctx.gan_flops[("da", large, batch)]
+            reached = pct(flops / cl.median / 1e9 / conv_cl)
+            conv_text = (f"at width {large}'s shapes (batch {ctx.peaks[(large, 'channels_last')][1]}) the 3×3 conv "
+                         f"runs at {fmt(conv_cl)} GFLOP/s in channels_last vs {fmt(conv_fp)} contiguous "
+                         f"({conv_cl / conv_fp:.2f}× the speed)")
+            if conv_cl < 1.25 * conv_fp:  # the convolution itself gains less than the 20% the target asks
+                verdict_text += (f"; bounded by the CPU's channels_last convolution: {conv_text}, and the channels_last "
+                                 f"iteration reaches {reached} of that peak, so the layout cannot save 20% here "
+                                 f"(oneDNN's fp32 kernels on this CPU: {cpu_kernel_note()})")
+            else:
+                verdict_text += (f"; bounded outside the convolutions: {conv_text}, but the channels_last iteration "
+                                 f"reaches only {reached} of that peak; the rest of its time goes to the layers around "
+                                 f"them (normalisation, DiffAugment, spectral norm, optimiser)")
         rows.append([f"da iteration at width {large}: channels_last fp32 ≤ 0.80× fp32",
-                     f"{ratio:.2f}× ({fmt(cl.ms)} vs {fmt(fp.ms)} ms, batch {batch})", verdict(ratio <= 0.80)])
+                     f"{ratio:.2f}× ({fmt(cl.ms)} vs {fmt(fp.ms)} ms, batch {batch})", verdict_text])
         bf = ctx.gan.get(("da", large, batch, "bf16+channels_last"))
         if bf is not None:
             ratio = bf.median / fp.median
@@ -1037,13 +1073,27 @@ def section_targets(ctx: Context, ran: tuple[str, ...]) -> list[str]:
                          f"**unreachable here**: without AVX-512-BF16 / AMX, bf16 convolutions run on fallback kernels "
                          f"(the conv peak in bf16+channels_last is {conv_ratio:.1f}× slower than fp32's at width "
                          f"{small}); bounded by the CPU, it needs one with native bf16"])
-        study = ctx.study
         limit = 0.5 * STUDY_SECONDS
+        best_variant = min(ctx.study, key=lambda v: ctx.study[v].median)
+        best = ctx.study[best_variant].median
+        verdict_text = verdict(best <= limit)
+        if best > limit:
+            peak_variant = max(("fp32", "channels_last"), key=lambda v: ctx.peaks[(small, v)][0])
+            peak = ctx.peaks[(small, peak_variant)][0]
+            floor = ctx.study_flops / peak / 1e9
+            verdict_text += (f"; bounded by this CPU's fp32 convolution throughput: the iteration's "
+                             f"{fmt(ctx.study_flops / 1e9)} GFLOP at the best conv peak measured here ({fmt(peak)} "
+                             f"GFLOP/s, {peak_variant}) take at least {floor:.3f} s"
+                             + (f", already above {limit:.3f} s" if floor > limit else "")
+                             + f"; the best variant reaches {pct(floor / best)} of that floor"
+                             + ("" if ctx.native_bf16 else "; bf16, the issue's route to 0.5×, has no native "
+                                "kernels on this CPU (section 1)"))
         rows.append([f"CPU study config (width {small}, batch {sizes.gan_batch}, vkd-whiten, resnet20 teacher) ≤ 0.5 × "
                      f"0.91 s = {limit:.3f} s per trainer iteration (4 D + 1 G + EMA). The 0.91 s was measured on "
                      f"another machine, not in this run",
-                     f"{study.median:.3f} s fp32 ({study.median / STUDY_SECONDS:.2f}× 0.91 s)",
-                     verdict(study.median <= limit)])
+                     ", ".join(f"{t.median:.3f} s {v} ({t.median / STUDY_SECONDS:.2f}× 0.91 s)"
+                               for v, t in ctx.study.items()),
+                     verdict_text])
     else:
         rows.append([f"da iteration at width {large}: channels_last ≤ 0.80×, bf16+channels_last ≤ 0.40×; CPU study "
                      f"config ≤ 0.455 s", *missing("gan")])
@@ -1054,10 +1104,19 @@ def section_targets(ctx: Context, ran: tuple[str, ...]) -> list[str]:
             options = [(record["map"], record["added_ms"])]
             if "added_default_ms" in record:
                 options.append((record["default_map"], record["added_default_ms"]))
+            timings = record["timings"]
             for map_name, added in options:
+                text = verdict(added / da_ms <= 0.10)
+                if added / da_ms > 0.10:
+                    projector = "projector" if map_name == record["map"] else "projector_default"
+                    parts = {"projector": timings[projector].ms, "normaliser": timings["normaliser"].ms,
+                             "loss": timings["loss"].ms}
+                    largest = max(parts, key=parts.get)
+                    text += (f"; bounded by the {largest}: " + ", ".join(f"{n} {fmt(ms)} ms" for n, ms in parts.items())
+                             + f" (section 2), against a da iteration of only {fmt(da_ms)} ms at width {small}")
                 rows.append([f"everything distillation adds except the teacher forward ≤ 10% of a da iteration "
                              f"({label}, width {small}, projector `{map_name}`)", f"{fmt(added)} ms = {pct(added / da_ms)}",
-                             verdict(added / da_ms <= 0.10)])
+                             text])
     else:
         rows.append(["everything distillation adds except the teacher forward ≤ 10% of a da iteration",
                      *missing("distill")])
@@ -1068,23 +1127,48 @@ def section_targets(ctx: Context, ran: tuple[str, ...]) -> list[str]:
             label = (f"default projector (`{default}`) forward + backward at {shape[0]}→{shape[1]}, batch "
                      f"{sizes.projector_batch} ≤ {limit:.0f} ms")
             if "timing" in cell:
-                rows.append([label, f"{fmt(cell['timing'].ms)} ms", verdict(cell["timing"].ms <= limit)])
+                text = verdict(cell["timing"].ms <= limit)
+                if cell["timing"].ms > limit:
+                    text += (f"; bounded by the map's matrix factorisation at {shape[0]}→{shape[1]} (section 3 times "
+                             f"every map at this shape)")
+                rows.append([label, f"{fmt(cell['timing'].ms)} ms", text])
             else:
-                rows.append([label, "skipped: over budget", "**missed**"])
+                rows.append([label, "skipped: over budget", "**missed**; bounded by its cost: one call exceeded the "
+                             "section's time budget (section 3)"])
     else:
         rows.append(["default projector ≤ 25 ms at 256→512 and ≤ 60 ms at 192→3024", *missing("projector")])
     if "whiten" in ran:
         batch, dim = max(sizes.whiten_batches), max(sizes.whiten_dims)
         r = ctx.whiten[(batch, dim, "default")]
+        verdict_text = verdict(r["fraction"] <= 0.02)
+        if r["fraction"] > 0.02:
+            size = r["groups"][0].stop - r["groups"][0].start
+            share = r["eigh"].ms / r["timing"].ms
+            verdict_text += (f"; bounded by {'LAPACK' if share >= 0.5 else 'float64 arithmetic, not only LAPACK'}: "
+                             f"{fmt(r['eigh'].ms)} of the {fmt(r['timing'].ms)} ms ({pct(share)}) are the "
+                             f"{len(r['groups'])} float64 `eigh` calls on ≤{size}×{size} covariances, the rest the "
+                             f"float64 covariances and products; float64 is the normaliser's design (issue 10 keeps "
+                             f"whitening in float64)")
+            if "distill" in ran:
+                vkd_d = ctx.gan[("vkd-whiten", small, sizes.gan_batch, "fp32")].part_ms("d")
+                trained = [ctx.distill[key]["timings"]["normaliser"].ms / vkd_d for key in ("resnet20", "clip")]
+                verdict_text += (", and the whitening the recipes train with "
+                                 + ("meets the target (rows below)" if max(trained) <= 0.02
+                                    else "misses it too (rows below)"))
         rows.append([f"whitening ≤ 2% of a D step ({batch} × {dim}-d features, default groups, vs a da D step at "
-                     f"width {small}, batch {sizes.gan_batch})", pct(r["fraction"]), verdict(r["fraction"] <= 0.02)])
+                     f"width {small}, batch {sizes.gan_batch})", pct(r["fraction"]), verdict_text])
     if "distill" in ran:
         vkd_d = ctx.gan[("vkd-whiten", small, sizes.gan_batch, "fp32")].part_ms("d")
         for key in ("resnet20", "clip"):
             t = ctx.distill[key]["timings"]["normaliser"]
+            text = verdict(t.ms / vkd_d <= 0.02)
+            if t.ms / vkd_d > 0.02:
+                groups = ctx.distill[key]["groups"]
+                text += (f"; bounded by the float64 ZCA of {len(groups)} group(s) of ≤{max(groups)} dimensions "
+                         f"({fmt(t.ms)} ms) against a D step of only {fmt(vkd_d)} ms")
             rows.append([f"whitening ≤ 2% of a D step (as trained: the {ctx.distill[key]['batch']} × "
                          f"{ctx.distill[key]['dims'][1]}-d teacher features, vs the vkd-whiten D step at width {small})",
-                         pct(t.ms / vkd_d), verdict(t.ms / vkd_d <= 0.02)])
+                         pct(t.ms / vkd_d), text])
     if "whiten" not in ran and "distill" not in ran:
         rows.append(["whitening ≤ 2% of a D step", *missing("whiten")])
     lines = ["Each verdict is computed by `scripts/bench.py` from the numbers of this run."]

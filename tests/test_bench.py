@@ -43,6 +43,9 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
                    "except the teacher forward ≤ 10%", "≤ 25 ms", "≤ 60 ms", "whitening ≤ 2%"):
         assert target in targets, target
     assert re.search(r"\*\*(met|missed|unreachable here)\*\*", targets)
+    for row in targets.splitlines():  # a missed target says what bounds it (issue 10)
+        if "**missed**" in row or "**unreachable here**" in row:
+            assert "bounded" in row, row
 
 
 def test_sections_subset_and_bad_section(tmp_path: Path) -> None:
