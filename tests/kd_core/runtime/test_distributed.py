@@ -231,6 +231,12 @@ def gloo_threads():
 
 distributed._import_group_default_modules()  # what init_distributed does before init_process_group
 dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
+# Gloo starts its threads at once but each names itself a moment later (a race seen here: the names were
+# missing right after init_process_group about one run in two), so wait for the names
+for _ in range(100):
+    if gloo_threads():
+        break
+    time.sleep(0.05)
 assert gloo_threads(), "expected Gloo threads while the group exists"
 model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 2))  # imports torch.distributed.nn.functional
 model(torch.ones(2, 3)).sum().backward()
