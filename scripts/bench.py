@@ -1085,7 +1085,7 @@ def section_targets(ctx: Context, ran: tuple[str, ...]) -> list[str]:
                              f"{fmt(ctx.study_flops / 1e9)} GFLOP at the best conv peak measured here ({fmt(peak)} "
                              f"GFLOP/s, {peak_variant}) take at least {floor:.3f} s"
                              + (f", already above {limit:.3f} s" if floor > limit else "")
-                             + f"; the best variant reaches {pct(floor / best)} of that floor"
+                             + f"; the best variant takes {best / floor:.2f}× that floor"
                              + ("" if ctx.native_bf16 else "; bf16, the issue's route to 0.5×, has no native "
                                 "kernels on this CPU (section 1)"))
         rows.append([f"CPU study config (width {small}, batch {sizes.gan_batch}, vkd-whiten, resnet20 teacher) ≤ 0.5 × "
