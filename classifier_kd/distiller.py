@@ -101,6 +101,8 @@ class Distiller(TrainTarget):
             dims = {}
             if kd_core.registry.loss_kind(name) == "feature":
                 dims = {"student_dim": student.distill_feature_dim, "teacher_dim": teacher.feature_dim}
+            if kd_core.registry.needs_class_embeddings(name):  # the teacher's head rows stand for its classes
+                options = {**options, "class_embeddings": teacher.class_embeddings()}
             self.losses[name] = kd_core.build_loss(name, **dims, **options)
             self.weights[name] = float(weight)
         self.epoch: int | None = None

@@ -81,17 +81,25 @@ class Critic(nn.Module):
             return logits, self.distill_loss(features.float(), teacher_features.float())
 
 
-def build_distill_loss(config, student_dim: int, teacher_dim: int | None) -> nn.Module | None:
+def build_distill_loss(config, student_dim: int, teacher_dim: int | None,
+                       class_embeddings: nn.Module | None = None) -> nn.Module | None:
     """The ``kd_core`` loss ``config.distill_loss`` (VkD unless a preset says otherwise) of ``config`` (a
     :class:`gan_kd.train.TrainConfig`), or None without distillation.
 
     ``orthogonal_map`` goes to the projector (when it is the orthogonal one) and ``whiten_group_size`` to the
     normaliser (when it whitens), as ``kd_core.build_loss``'s nested ``projector_options`` / ``normalizer_options``.
+    ``class_embeddings`` (the teacher's :meth:`~gan_kd.teacher.FrozenTeacher.class_embeddings`) go to the losses
+    that need them (KD-DLGAN, label distillation).
     """
     if not config.distill:
         return None
-    if config.distill_loss != "vkd":  # another kd_core feature loss (spkd, pkd, ...), with its defaults
-        return kd_core.build_loss(config.distill_loss, student_dim=student_dim, teacher_dim=teacher_dim)
+    if config.distill_loss != "vkd":  # another kd_core feature loss (spkd, pkd, kd-dlgan, ...), with its defaults
+        options = {}
+        if kd_core.registry.needs_class_embeddings(config.distill_loss):
+            if class_embeddings is None:
+                raise ValueError(f"the {config.distill_loss} loss needs the teacher's class embeddings")
+            options["class_embeddings"] = class_embeddings
+        return kd_core.build_loss(config.distill_loss, student_dim=student_dim, teacher_dim=teacher_dim, **options)
     projector_options = {"orthogonal_map": config.orthogonal_map} if config.projector == "orthogonal" else {}
     normalizer_options = ({"group_size": config.whiten_group_size}
                           if config.normalizer == "whiten" and config.whiten_group_size is not None else {})

@@ -28,12 +28,18 @@ PRESETS: dict[str, dict] = {
     "fitnets": {"distill": True, "distill_loss": "vkd", "projector": "linear", "normalizer": "none"},
     "spkd": {"distill": True, "distill_loss": "spkd"},  # similarity-preserving KD (Tung & Mori 2019)
     "pkd": {"distill": True, "distill_loss": "pkd"},    # probabilistic KD (Passalis & Tefas 2018)
+    # KD-DLGAN (Cui et al. 2023) as its official code: D's 2-layer SN head, reverse-triplet + image-text
+    # correlation terms (weight 10 each, inside the loss), LeCam 0.3 (shared/reference/gan.md §6)
+    "kd-dlgan": {"distill": True, "distill_loss": "kd-dlgan", "lecam": 0.3},
+    # label distillation: a head on D predicts the teacher's (zero-shot / classifier) class distribution, KL at T=4
+    "label-distillation": {"distill": True, "distill_loss": "label-distillation"},
 }
 DEFAULT_PRESET = "vkd-whiten"
 # The row each preset is in tables (``gan-kd table``), in table order; VkD Table 4's names.
 PRESET_LABELS: dict[str, str] = {"da": "DA (baseline)", "da-kd": "DA + KD", "vkd": "DA + VkD",
                                  "vkd-whiten": "DA + VkD w/ whitening", "fitnets": "FitNets (= DA + KD)",
-                                 "spkd": "SPKD", "pkd": "PKD"}
+                                 "spkd": "SPKD", "pkd": "PKD", "kd-dlgan": "KD-DLGAN",
+                                 "label-distillation": "Label Distillation"}
 # Options of the vkd loss only: refused with a preset that distils with another loss (they would not act).
 VKD_OPTIONS = ("projector", "orthogonal_map", "normalizer", "whiten_group_size", "distance")
 
@@ -41,7 +47,9 @@ PRESET_HELP = ("da: DiffAugment baseline, no teacher; da-kd: linear projector, n
                "vkd: orthogonal projector, no normalisation ('DA + VkD'); vkd-whiten: orthogonal projector + "
                "whitened teacher ('DA + VkD w/ whitening'); fitnets: FitNets on D's feature, the same options as "
                "da-kd (an alias); spkd: similarity-preserving KD; pkd: probabilistic KD (both on D's pooled "
-               "feature, weight --kd-weight). Explicit options override the preset.")
+               "feature, weight --kd-weight); kd-dlgan: KD-DLGAN's SN head on D, reverse-triplet and image-text "
+               "correlation terms, LeCam 0.3; label-distillation: a head on D predicts the teacher's class "
+               "distribution (KL, T=4). Explicit options override the preset.")
 
 # Options that act only through a teacher; refused with a teacher-less preset instead of being silently ignored.
 DISTILLATION_OPTIONS = ("teacher", "teacher_pretrained", "teacher_weights", "teacher_arch", "teacher_preprocessing",

@@ -40,6 +40,8 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     # the other distillation baselines of VkD Table 4/5 (issue 14)
     "spkd": ("DA + SPKD (Tung & Mori 2019)", ["--preset", "spkd"]),
     "pkd": ("DA + PKD (Passalis & Tefas 2018)", ["--preset", "pkd"]),
+    "kd-dlgan": ("DA + KD-DLGAN (Cui et al. 2023; its LeCam 0.3 acts only after iteration 1000)", ["--preset", "kd-dlgan"]),
+    "label-distillation": ("DA + label distillation", ["--preset", "label-distillation"]),
 }
 # The claims of VkD Table 4 this study tests: (claim, candidate row, baseline row).
 CLAIMS = [

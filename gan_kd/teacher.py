@@ -22,12 +22,14 @@ or CPU) and returns float32 features.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kd_core.losses.classes import ClassEmbeddings
 from kd_core.runtime.finite import first_non_finite
 
 PREPROCESSING = ("kd-dlgan", "native")
@@ -67,6 +69,10 @@ class FrozenTeacher(nn.Module):
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def class_embeddings(self) -> ClassEmbeddings:
+        """The teacher's view of the classes, for the losses that need it (KD-DLGAN, label distillation)."""
+        raise TeacherError(f"{type(self).__name__} offers no class embeddings")
+
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         inputs = self.preprocess(images.detach())
@@ -92,7 +98,7 @@ class ClipTeacher(FrozenTeacher):
     """open_clip image encoder; features are ``encode_image`` outputs, not L2-normalised (as KD-DLGAN)."""
 
     def __init__(self, model_name: str = "ViT-B-32", pretrained: str | None = None, weights: str | os.PathLike | None = None,
-                 preprocessing: str = "kd-dlgan", bf16: bool = False):
+                 preprocessing: str = "kd-dlgan", bf16: bool = False, class_names: Sequence[str] | None = None):
         import open_clip
 
         if model_name not in open_clip.list_models():
@@ -114,7 +120,12 @@ class ClipTeacher(FrozenTeacher):
             raise TeacherError("a CLIP teacher needs --teacher-pretrained TAG or --teacher-weights FILE "
                                "(a random CLIP is no teacher)")
         model = _load_clip(model_name, pretrained, weights)
+        text, scale = None, None
+        if class_names is not None:  # encoded once; the text tower is not kept
+            text, scale = clip_text_embeddings(model, model_name, class_names)
         super().__init__(model.visual, preprocessing, bf16)
+        self.register_buffer("class_text", text)
+        self.logit_scale = scale
         size = model.visual.image_size
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         # The mean/std and interpolation this model was trained with (OpenAI's unless a tag says otherwise).
@@ -135,6 +146,26 @@ class ClipTeacher(FrozenTeacher):
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.network(inputs)
+
+    def class_embeddings(self) -> ClassEmbeddings:
+        """Zero-shot CLIP: the text embeddings of one prompt per class, scored as ``logit_scale · cos``."""
+        if self.class_text is None:
+            raise TeacherError("this CLIP teacher was built without class names (build_teacher(..., class_names=...))")
+        return ClassEmbeddings(self.class_text, cosine=True, scale=self.logit_scale)
+
+
+def clip_text_embeddings(model: nn.Module, model_name: str, class_names: Sequence[str]) -> tuple[torch.Tensor, float]:
+    """``encode_text`` of the prompts ``"a {class}"`` (KD-DLGAN's, ``shared/reference/gan.md`` §6; underscores in
+    names become spaces), unnormalised as KD-DLGAN uses them, and the model's ``exp(logit_scale)``."""
+    import open_clip
+
+    if not class_names:
+        raise TeacherError("class embeddings need at least one class name")
+    tokens = open_clip.get_tokenizer(model_name)([f"a {name.replace('_', ' ')}" for name in class_names])
+    with torch.no_grad():
+        text = model.encode_text(tokens).float()
+        scale = float(model.logit_scale.exp()) if hasattr(model, "logit_scale") else 100.0
+    return text, scale
 
 
 class ClassifierTeacher(FrozenTeacher):
@@ -166,6 +197,13 @@ class ClassifierTeacher(FrozenTeacher):
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.network.forward_features(inputs)
+
+    def class_embeddings(self) -> ClassEmbeddings:
+        """The classifier's final linear layer (this project's stand-in for CLIP's text embeddings offline)."""
+        try:
+            return self.network.class_embeddings()
+        except (AttributeError, ValueError) as error:
+            raise TeacherError(f"teacher {self.description} has no class embeddings: {error}") from error
 
 
 def _load_clip(model_name: str, pretrained: str | None, weights: Path | None) -> nn.Module:
@@ -231,13 +269,16 @@ def parse_teacher_spec(spec: str) -> tuple[str, str]:
 
 
 def build_teacher(spec: str, *, pretrained: str | None = None, weights: str | None = None, arch: str | None = None,
-                  preprocessing: str = "kd-dlgan", bf16: bool = False) -> FrozenTeacher:
-    """A frozen teacher from a ``--teacher`` spec and its options."""
+                  preprocessing: str = "kd-dlgan", bf16: bool = False,
+                  class_names: Sequence[str] | None = None) -> FrozenTeacher:
+    """A frozen teacher from a ``--teacher`` spec and its options. ``class_names``: encode these classes with a
+    CLIP teacher's text tower, for :meth:`FrozenTeacher.class_embeddings` (a classifier uses its own head)."""
     kind, value = parse_teacher_spec(spec)
     if kind == "clip":
         if arch is not None:
             raise TeacherError("--teacher-arch applies to ckpt: teachers only")
-        return ClipTeacher(value, pretrained=pretrained, weights=weights, preprocessing=preprocessing, bf16=bf16)
+        return ClipTeacher(value, pretrained=pretrained, weights=weights, preprocessing=preprocessing, bf16=bf16,
+                           class_names=class_names)
     if pretrained is not None or weights is not None:
         raise TeacherError("--teacher-pretrained/--teacher-weights apply to clip: teachers; a ckpt: teacher is the file itself")
     return ClassifierTeacher(value, arch=arch, preprocessing=preprocessing, bf16=bf16)

@@ -159,11 +159,27 @@ class NonFiniteStep(Exception):
     """One D or G step whose loss terms (or teacher features) are not finite; its optimiser step is not taken."""
 
 
-def build_models(config: TrainConfig, num_classes: int, teacher_dim: int | None) -> tuple[Generator, Critic]:
+def build_models(config: TrainConfig, num_classes: int, teacher_dim: int | None,
+                 class_embeddings: torch.nn.Module | None = None) -> tuple[Generator, Critic]:
     """G and the critic (D + the distillation loss of :func:`gan_kd.objectives.build_distill_loss`), in this order."""
     generator = Generator(num_classes=num_classes, g_ch=config.g_ch, dim_z=config.dim_z, spectral_norm=config.spectral_norm)
     discriminator = Discriminator(num_classes=num_classes, d_ch=config.d_ch, spectral_norm=config.spectral_norm)
-    return generator, Critic(discriminator, build_distill_loss(config, discriminator.feature_dim, teacher_dim))
+    return generator, Critic(discriminator, build_distill_loss(config, discriminator.feature_dim, teacher_dim,
+                                                               class_embeddings))
+
+
+def needs_class_embeddings(config: TrainConfig) -> bool:
+    """Whether the distillation loss of ``config`` is built with the teacher's class embeddings."""
+    return config.distill and kd_core.registry.needs_class_embeddings(config.distill_loss)
+
+
+def dataset_class_names(dataset) -> list[str]:
+    """The class names of a torchvision dataset (``.classes``), for a CLIP teacher's prompts."""
+    names = getattr(dataset, "classes", None)
+    if not names:
+        raise ValueError(f"{type(dataset).__name__} lists no class names (.classes); a CLIP teacher's class "
+                         f"embeddings need them")
+    return [str(name) for name in names]
 
 
 def rename_legacy_window(sums: dict[str, float], kd_weight: float) -> dict[str, float]:
@@ -359,9 +375,11 @@ class Trainer:
         self.num_classes = gan_data.num_classes(config.dataset)
         self.teacher = None
         if config.distill:
+            class_names = dataset_class_names(dataset) if needs_class_embeddings(config) else None
             self.teacher = build_teacher(config.teacher, pretrained=config.teacher_pretrained, weights=config.teacher_weights,
                                          arch=config.teacher_arch, preprocessing=config.teacher_preprocessing,
-                                         bf16=config.teacher_bf16 or self.precision.name == "bf16")
+                                         bf16=config.teacher_bf16 or self.precision.name == "bf16",
+                                         class_names=class_names)
             self.teacher.to(self.device, memory_format=self.memory_format)
         self.build_training_state()
         self.evaluator = None
@@ -393,7 +411,9 @@ class Trainer:
         drawn from the global RNG (seeded by the caller). ``scripts/bench.py`` uses it to time the real steps.
         """
         config = self.config
-        self.generator, self.critic = build_models(config, self.num_classes, self.teacher.feature_dim if self.teacher else None)
+        class_embeddings = self.teacher.class_embeddings() if needs_class_embeddings(config) else None
+        self.generator, self.critic = build_models(config, self.num_classes, self.teacher.feature_dim if self.teacher else None,
+                                                   class_embeddings)
         self.generator.to(self.device, memory_format=self.memory_format)
         self.critic.to(self.device, memory_format=self.memory_format)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)

@@ -72,6 +72,11 @@ def loss_kind(name: str) -> str:
     return lookup("loss", name).kind
 
 
+def needs_class_embeddings(name: str) -> bool:
+    """Whether loss ``name`` is built with the teacher's ``class_embeddings`` (KD-DLGAN, label distillation)."""
+    return bool(getattr(lookup("loss", name), "needs_class_embeddings", False))
+
+
 def feature_losses() -> list[str]:
     return [name for name, cls in _TABLES["loss"].items() if cls.kind == "feature"]
 

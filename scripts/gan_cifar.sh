@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # VkD Table 4: BigGAN + DiffAugment on CIFAR-10/100 at 10%, 20% and 100% of the training data, the rows
-# DA, DA + KD (CLIP; = FitNets, preset fitnets is an alias), DA + VkD, DA + VkD w/ whitening, SPKD and PKD
-# (kd-dlgan and label-distillation are not presets yet), three seeds each, FID of the best EMA generator
+# DA, DA + KD (CLIP; = FitNets, preset fitnets is an alias), DA + VkD, DA + VkD w/ whitening, SPKD, PKD,
+# KD-DLGAN and Label Distillation, three seeds each, FID of the best EMA generator
 # against the test split (10k samples), tabulated into results/gan_cifar_table4.md.
 #
 # Needs a CUDA GPU, CIFAR under $DATA_ROOT (torchvision layout) and the CLIP ViT-B/32 weights (the `openai`
@@ -9,7 +9,8 @@
 # from torch-fidelity's default download, or INCEPTION_WEIGHTS=/path/to/weights-inception-2015-12-05-6726825d.pth.
 #
 # Usage: scripts/gan_cifar.sh [cifar10|cifar100|all] [0.1|0.2|1.0|all]
-#   env: DATA_ROOT (data), RUNS (runs/gan_cifar), SEEDS ("0 1 2"), PRESETS ("da da-kd vkd vkd-whiten spkd pkd"),
+#   env: DATA_ROOT (data), RUNS (runs/gan_cifar), SEEDS ("0 1 2"), PRESETS ("da da-kd vkd vkd-whiten spkd pkd
+#        kd-dlgan label-distillation"),
 #        LECAM (0.3: KD-DLGAN's scripts, which VkD started from, add LeCam 0.3; 0 = the plain DiffAugment protocol),
 #        KD_WEIGHT (1.0; VkD does not publish it), NPROC (GPUs for torchrun, 1),
 #        DRY_RUN (1: print every command, one per line, and run nothing; no GPU or data needed).
@@ -19,7 +20,7 @@ DATASETS=${1:-all}; FRACTIONS=${2:-all}
 [ "$DATASETS" = all ] && DATASETS="cifar10 cifar100"
 [ "$FRACTIONS" = all ] && FRACTIONS="0.1 0.2 1.0"
 DATA_ROOT=${DATA_ROOT:-data}; RUNS=${RUNS:-runs/gan_cifar}; SEEDS=${SEEDS:-"0 1 2"}
-PRESETS=${PRESETS:-"da da-kd vkd vkd-whiten spkd pkd"}; LECAM=${LECAM:-0.3}; KD_WEIGHT=${KD_WEIGHT:-1.0}; NPROC=${NPROC:-1}
+PRESETS=${PRESETS:-"da da-kd vkd vkd-whiten spkd pkd kd-dlgan label-distillation"}; LECAM=${LECAM:-0.3}; KD_WEIGHT=${KD_WEIGHT:-1.0}; NPROC=${NPROC:-1}
 DRY_RUN=${DRY_RUN:-}
 
 die() { echo "gan_cifar.sh: $*" >&2; exit 2; }

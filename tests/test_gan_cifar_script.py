@@ -31,7 +31,8 @@ def test_dry_run_lists_every_row_at_every_fraction_and_each_command_parses():
     assert done.returncode == 0 and done.stderr == "", done.stderr
     commands = [shlex.split(line) for line in done.stdout.splitlines()]
     trains = [words for words in commands if words[:2] == ["gan-kd", "train"]]
-    rows = {"da", "da-kd", "vkd", "vkd-whiten", "spkd", "pkd"}  # fitnets = da-kd: not run twice
+    rows = {"da", "da-kd", "vkd", "vkd-whiten", "spkd", "pkd", "kd-dlgan",
+            "label-distillation"}  # fitnets = da-kd: not run twice
     assert len(trains) == 2 * 3 * len(rows) * 3  # datasets x fractions x rows x seeds
     seen = set()
     for words in trains:
@@ -49,7 +50,7 @@ def test_dry_run_lists_every_row_at_every_fraction_and_each_command_parses():
 @pytest.mark.parametrize("args, knobs, message", [
     (["cifar10", "0.5"], {}, "unknown fraction 0.5"),
     (["mnist"], {}, "unknown dataset mnist"),
-    ([], {"PRESETS": "da kd-dlgan"}, "unknown preset(s) kd-dlgan; allowed: da, da-kd"),
+    ([], {"PRESETS": "da kd-clip"}, "unknown preset(s) kd-clip; allowed: da, da-kd"),
     ([], {"NPROC": "two"}, "NPROC must be a positive integer"),
     ([], {"SEEDS": "0 x"}, "SEEDS must be non-negative integers"),
 ])

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kd_core.losses.classes import ClassEmbeddings
+
 
 class Classifier(nn.Module):
     """What every model of the zoo offers the trainers, and the distillation seams with their defaults.
@@ -37,6 +39,18 @@ class Classifier(nn.Module):
         features = self.forward_features(x)
         logits = self.forward_head(features)
         return features, logits, logits
+
+    def class_embeddings(self) -> ClassEmbeddings:
+        """The final linear layer (named by ``head_weight_key``) as class embeddings: its scores are the logits.
+
+        What a classifier teacher offers the losses that need the teacher's classes (KD-DLGAN's correlation
+        term, label distillation) in place of CLIP's text embeddings.
+        """
+        key = getattr(self, "head_weight_key", None)
+        layer = self.get_submodule(key.rsplit(".", 1)[0]) if key else None
+        if not isinstance(layer, nn.Linear):
+            raise ValueError(f"{type(self).__name__} has no linear head named by head_weight_key ({key!r})")
+        return ClassEmbeddings(layer.weight, layer.bias)
 
 
 class CifarClassifier(Classifier):

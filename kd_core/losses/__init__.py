@@ -7,5 +7,8 @@ from kd_core.losses.feature import FitNetLoss, VkDLoss
 from kd_core.losses.contrastive import DCDLoss
 from kd_core.losses.correlation import RSDLoss
 from kd_core.losses.similarity import PKDLoss, SPKDLoss
+from kd_core.losses.heads import KDDLGANLoss, LabelDistillationLoss
+from kd_core.losses.classes import ClassEmbeddings
 
-__all__ = ["DCDLoss", "DKDLoss", "FitNetLoss", "KDLoss", "PKDLoss", "RSDLoss", "SPKDLoss", "VkDLoss", "zscore_logits"]
+__all__ = ["ClassEmbeddings", "DCDLoss", "DKDLoss", "FitNetLoss", "KDDLGANLoss", "KDLoss", "LabelDistillationLoss",
+           "PKDLoss", "RSDLoss", "SPKDLoss", "VkDLoss", "zscore_logits"]

@@ -59,10 +59,13 @@ def test_train_each_preset_then_evaluate_fd_and_sample(preset, cifar10_root, tea
     losses = [r for r in rows if r.get("d/total")]  # every loss term under its own name (gan_kd.objectives)
     assert [int(r["step"]) for r in losses] == [1, 2, 3, 4]
     terms = {"d/loss_hinge", "d/total", "d/logit_real", "d/logit_fake", "g/loss_hinge", "g/total"}
+    lecam = PRESETS[preset].get("lecam", 0.0)  # kd-dlgan's 0.3: logged, but zero before iteration 1000
     for r in losses:
-        assert set(r) - {"step"} == terms | ({"d/loss_kd"} if preset != "da" else set())
-        # kd_weight 1, no LeCam: D's total is the hinge plus the distillation term, averaged over the D steps alike
+        assert set(r) - {"step"} == (terms | ({"d/loss_kd"} if preset != "da" else set())
+                                     | ({"d/loss_lecam"} if lecam else set()))
+        # kd_weight 1, no LeCam yet: D's total is the hinge plus the distillation term, averaged over the D steps
         kd = float(r.get("d/loss_kd", 0.0))
+        assert float(r.get("d/loss_lecam", 0.0)) == 0.0
         assert float(r["d/total"]) == pytest.approx(float(r["d/loss_hinge"]) + kd, rel=1e-5, abs=1e-6)
         assert float(r["g/total"]) == float(r["g/loss_hinge"])
     # the progress line: D's total, the distillation term, G's total

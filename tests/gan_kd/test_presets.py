@@ -71,8 +71,9 @@ def test_from_preset_refuses_what_the_cli_refuses_with_the_same_message(override
 
 
 def test_expand_preset_refuses_an_unknown_preset_and_what_the_preset_sets():
-    with pytest.raises(ValueError, match="unknown preset 'kd-dlgan'; allowed: da, da-kd, vkd, vkd-whiten, fitnets, spkd, pkd"):
-        TrainConfig.from_preset("kd-dlgan")
+    with pytest.raises(ValueError, match="unknown preset 'kd-clip'; allowed: da, da-kd, vkd, vkd-whiten, fitnets, spkd, "
+                                         "pkd, kd-dlgan, label-distillation"):
+        TrainConfig.from_preset("kd-clip")
     with pytest.raises(ValueError, match="distill is set by the preset"):
         expand_preset("vkd", {"distill": False})
     assert expand_preset("vkd", {"normalizer": "whiten"}) == {"preset": "vkd", "distill": True, "distill_loss": "vkd",
@@ -107,7 +108,7 @@ def test_every_preset_has_a_table_row_and_help():
     assert all(f"{name}:" in PRESET_HELP for name in PRESETS)
 
 
-@pytest.mark.parametrize("preset", ["spkd", "pkd"])
+@pytest.mark.parametrize("preset", ["spkd", "pkd", "kd-dlgan", "label-distillation"])
 def test_a_preset_with_another_loss_refuses_the_vkd_options(preset, monkeypatch, tmp_path):
     result, built = through_cli(monkeypatch, tmp_path, preset, {**TEACHER, "projector": "linear"})
     assert result.exit_code == 2 and not built

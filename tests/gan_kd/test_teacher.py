@@ -336,3 +336,38 @@ def test_build_teacher_clip_with_both_tag_and_file(clip_model_name, clip_weights
 def test_build_teacher_rejects_bad_spec():
     with pytest.raises(TeacherError):
         build_teacher("resnet8x4")
+
+
+# ------------------------------------------------------------------------------ class embeddings (kd-dlgan, label-distillation)
+def test_clip_teacher_class_embeddings_are_the_text_towers_prompts(clip_model_name, clip_weights_file, clip_model,
+                                                                   no_network):
+    import open_clip
+
+    names = ["airplane", "aquarium_fish", "T-shirt/top"]
+    teacher = build_teacher(f"clip:{clip_model_name}", weights=str(clip_weights_file), class_names=names)
+    table = teacher.class_embeddings()
+    tokens = open_clip.get_tokenizer(clip_model_name)(["a airplane", "a aquarium fish", "a T-shirt/top"])
+    with torch.no_grad():
+        expected = clip_model.encode_text(tokens)
+    torch.testing.assert_close(table.weight, expected, rtol=1e-4, atol=1e-5)  # unnormalised, as KD-DLGAN
+    assert table.cosine and table.scale == pytest.approx(float(clip_model.logit_scale.exp()))
+    x = images(2)
+    image = clip_model.encode_image(F.interpolate(x, size=(224, 224), mode="nearest"))
+    zero_shot = table.scale * F.normalize(image, dim=1) @ F.normalize(expected, dim=1).t()
+    torch.testing.assert_close(table.logits(teacher(x)), zero_shot, rtol=1e-4, atol=1e-3)
+    # the text tower is not kept: the teacher holds the image tower's weights only
+    assert sum(p.numel() for p in teacher.parameters()) == sum(p.numel() for p in clip_model.visual.parameters())
+    assert no_network == []
+
+
+def test_clip_teacher_without_class_names_offers_none(clip_teacher):
+    with pytest.raises(TeacherError, match="without class names"):
+        clip_teacher.class_embeddings()
+
+
+def test_classifier_teacher_class_embeddings_give_its_logits(classifier_ckpt, classifier):
+    teacher = build_teacher(f"ckpt:{classifier_ckpt}")
+    x = images(4)
+    with torch.no_grad():
+        expected = classifier(x)
+    torch.testing.assert_close(teacher.class_embeddings().logits(teacher(x)), expected, rtol=1e-4, atol=1e-5)

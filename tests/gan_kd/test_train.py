@@ -19,13 +19,17 @@ def tiny_config(**overrides) -> TrainConfig:
 @pytest.mark.parametrize("preset", PRESETS)
 def test_presets_build_the_table_rows(preset):
     config = tiny_config(**{k: v for k, v in PRESETS[preset].items()})
-    generator, critic = build_models(config, num_classes=10, teacher_dim=24)
+    from kd_core.losses.classes import ClassEmbeddings
+
+    generator, critic = build_models(config, num_classes=10, teacher_dim=24,
+                                     class_embeddings=ClassEmbeddings(torch.randn(10, 24)))
     if preset == "da":
         assert critic.distill_loss is None
         return
     loss = critic.distill_loss
     if PRESETS[preset]["distill_loss"] != "vkd":
-        assert type(loss).__name__ == {"spkd": "SPKDLoss", "pkd": "PKDLoss"}[preset]
+        assert type(loss).__name__ == {"spkd": "SPKDLoss", "pkd": "PKDLoss", "kd-dlgan": "KDDLGANLoss",
+                                       "label-distillation": "LabelDistillationLoss"}[preset]
         return
     expected_projector = {"da-kd": "LinearProjector", "fitnets": "LinearProjector", "vkd": "OrthogonalProjector",
                           "vkd-whiten": "OrthogonalProjector"}[preset]
@@ -103,7 +107,7 @@ def test_grid_labels_one_row_per_class():
 @pytest.mark.parametrize("overrides,message", [
     ({"data_fraction": 0.0}, "data fraction"),
     ({"data_fraction": 1.5}, "data fraction"),
-    ({"preset": "kd-dlgan"}, "allowed: da, da-kd, vkd, vkd-whiten"),
+    ({"preset": "kd-clip"}, "allowed: da, da-kd, vkd, vkd-whiten"),
     ({"dataset": "mnist"}, "allowed: cifar10, cifar100, fashion_mnist"),
     ({"teacher": None}, "--teacher"),
     ({"diffaug": "color,rotate"}, "rotate"),

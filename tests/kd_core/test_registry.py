@@ -15,8 +15,10 @@ def test_available_lists_every_name():
     names = kd_core.available()
     assert names["projectors"] == ["orthogonal", "linear", "mlp", "identity", "aad"]
     assert names["normalizers"] == ["none", "layernorm", "standardize", "whiten"]
-    assert names["losses"] == ["kd", "dkd", "vkd", "fitnet", "dcd", "rsd", "spkd", "pkd"]
-    assert FEATURE_LOSSES == ["vkd", "fitnet", "dcd", "rsd", "spkd", "pkd"]  # from each class's ``kind``
+    assert names["losses"] == ["kd", "dkd", "vkd", "fitnet", "dcd", "rsd", "spkd", "pkd", "kd-dlgan",
+                               "label-distillation"]
+    assert FEATURE_LOSSES == ["vkd", "fitnet", "dcd", "rsd", "spkd", "pkd", "kd-dlgan",
+                              "label-distillation"]  # from each class's ``kind``
 
 
 def test_available_from_the_command_line():
@@ -49,7 +51,12 @@ def test_every_loss_builds_runs_and_backpropagates(name, zscore):
     if name in FEATURE_LOSSES:
         if zscore:
             pytest.skip("zscore is a logit-loss option")
-        loss = kd_core.build_loss(name, student_dim=12, teacher_dim=20)
+        extra = {}
+        if registry.needs_class_embeddings(name):  # the teacher's classes (its head rows, or CLIP's text side)
+            from kd_core.losses.classes import ClassEmbeddings
+
+            extra["class_embeddings"] = ClassEmbeddings(torch.randn(10, 20), torch.randn(10))
+        loss = kd_core.build_loss(name, student_dim=12, teacher_dim=20, **extra)
         student = torch.randn(16, 12, requires_grad=True)
         value = loss(student, torch.randn(16, 20))
     else:
@@ -74,7 +81,7 @@ def test_vkd_options_travel_as_nested_dicts():
 
 
 def test_unknown_names_list_allowed_values():
-    with pytest.raises(ValueError, match="kd, dkd, vkd, fitnet, dcd, rsd, spkd, pkd"):
+    with pytest.raises(ValueError, match="kd, dkd, vkd, fitnet, dcd, rsd, spkd, pkd, kd-dlgan, label-distillation"):
         kd_core.build_loss("crd")
     with pytest.raises(ValueError, match="orthogonal, linear, mlp, identity, aad"):
         kd_core.build_projector("conv", 4, 4)
