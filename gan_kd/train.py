@@ -471,12 +471,11 @@ class Trainer:
 
     def _save(self, iteration: int) -> None:
         state = self._state(iteration)  # every rank joins the RNG all-gather
-        if self.context.is_main:
-            try:
-                self.run_dir.save_last(state)
-            except NonFiniteCheckpoint as error:  # a step left NaN/Inf weights behind a finite loss
-                raise TrainingDiverged(f"iteration {iteration}: the weights are no longer finite ({error}); "
-                                       f"{self._last_good()}") from None
+        try:
+            self.run_dir.save_last(state)  # rank 0 writes
+        except NonFiniteCheckpoint as error:  # a step left NaN/Inf weights behind a finite loss
+            raise TrainingDiverged(f"iteration {iteration}: the weights are no longer finite ({error}); "
+                                   f"{self._last_good()}") from None
         self.saved_iteration = iteration
 
     def _save_best(self, iteration: int, results: dict) -> None:
