@@ -90,6 +90,7 @@ from kd_core.runtime.datasets import (
     DatasetNotFound,
     GreyImageDataset,
     check_data_root,
+    fashion_mnist_classes,
     load_cifar,
     load_fashion_mnist,
 )
@@ -348,7 +349,8 @@ def test_transform(name: str, spec: dict) -> transforms.Compose:
 
 
 def _load_fashion_mnist(root: Path, train: bool, transform, download: bool) -> Dataset:
-    return GreyImageDataset.from_split(load_fashion_mnist(root, train, download=download), transform)
+    return GreyImageDataset.from_split(load_fashion_mnist(root, train, download=download), transform,
+                                       classes=fashion_mnist_classes())
 
 
 def _load_cifar(name: str, root: Path, train: bool, transform, download: bool) -> Dataset:

@@ -39,6 +39,7 @@ from kd_core.runtime.datasets import (
     GreyImageDataset,
     check_data_root,
     copy_fashion_mnist,
+    fashion_mnist_classes,
     load_cifar,
     load_fashion_mnist,
 )
@@ -159,7 +160,8 @@ def load_dataset(
         hflip = train
     transform = image_transform(name, hflip)
     if name == "fashion_mnist":
-        return GreyImageDataset.from_split(load_fashion_mnist(root, train, download=download), transform)
+        return GreyImageDataset.from_split(load_fashion_mnist(root, train, download=download), transform,
+                                           classes=fashion_mnist_classes())
     return load_cifar(name, root, train, transform=transform, download=download)
 
 

@@ -44,7 +44,7 @@ from gan_kd.models.biggan import Discriminator, Generator, count_parameters
 from gan_kd.objectives import Critic, LeCamRegularizer, build_distill_loss, discriminator_terms, generator_terms
 from gan_kd.presets import PRESETS, expand_preset  # PRESETS is imported from here too (report, scripts, tests)
 from gan_kd.snapshot import CHECKPOINT_FORMAT
-from gan_kd.teacher import build_teacher
+from gan_kd.teacher import build_teacher, parse_teacher_spec
 import kd_core
 from kd_core.runtime.checkpoint import CheckpointError, NonFiniteCheckpoint
 from kd_core.runtime.distributed import (DistributedContext, all_reduce_mean, barrier, cleanup_distributed,
@@ -375,7 +375,9 @@ class Trainer:
         self.num_classes = gan_data.num_classes(config.dataset)
         self.teacher = None
         if config.distill:
-            class_names = dataset_class_names(dataset) if needs_class_embeddings(config) else None
+            # a CLIP teacher encodes the class names as prompts; a classifier teacher brings its own head rows
+            clip = parse_teacher_spec(config.teacher)[0] == "clip"
+            class_names = dataset_class_names(dataset) if needs_class_embeddings(config) and clip else None
             self.teacher = build_teacher(config.teacher, pretrained=config.teacher_pretrained, weights=config.teacher_weights,
                                          arch=config.teacher_arch, preprocessing=config.teacher_preprocessing,
                                          bf16=config.teacher_bf16 or self.precision.name == "bf16",

@@ -78,12 +78,20 @@ __all__ = [
     "check_data_root",
     "cifar_files",
     "copy_fashion_mnist",
+    "fashion_mnist_classes",
     "fashion_mnist_raw_dir",
     "load_cifar",
     "load_fashion_mnist",
     "locate_fashion_mnist",
     "read_idx",
 ]
+
+
+def fashion_mnist_classes() -> list[str]:
+    """The class names in label order, as torchvision's ``FashionMNIST.classes`` lists them (no file is read)."""
+    from torchvision.datasets import FashionMNIST
+
+    return list(FashionMNIST.classes)
 
 
 class DatasetNotFound(FileNotFoundError):
@@ -344,17 +352,19 @@ class GreyImageDataset(Dataset):
 
     Exactly what ``torchvision.datasets.FashionMNIST`` yields for the same arrays (``Image.fromarray`` of
     the uint8 image, then the transform), so its transforms give bitwise the same tensors and draw the same
-    random numbers. ``targets`` is the int64 label array.
+    random numbers. ``targets`` is the int64 label array; ``classes`` the class names, as torchvision's
+    datasets list them (:func:`fashion_mnist_classes` for Fashion-MNIST).
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform=None) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform=None, classes=None) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.data, self.targets, self.transform = images, np.asarray(labels, dtype=np.int64), transform
+        self.classes = list(classes) if classes is not None else []
 
     @classmethod
-    def from_split(cls, split: RawSplit, transform=None) -> "GreyImageDataset":
-        return cls(split.images, split.labels, transform)
+    def from_split(cls, split: RawSplit, transform=None, classes=None) -> "GreyImageDataset":
+        return cls(split.images, split.labels, transform, classes)
 
     def __len__(self) -> int:
         return len(self.targets)

@@ -247,6 +247,27 @@ def test_clip_teacher_from_local_weights_and_inception_evaluation(cifar10_root, 
     assert no_network == []
 
 
+def test_kd_dlgan_with_a_clip_teacher_encodes_the_datasets_class_prompts(cifar10_root, clip_model_name, clip_model,
+                                                                         clip_weights_file, no_network, tmp_path):
+    """Offline CLIP text side: the loss's class embeddings are the text tower's "a {class}" for CIFAR-10's names."""
+    import open_clip
+    from torchvision.datasets import CIFAR10
+
+    from kd_core.runtime.checkpoint import load_checkpoint
+
+    out = tmp_path / "kd_dlgan_clip"
+    run(["train", "--out", out, "--preset", "kd-dlgan", "--teacher", f"clip:{clip_model_name}", "--teacher-weights",
+         clip_weights_file, "--data-root", cifar10_root, "--iterations", 1, "--batch-size", 4, "--d-steps", 1,
+         "--g-ch", 4, "--d-ch", 4, "--sample-every", 0, "--threads", 1])
+    critic = load_checkpoint(out / "checkpoints" / "last.pt")["critic"]
+    names = CIFAR10(str(cifar10_root), train=True).classes  # read from the fixture's batches.meta
+    with torch.no_grad():
+        prompts = [f"a {name.replace('_', ' ')}" for name in names]  # the fixture's names are class_0, class_1, ...
+        expected = clip_model.encode_text(open_clip.get_tokenizer(clip_model_name)(prompts))
+    torch.testing.assert_close(critic["distill_loss.class_embeddings.weight"], expected, rtol=1e-4, atol=1e-5)
+    assert no_network == []
+
+
 # ------------------------------------------------------------------------------ safety (issue 9)
 
 
@@ -519,3 +540,33 @@ def test_sigterm_saves_the_current_iteration_and_the_resume_equals_an_uninterrup
     for key in ("generator", "critic", "generator_ema"):
         assert all(torch.equal(value, b[key][name]) for name, value in a[key].items()), key
     assert rows(out) == rows(straight)
+
+
+@pytest.mark.parametrize("preset", ["fitnets", "spkd", "pkd", "kd-dlgan", "label-distillation"])
+def test_each_baseline_preset_trains_on_fashion_mnist_and_d_trains_its_heads(preset, fashion_mnist_raw_dir,
+                                                                             teacher_ckpt, tmp_path):
+    """VkD Table 4's baselines (issue 14), end to end through torchvision's FashionMNIST reader: the distillation
+    term is finite, and D's optimiser moves the loss's own parameters (KD-DLGAN's and label distillation's heads,
+    FitNets' regressor) between two checkpoints."""
+    from kd_core.runtime.checkpoint import load_checkpoint, previous_path
+
+    root = tmp_path / "data"
+    find_fashion_mnist(root, system_dir=fashion_mnist_raw_dir)
+    out = tmp_path / f"run_{preset}"
+    run(["train", "--out", out, "--preset", preset, "--dataset", "fashion_mnist", "--data-root", root,
+         "--iterations", 3, "--checkpoint-every", 1, "--eval-every", 0, "--sample-every", 0,
+         "--teacher", f"ckpt:{teacher_ckpt}", *TINY])
+    rows = [r for r in read_metrics(out) if r.get("d/loss_kd")]
+    assert len(rows) == 3 and all(torch.isfinite(torch.tensor(float(r["d/loss_kd"]))) for r in rows)
+    last = out / "checkpoints" / "last.pt"
+    before = load_checkpoint(previous_path(last), map_location="cpu")["critic"]
+    after = load_checkpoint(last, map_location="cpu")["critic"]
+    learnable = [key for key in after if key.startswith("distill_loss.") and "class_embeddings" not in key
+                 and not key.endswith(("_u", "_v"))]
+    if preset in ("spkd", "pkd"):
+        assert not learnable  # relational losses: nothing of their own to train
+    else:
+        assert learnable
+        assert all(not torch.equal(before[key], after[key]) for key in learnable), learnable
+    if preset in ("kd-dlgan", "label-distillation"):  # the teacher's classes (its head rows) travel with the loss
+        assert "distill_loss.class_embeddings.weight" in after

@@ -128,6 +128,8 @@ def test_fashion_mnist_pad_and_replicate(fashion_root, fashion_mnist_raw_dir):
     images = read_idx(fashion_mnist_raw_dir / "train-images-idx3-ubyte.gz")
     labels = read_idx(fashion_mnist_raw_dir / "train-labels-idx1-ubyte.gz")
     assert len(ds) == 60 and data.num_classes("fashion_mnist") == 10
+    # the class names torchvision's FashionMNIST lists (a CLIP teacher's prompts need them)
+    assert ds.classes[0] == "T-shirt/top" and ds.classes[-1] == "Ankle boot" and len(ds.classes) == 10
     for i in (0, 7, 59):
         image, label = ds[i]
         assert image.shape == (3, 32, 32) and image.dtype == torch.float32
