@@ -41,15 +41,9 @@ def load_run(run_dir: Path) -> dict:
         result = json.loads(evaluation_path.read_text())
     except (OSError, ValueError) as error:
         raise ValueError(f"{run_dir} is not a readable gan-kd run: {' '.join(str(error).split())}") from error
-    try:
-        run = kd_load_run(run_dir) if training_path.name == RESULT_FILE else None
-    except FileNotFoundError:  # evaluated but still training (evaluate --checkpoint last): no summary yet
-        run = None
-    if run is None:
-        config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else None
-        training = json.loads(training_path.read_text()) if training_path.is_file() else {}
-    else:
-        config, training = run["config"], run["result"]
+    # finished=False: evaluated but still training (evaluate --checkpoint last) has no summary yet
+    run = kd_load_run(run_dir, "gan-kd train", result_file=training_path.name, finished=False)
+    config, training = run["config"], run["result"]
     if not isinstance(result, dict) or "metrics" not in result or not isinstance(config, dict) or "preset" not in config:
         raise ValueError(f"{run_dir} is not a gan-kd run: gan-kd table needs the {EVALUATION_FILE} of `gan-kd evaluate` "
                          f"(with 'metrics') and a gan-kd config.json (with 'preset'); use classifier-kd table "

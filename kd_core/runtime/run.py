@@ -550,19 +550,21 @@ class Run:
             self.lock = None
 
 
-def load_run(run_dir: str | os.PathLike, command: str = "the training command") -> dict[str, Any]:
+def load_run(run_dir: str | os.PathLike, command: str = "the training command", *, result_file: str = RESULT_FILE,
+             finished: bool = True) -> dict[str, Any]:
     """``{"dir", "config", "result"}`` of a finished run (both trainers' layout: config.json + result.json).
 
     FileNotFoundError, naming ``command`` (what finishes it), when the run has no ``result.json``; ValueError
-    when a file is not readable JSON. ``config`` falls back to the copy a result may hold.
+    when a file is not readable JSON. ``config`` falls back to the copy a result may hold. ``result_file``: another
+    name for the result (older layouts); ``finished=False`` accepts a run without one (``result`` is then ``{}``).
     """
     run_dir = Path(run_dir)
-    result_path, config_path = run_dir / RESULT_FILE, run_dir / CONFIG_FILE
-    if not result_path.is_file():
+    result_path, config_path = run_dir / result_file, run_dir / CONFIG_FILE
+    if not result_path.is_file() and finished:
         raise FileNotFoundError(f"{result_path} not found: the run has not finished; run (or re-run, which "
                                 f"resumes) {command} first")
     try:
-        result = json.loads(result_path.read_text(encoding="utf-8"))
+        result = json.loads(result_path.read_text(encoding="utf-8")) if result_path.is_file() else {}
         config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else None
     except (OSError, ValueError) as error:
         raise ValueError(f"{run_dir} is not a readable run: {' '.join(str(error).split())}") from error
