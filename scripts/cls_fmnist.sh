@@ -16,14 +16,15 @@
 # env: DATA_ROOT (data; Debian's dataset-fashion-mnist is found automatically), RUNS (runs/cls_fmnist: checkpoints),
 #      RESULTS (results/runs/cls_fmnist), SEEDS ("0 1 2"), PARALLEL (2 runs at a time, 1 thread each),
 #      FRACTION (0.1), EPOCHS (6), MILESTONES (4,5), TABLE_ONLY (unset),
-#      METHODS ("ce kd kd-zscore dkd dkd-zscore fitnet vkd dcd dcd+kd rsd vkd-linear vkd-nonorm vkd-linear-nonorm";
+#      METHODS ("ce kd kd-zscore dkd dkd-zscore fitnet vkd dcd dcd+kd rsd vkd-linear vkd-nonorm vkd-linear-nonorm
+#      spkd pkd kd-dlgan label-distillation";
 #      X-zscore = --method X --zscore; vkd-linear / vkd-nonorm = VkD with --set vkd.projector=linear /
 #      --set vkd.normalizer=none)
 set -euo pipefail
 DATA_ROOT=${DATA_ROOT:-data}; RUNS=${RUNS:-runs/cls_fmnist}; RESULTS=${RESULTS:-results/runs/cls_fmnist}
 SEEDS=${SEEDS:-"0 1 2"}; PARALLEL=${PARALLEL:-2}; FRACTION=${FRACTION:-0.1}; EPOCHS=${EPOCHS:-6}
 MILESTONES=${MILESTONES:-4,5}
-METHODS=${METHODS:-"ce kd kd-zscore dkd dkd-zscore fitnet vkd dcd dcd+kd rsd vkd-linear vkd-nonorm vkd-linear-nonorm"}
+METHODS=${METHODS:-"ce kd kd-zscore dkd dkd-zscore fitnet vkd dcd dcd+kd rsd vkd-linear vkd-nonorm vkd-linear-nonorm spkd pkd kd-dlgan label-distillation"}
 TEACHER_RUN=runs/teachers/fmnist_resnet32
 export OMP_NUM_THREADS=1
 
