@@ -164,7 +164,7 @@ def clip_text_embeddings(model: nn.Module, model_name: str, class_names: Sequenc
     tokens = open_clip.get_tokenizer(model_name)([f"a {name.replace('_', ' ')}" for name in class_names])
     with torch.no_grad():
         text = model.encode_text(tokens).float()
-        scale = float(model.logit_scale.exp()) if hasattr(model, "logit_scale") else 100.0
+        scale = float(model.logit_scale.exp())
     return text, scale
 
 

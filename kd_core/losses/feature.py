@@ -20,6 +20,16 @@ def pool_features(features: torch.Tensor) -> torch.Tensor:
     return features
 
 
+def paired_features(student_features: torch.Tensor, teacher_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both sides pooled to ``(B, D)`` in at least float32, the teacher detached, after checking that the two
+    batches are the same samples' (the relational and head losses compare them sample by sample)."""
+    student = at_least_float32(pool_features(student_features))
+    teacher = at_least_float32(pool_features(teacher_features).detach())
+    if student.shape[0] != teacher.shape[0]:
+        raise ValueError(f"student and teacher batches differ: {student.shape[0]} vs {teacher.shape[0]}")
+    return student, teacher
+
+
 def feature_distance(name: str, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean over batch and features of the squared error (``mse``) or smooth-L1 with beta 1."""
     if name == "mse":

@@ -15,9 +15,8 @@ from torch import nn
 
 from kd_core.losses.base import DistillationLoss
 from kd_core.losses.classes import ClassEmbeddings
-from kd_core.losses.feature import pool_features
+from kd_core.losses.feature import paired_features
 from kd_core.losses.logit import KDLoss
-from kd_core.losses.precision import at_least_float32
 from kd_core.registry import register
 
 HEAD_INIT_STD = 0.02  # BigGAN's N02 init, as the discriminator these heads extend
@@ -38,14 +37,6 @@ def _check_class_embeddings(class_embeddings, teacher_dim: int, loss: str) -> Cl
     if class_embeddings.dim != teacher_dim:
         raise ValueError(f"class embeddings are {class_embeddings.dim}-d but the teacher features are {teacher_dim}-d")
     return class_embeddings
-
-
-def _paired(student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    student = at_least_float32(pool_features(student))
-    teacher = at_least_float32(pool_features(teacher).detach())
-    if student.shape[0] != teacher.shape[0]:
-        raise ValueError(f"student and teacher batches differ: {student.shape[0]} vs {teacher.shape[0]}")
-    return student, teacher
 
 
 @register("loss", "kd-dlgan")
@@ -92,7 +83,7 @@ class KDDLGANLoss(DistillationLoss):
 
     def terms(self, student_features: torch.Tensor, teacher_features: torch.Tensor) -> dict[str, torch.Tensor]:
         """The two terms before their weights: ``{"triplet": ..., "correlation": ...}``."""
-        student, teacher = _paired(student_features, teacher_features)
+        student, teacher = paired_features(student_features, teacher_features)
         if student.shape[0] < 2:
             raise ValueError(f"kd-dlgan pairs the two halves of a batch: it needs at least 2 samples, got {student.shape[0]}")
         head = self.head(student)
@@ -134,5 +125,5 @@ class LabelDistillationLoss(DistillationLoss):
         self.head = spectral_linear(student_dim, self.class_embeddings.num_classes)
 
     def forward(self, student_features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
-        student, teacher = _paired(student_features, teacher_features)
+        student, teacher = paired_features(student_features, teacher_features)
         return self.kd(self.head(student), self.class_embeddings.logits(teacher))

@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from kd_core.losses.base import DistillationLoss
-from kd_core.losses.feature import pool_features
-from kd_core.losses.precision import at_least_float32
+from kd_core.losses.feature import paired_features
 from kd_core.registry import register
 
 
@@ -43,10 +42,7 @@ class SPKDLoss(DistillationLoss):
         self.student_dim, self.teacher_dim = student_dim, teacher_dim  # no parameters: any widths compare
 
     def forward(self, student_features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
-        student = at_least_float32(pool_features(student_features))
-        teacher = at_least_float32(pool_features(teacher_features).detach())
-        if student.shape[0] != teacher.shape[0]:
-            raise ValueError(f"student and teacher batches differ: {student.shape[0]} vs {teacher.shape[0]}")
+        student, teacher = paired_features(student_features, teacher_features)
         difference = batch_similarity(teacher) - batch_similarity(student)
         return difference.pow(2).sum() / student.shape[0] ** 2
 
@@ -80,10 +76,7 @@ class PKDLoss(DistillationLoss):
         self.eps = eps
 
     def forward(self, student_features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
-        student = at_least_float32(pool_features(student_features))
-        teacher = at_least_float32(pool_features(teacher_features).detach())
-        if student.shape[0] != teacher.shape[0]:
-            raise ValueError(f"student and teacher batches differ: {student.shape[0]} vs {teacher.shape[0]}")
+        student, teacher = paired_features(student_features, teacher_features)
         return kl_of_conditionals(cosine_conditional_probabilities(student, self.eps),
                                   cosine_conditional_probabilities(teacher, self.eps), self.eps)
 
