@@ -199,12 +199,17 @@ def precision_report():
 @click.option("--rows", default=",".join(study.ROWS), show_default=True, callback=_rows)
 @click.option("--min-seeds", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--out", default="results/gan_fmnist.md", show_default=True)
-def report(rows, min_seeds, out):
+@click.option("--readme/--no-readme", default=True, show_default=True,
+              help="Also regenerate README's GAN result lines (its gan-fmnist-verdicts block).")
+def report(rows, min_seeds, out, readme):
     """Regenerate results/gan_fmnist.md and results/gan_fmnist_figures/*.png from the run copies."""
     os.chdir(ROOT)
     study.write_report(Path(PILOT_RESULTS), Path(STUDY_RESULTS), Path(out), Path("results/gan_fmnist_figures"),
                        rows=rows, min_seeds=min_seeds)
     click.echo(f"wrote {out}")
+    if readme:
+        study.update_readme(Path("README.md"), Path(PILOT_RESULTS), Path(STUDY_RESULTS), rows=rows, min_seeds=min_seeds)
+        click.echo("updated the GAN result lines in README.md")
 
 
 if __name__ == "__main__":

@@ -200,3 +200,35 @@ def test_runs_from_before_one_result_file_name_still_load(tmp_path):
     for folder in (new, old):
         run = load_run(folder)
         assert run["result"]["metrics"]["fd"]["mean"] == 12.5 and run["training"]["wall_time_s"] == 600.0
+
+
+def test_readme_block_is_regenerated_between_its_markers_from_the_copies(tmp_path):
+    pilot, results = tmp_path / "pilot", tmp_path / "study"
+    fake_copy(pilot, "da", 0, 12.0, [30.0, 20.0, 12.0], [0.1, 0.2, 0.3])  # still falling: the caveat is added
+    for seed in range(5):
+        fake_copy(results, "da", seed, 20.0 + 0.1 * seed, [30.0, 20.0], [0.1, 0.8])
+        fake_copy(results, "vkd-whiten", seed, 15.0 + 0.1 * seed, [28.0, 15.0], [0.1, 0.3])
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nbefore\n{study.README_BEGIN}\nstale line\n{study.README_END}\nafter\n")
+    text = study.update_readme(readme, pilot, results, rows=list(study.ROWS))
+    assert readme.read_text() == text and text.startswith("# title\n\nbefore\n") and text.endswith("\nafter\n")
+    block = text[text.index(study.README_BEGIN):text.index(study.README_END)]
+    assert "stale line" not in block
+    assert "rows below 5 seeds: da-kd 0, linear-whiten 0, vkd 0, spkd 0" in block  # da and vkd-whiten have 5
+    assert "not about the regime of VkD Table 4" in block
+    claim_lines = [line for line in block.splitlines() if line.startswith("  * (")]
+    assert len(claim_lines) == len(study.CLAIMS)
+    c_line = next(line for line in claim_lines if line.startswith("  * (c) "))
+    assert "**yes**, -5.00 FD" in c_line and "n = 5 vs 5" in c_line and "larger than the seed spread" in c_line
+    assert "**not resolved** (too few seeds: 5 vkd-whiten, 0 vkd)" in claim_lines[0]
+    assert study.update_readme(readme, pilot, results, rows=list(study.ROWS)) == text  # idempotent
+
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="no <!-- gan-fmnist-verdicts"):
+        study.update_readme(readme, pilot, results, rows=list(study.ROWS))
+    assert readme.read_text() == "# no markers\n"
+
+
+def test_the_readme_has_the_generated_block():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert readme.count(study.README_BEGIN) == 1 and readme.count(study.README_END) == 1
