@@ -98,10 +98,11 @@ def replay(config: dict, options: dict, factor: float, seed: int, steps: int, da
         (terms["loss_ce"] + terms["loss_dkd"]).backward()
         optimizer.step()
     student.eval()
-    test_images = torch.stack([test_set[i][0] for i in range(1000)])
+    count = min(1000, len(test_set))
+    test_images = torch.stack([test_set[i][0] for i in range(count)])
     with torch.no_grad():
         test_logits = student(test_images)
-    test_labels = torch.tensor([int(test_set[i][1]) for i in range(1000)])
+    test_labels = torch.tensor([int(test_set[i][1]) for i in range(count)])
     return {"trace": trace, "test_mode": _mode_share(test_logits),
             "test_top1": float((test_logits.argmax(1) == test_labels).float().mean()) * 100,
             "test_sigma": float(test_logits.std(dim=1).mean())}
