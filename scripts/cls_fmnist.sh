@@ -6,8 +6,10 @@
 # The teacher is a resnet32 trained here on all of Fashion-MNIST (also the FD network of
 # scripts/gan_fmnist_study.py, trained with the same command if missing); the student is a resnet20.
 # Everything is far shorter than the CIFAR-100 recipe (6 epochs of 93 steps instead of 240 epochs): the
-# table says what a CPU can measure, not what the papers' GPU runs give. DKD's warm-up is scaled with the run
-# (1 epoch of 6 instead of 20 of 240).
+# table says what a CPU can measure, not what the papers' GPU runs give. DKD's warm-up is set to 1 epoch of 6
+# (20 of 240 in the recipe), which with mdistiller's min(epoch / warmup, 1), epochs counted from 1, is the full
+# weight from the first step: no warm-up. Under logit standardisation (alpha 9, beta 72) that is what makes
+# DKD+LS collapse in some seeds; scripts/dkd_ls_collapse.py shows it step by step (results/cls_fmnist_dkd_ls.md).
 #
 # Each finished run's small files (config.json, result.json, metrics.jsonl) are copied to $RESULTS/<run>/, which
 # is committed; a run whose copy holds result.json is skipped. results/cls_fmnist.md is regenerated from the
