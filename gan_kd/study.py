@@ -334,8 +334,9 @@ def readme_block(pilot: list[dict], study: list[dict], rows: list[str], min_seed
     seeds = (f"every row has ≥ {min_seeds} seeds" if not short else
              f"rows below {min_seeds} seeds: {', '.join(short)}")
     regimes = sorted({regime_of(r["config"]) for r in study}, key=lambda g: g.tag())
-    where = "; ".join(f"{g.fraction:g} of Fashion-MNIST, width {g.width}, batch {g.batch_size}, {g.iterations} "
-                      f"iterations" for g in regimes) or "no finished run yet"
+    where = "; ".join(f"{g.fraction * 100:g}% of Fashion-MNIST ({len_subset({'data_fraction': g.fraction})} images), "
+                      f"width {g.width}, batch {g.batch_size}, {g.iterations} iterations" for g in regimes) \
+        or "no finished run yet"
     lines.append(f"* **GAN, CPU scale (`{report}`)**, {where} ({seeds}). FD on a classifier's features, not FID.")
     if pilot:
         caveat = ("" if any(overfitting_summary(run).get("rise", 0) > 0.05 for run in pilot) else
