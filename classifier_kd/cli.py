@@ -42,7 +42,7 @@ from kd_core.runtime.checkpoint import load_checkpoint
 from kd_core.runtime.cli import OneLineErrorGroup, fraction_option, one_line, usage_error
 from kd_core.runtime.distributed import cleanup_distributed, init_distributed
 from kd_core.runtime.finite import first_non_finite
-from kd_core.runtime.io import check_writable_file, write_json, write_text
+from kd_core.runtime.io import check_writable_file, replace_block, write_json, write_text
 from kd_core.runtime.precision import resolve_precision
 from kd_core.runtime.progress import format_duration
 from kd_core.runtime.run import RunInterrupted
@@ -422,15 +422,27 @@ def models_command():
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Markdown file to write [default: print to stdout].")
-def table_command(run_dirs, out):
+@click.option("--readme", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Also rewrite, in this file, the block between <!-- classifier-claims: OUT --> and "
+                   "<!-- /classifier-claims: OUT --> with one line per claim the table tests (needs --out).")
+def table_command(run_dirs, out, readme):
     """Markdown table of finished runs: best top-1 (mean ± std over seeds) per teacher-student pair and method,
-    with each run's command, seed, hardware and wall time."""
-    from classifier_kd.report import build_table
+    the papers' claims it can test (bootstrap verdicts), and each run's command, seed, hardware and wall time."""
+    from classifier_kd.report import CLAIMS_BEGIN, CLAIMS_END, build_table, claims_block
 
+    if readme is not None:
+        if out is None:
+            raise click.UsageError("--readme names its block after the table file: pass --out too")
+        text = Path(readme).read_text(encoding="utf-8")
+        begin, end = CLAIMS_BEGIN.format(table=out), CLAIMS_END.format(table=out)
+        if begin not in text or end not in text:
+            raise click.BadParameter(f"{readme} has no {begin} ... {end} block; add the two lines where the "
+                                     "claims should go", param_hint="'--readme'")
     try:
         if out is not None:
             check_writable_file(out, "table file --out")
         text = build_table([Path(d) for d in run_dirs])
+        block = claims_block([Path(d) for d in run_dirs], out) if readme is not None else None
     except (OSError, ValueError, KeyError) as err:
         raise click.UsageError(one_line(err)) from err
     if out is None:
@@ -438,6 +450,9 @@ def table_command(run_dirs, out):
         return
     write_text(out, text)
     click.echo(f"wrote {out} ({len(run_dirs)} runs)")
+    if block is not None:
+        replace_block(readme, begin, end, block)
+        click.echo(f"updated the claims of {out} in {readme}")
 
 
 def main() -> None:

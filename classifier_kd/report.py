@@ -24,15 +24,32 @@ from pathlib import Path
 
 from classifier_kd.recipes import method_losses
 from kd_core.runtime.run import load_run as kd_load_run
-from kd_core.stats import mean_std
+from kd_core.stats import compare, mean_std
 
 METHOD_LABELS = {"ce": "CE (student)", "kd": "KD", "dkd": "DKD", "fitnet": "FitNet", "vkd": "VkD", "dcd": "DCD",
-                 "dcd+kd": "DCD+KD", "rsd": "RSD"}
+                 "dcd+kd": "DCD+KD", "rsd": "RSD", "spkd": "SPKD", "pkd": "PKD", "kd-dlgan": "KD-DLGAN",
+                 "label-distillation": "Label distillation"}
 # --loss terms (sorted names) of a "custom" run -> the method they amount to
 # loss options that make a different method variant (their own column) when not at these defaults
 _VARIANT_OPTIONS = {"vkd": {"projector": "orthogonal", "normalizer": "layernorm"}}
-COLUMN_ORDER = ["teacher", "CE (student)", "KD", "KD+LS", "DKD", "DKD+LS", "FitNet", "VkD", "DCD", "DCD+KD", "RSD"]
+COLUMN_ORDER = ["teacher", "CE (student)", "KD", "KD+LS", "DKD", "DKD+LS", "FitNet", "VkD", "DCD", "DCD+KD", "RSD",
+                "SPKD", "PKD", "KD-DLGAN", "Label distillation"]
 TEACHER, STUDENT_CE = "teacher", "CE (student)"
+# The papers' claims a table can test: (claim, candidate column, baseline column). A claim is tested in every row
+# that has both columns; higher top-1 is better.
+CLAIMS = [
+    ("KD improves on the student alone (Hinton et al. 2015)", "KD", STUDENT_CE),
+    ("logit standardisation improves KD (LS-KD Table 1)", "KD+LS", "KD"),
+    ("logit standardisation improves DKD (LS-KD Table 1)", "DKD+LS", "DKD"),
+    ("DCD added to KD improves on KD (DCD Table 1)", "DCD+KD", "KD"),
+    ("RSD improves on KD (RSD Table 1)", "RSD", "KD"),
+    ("VkD improves on KD (VkD Table 1)", "VkD", "KD"),
+    ("VkD improves on FitNet (VkD Table 1)", "VkD", "FitNet"),
+    ("VkD's orthogonal projector improves on a linear one (VkD Table 6)", "VkD", "VkD (projector=linear)"),
+    ("VkD's teacher normalisation improves on none (VkD Table 6)", "VkD", "VkD (normalizer=none)"),
+]
+CLAIMS_BEGIN = "<!-- classifier-claims: {table} -->"
+CLAIMS_END = "<!-- /classifier-claims: {table} -->"
 
 
 def load_run(run_dir: Path) -> dict:
@@ -85,8 +102,8 @@ def _arrow(name: str | None) -> str:
     return name if name else "—"
 
 
-def build_table(run_dirs: list[Path]) -> str:
-    """The markdown table of best test top-1 over seeds, then the provenance of every run."""
+def _cells(run_dirs: list[Path]) -> tuple[list[tuple], list[str], dict[tuple, list[dict]], list[tuple[dict, str]]]:
+    """(rows, columns, {(row, column): runs}, [(run, column)]) of the finished runs in ``run_dirs``."""
     runs, seen = [], set()
     for run_dir in run_dirs:
         key = Path(run_dir).resolve()
@@ -124,14 +141,74 @@ def build_table(run_dirs: list[Path]) -> str:
             cells[row, label].append(run)
         columns += [label] if label not in columns else []
     columns = sorted(columns, key=lambda column: _column_rank(column, columns))
+    return rows, columns, cells, labelled
 
+
+def build_table(run_dirs: list[Path]) -> str:
+    """The markdown table of best test top-1 over seeds, the papers' claims it can test, then the provenance
+    of every run."""
+    rows, columns, cells, labelled = _cells(run_dirs)
     header = ["dataset", "teacher → student"] + columns
     lines = ["Best test top-1 (%): mean ± sample std over seeds (number of seeds).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         values = [_cell(cells[row, column]) if cells.get((row, column)) else "—" for column in columns]
         lines.append("| " + " | ".join([row[0], f"{_arrow(row[1])} → {_arrow(row[2])}"] + values) + " |")
+    tested = claim_results(rows, cells)
+    if tested:
+        lines += ["", "## Claims", "",
+                  "Each claim of the papers that this table can test, in every row holding both of its columns. "
+                  "Verdict: *yes* when the 95% bootstrap interval of the difference of mean top-1 excludes 0 on "
+                  "the better side, *no* when it excludes 0 on the worse side, *not resolved* otherwise (and with "
+                  "fewer than 2 seeds in a column).", ""]
+        lines += [f"- {_row_name(item['row'])}: {_claim_sentence(item)}" for item in tested]
     return "\n".join(lines) + "\n\n" + provenance(labelled)
+
+
+def _row_name(row: tuple) -> str:
+    return f"{row[0]}, {_arrow(row[1])} → {_arrow(row[2])}"
+
+
+def claim_results(rows: list[tuple], cells: dict[tuple, list[dict]]) -> list[dict]:
+    """Every claim of :data:`CLAIMS` in every row with both columns: the top-1 values and
+    :func:`kd_core.stats.compare` (``None`` with fewer than 2 seeds in a column)."""
+    results = []
+    for row in rows:
+        for claim, candidate, baseline in CLAIMS:
+            a = [run["result"]["best_top1"] for run in cells.get((row, candidate), [])]
+            b = [run["result"]["best_top1"] for run in cells.get((row, baseline), [])]
+            if a and b:
+                results.append({"row": row, "claim": claim, "candidate": candidate, "baseline": baseline,
+                                "n": (len(a), len(b)),
+                                "compare": compare(a, b, lower_is_better=False) if min(len(a), len(b)) >= 2 else None})
+    return results
+
+
+def _claim_sentence(item: dict) -> str:
+    c = item["compare"]
+    if c is None:
+        return (f"{item['claim']}: **not resolved** (too few seeds: {item['n'][0]} {item['candidate']}, "
+                f"{item['n'][1]} {item['baseline']}).")
+    spread = "larger" if c["exceeds_spread"] else "smaller"
+    return (f"{item['claim']}: **{c['verdict']}**, {c['difference']:+.2f} points top-1 (95% CI "
+            f"[{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}], n = {c['n'][0]} vs {c['n'][1]}), {spread} than the seed spread "
+            f"({c['spread']:.2f}).")
+
+
+def claims_block(run_dirs: list[Path], table: str) -> str:
+    """README's lines for the table written to ``table``: one per claim and row, between the
+    :data:`CLAIMS_BEGIN` / :data:`CLAIMS_END` markers named after ``table``."""
+    rows, _, cells, _ = _cells(run_dirs)
+    tested = claim_results(rows, cells)
+    counts = sorted({len(runs) for (row, column), runs in cells.items() if column != TEACHER and runs})
+    seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}" if counts else "0"
+    lines = [CLAIMS_BEGIN.format(table=table),
+             f"* **Classifiers (`{table}`)**, seeds per cell: {seeds}. One line per claim of the papers "
+             "that the table can test:"]
+    lines += [f"  * {_row_name(item['row'])}: {_claim_sentence(item)}" for item in tested] or \
+        ["  * no claim of the papers can be tested on these runs yet."]
+    lines.append(CLAIMS_END.format(table=table))
+    return "\n".join(lines)
 
 
 def _hardware(result: dict) -> str:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gan_kd.report import EVALUATION_FILE, load_run
-from kd_core.runtime.io import write_bytes, write_json, write_text
+from kd_core.runtime.io import replace_block, write_bytes, write_json, write_text
 from kd_core.runtime.run import RESULT_FILE
 from kd_core.runtime.metrics import metric_curves
 from kd_core.stats import bootstrap_mean_ci, compare, mean_std
@@ -361,16 +361,9 @@ def update_readme(readme: Path, pilot_results: Path, study_results: Path, *, row
                   min_seeds: int = 5) -> str:
     """Replace the generated block between :data:`README_BEGIN` and :data:`README_END` in ``readme``; a README
     without the markers is an error (the block's place is chosen by hand, once)."""
-    text = Path(readme).read_text()
-    if README_BEGIN not in text or README_END not in text:
-        raise ValueError(f"{readme} has no {README_BEGIN} ... {README_END} block to regenerate")
     pilot = load_runs(pilot_results) if Path(pilot_results).is_dir() else []
     study = load_runs(study_results) if Path(study_results).is_dir() else []
-    head, _, rest = text.partition(README_BEGIN)
-    _, _, tail = rest.partition(README_END)
-    text = head + readme_block(pilot, study, rows, min_seeds) + tail
-    write_text(readme, text)
-    return text
+    return replace_block(readme, README_BEGIN, README_END, readme_block(pilot, study, rows, min_seeds))
 
 
 def plot_rows(runs: list[dict], rows: list[str], column: str, path: Path, ylabel: str, title: str) -> Path:
@@ -539,13 +532,4 @@ def precision_section(results: Path, command: str, runs_dir: str = "runs/gan_fmn
 def update_precision_section(markdown: Path, results: Path, command: str) -> str:
     """Replace (or append) the generated bf16-vs-fp32 section of ``markdown`` (``results/benchmarks.md``),
     leaving the rest of the file, which ``make bench`` writes, as it is."""
-    text = Path(markdown).read_text() if Path(markdown).is_file() else ""
-    section = precision_section(results, command)
-    if PRECISION_BEGIN in text and PRECISION_END in text:
-        head, _, rest = text.partition(PRECISION_BEGIN)
-        _, _, tail = rest.partition(PRECISION_END)
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + section
-    write_text(markdown, text)
-    return text
+    return replace_block(markdown, PRECISION_BEGIN, PRECISION_END, precision_section(results, command), append=True)

@@ -78,4 +78,5 @@ if [ -z "${TABLE_ONLY:-}" ]; then
   wait
 fi
 # every copied run (earlier invocations with other SEEDS/METHODS included)
-classifier-kd table "$RESULTS"/fmnist_resnet32 "$RESULTS"/resnet32_resnet20_*_seed*/ --out results/cls_fmnist.md
+classifier-kd table "$RESULTS"/fmnist_resnet32 "$RESULTS"/resnet32_resnet20_*_seed*/ --out results/cls_fmnist.md \
+  --readme README.md  # and the claims lines in README's Results section

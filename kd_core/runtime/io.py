@@ -80,6 +80,25 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
+def replace_block(path: str | os.PathLike, begin: str, end: str, block: str, *, append: bool = False) -> str:
+    """Replace the generated block of ``path`` that runs from the line ``begin`` to ``end`` (markers included)
+    with ``block`` (which starts with ``begin`` and ends with ``end``), leaving the rest of the file as it is;
+    written atomically. Without the markers: append the block when ``append`` (a missing file counts as empty),
+    else ValueError (the block's place in a hand-written file is chosen by hand, once). Returns the new text."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8") if path.is_file() or not append else ""
+    if begin in text and end in text:
+        head, _, rest = text.partition(begin)
+        _, _, tail = rest.partition(end)
+        text = head + block.rstrip("\n") + tail
+    elif append:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + block.rstrip("\n") + "\n"
+    else:
+        raise ValueError(f"{path} has no {begin} ... {end} block to regenerate")
+    write_text(path, text)
+    return text
+
+
 def write_npy(path: str | os.PathLike, array: Any) -> Path:
     """``numpy.save`` of ``array`` to ``path``, atomically."""
     import io

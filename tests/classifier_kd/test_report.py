@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from classifier_kd.report import build_table, load_run, method_label
+from classifier_kd.report import CLAIMS, build_table, claims_block, load_run, method_label
 
 
 def write_run(root: Path, name: str, *, model: str, method: str | None = None, teacher: str | None = None,
@@ -144,3 +144,68 @@ def test_two_runs_of_the_same_seed_in_one_cell_are_refused(tmp_path: Path) -> No
             for name in ("first", "again")]
     with pytest.raises(ValueError, match="both seed 0 of KD"):
         build_table(runs)
+
+
+def test_claims_are_tested_in_rows_that_hold_both_columns(tmp_path: Path) -> None:
+    def run(name, method, seed, best, zscore=False, teacher="resnet32x4", student="resnet8x4"):
+        return write_run(tmp_path, name, model=student, method=method, teacher=teacher, seed=seed, best=best,
+                         zscore=zscore)
+    runs = [run(f"kd{s}", "kd", s, 74.0 + 0.1 * s) for s in range(3)]
+    runs += [run(f"ls{s}", "kd", s, 76.0 + 0.1 * s, zscore=True) for s in range(3)]       # clearly better: yes
+    runs += [run(f"dkd{s}", "dkd", s, 75.0 + 0.1 * s) for s in range(3)]
+    runs += [run(f"dkdls{s}", "dkd", s, 10.0 + 0.1 * s, zscore=True) for s in range(3)]   # clearly worse: no
+    runs += [run("vkd0", "vkd", 0, 77.0)]                                                  # one seed: not resolved
+    runs += [run("other_kd0", "kd", 0, 60.0, student="resnet20")]                         # a row without KD+LS
+    markdown = build_table(runs)
+    claims = markdown.split("## Claims")[1].split("## Provenance")[0]
+    lines = [line for line in claims.splitlines() if line.startswith("- ")]
+    assert len(lines) == 3  # KD+LS vs KD, DKD+LS vs DKD, VkD vs KD; nothing for the resnet20 row
+    assert "logit standardisation improves KD (LS-KD Table 1): **yes**, +2.00 points top-1" in lines[0]
+    assert "n = 3 vs 3" in lines[0] and "larger than the seed spread" in lines[0]
+    assert "logit standardisation improves DKD (LS-KD Table 1): **no**, -65.00 points" in lines[1]
+    assert "VkD improves on KD (VkD Table 1): **not resolved** (too few seeds: 1 VkD, 3 KD)" in lines[2]
+    assert all(line.startswith("- cifar100, resnet32x4 → resnet8x4: ") for line in lines)
+
+    block = claims_block(runs, "results/t.md")
+    assert block.splitlines()[0] == "<!-- classifier-claims: results/t.md -->"
+    assert block.splitlines()[-1] == "<!-- /classifier-claims: results/t.md -->"
+    assert "seeds per cell: 1–3" in block and sum(line.startswith("  * ") for line in block.splitlines()) == 3
+
+
+def test_every_claim_names_columns_the_table_can_have() -> None:
+    from classifier_kd.report import COLUMN_ORDER
+
+    for _, candidate, baseline in CLAIMS:
+        for column in (candidate, baseline):
+            assert column.split(" (")[0] in COLUMN_ORDER or column == "CE (student)", column
+
+
+def test_a_table_without_testable_claims_has_no_claims_section(tmp_path: Path) -> None:
+    runs = [write_run(tmp_path, "kd0", model="resnet8x4", method="kd", teacher="resnet32x4")]
+    assert "## Claims" not in build_table(runs)
+    assert "no claim of the papers can be tested" in claims_block(runs, "t.md")
+
+
+def test_table_command_rewrites_the_readme_block_or_refuses_in_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from classifier_kd.cli import cli
+
+    runs = [str(write_run(tmp_path, f"kd{s}", model="resnet8x4", method="kd", teacher="resnet32x4", seed=s, best=70 + s))
+            for s in range(2)]
+    runs += [str(write_run(tmp_path, f"ce{s}", model="resnet8x4", method="ce", seed=s, best=60 + s)) for s in range(2)]
+    out, readme = tmp_path / "table.md", tmp_path / "README.md"
+    readme.write_text("# r\n")
+    runner = CliRunner()
+    for args, fragment in ((["--readme", str(readme)], "pass --out too"),
+                           (["--out", str(out), "--readme", str(readme)], "has no <!-- classifier-claims: ")):
+        result = runner.invoke(cli, ["table", *runs, *args])
+        assert result.exit_code == 2 and fragment in result.output, result.output
+        assert not out.exists() and readme.read_text() == "# r\n"
+    readme.write_text(f"# r\n<!-- classifier-claims: {out} -->\nstale\n<!-- /classifier-claims: {out} -->\nend\n")
+    result = runner.invoke(cli, ["table", *runs, "--out", str(out), "--readme", str(readme)])
+    assert result.exit_code == 0, result.output
+    text = readme.read_text()
+    assert "stale" not in text and text.endswith("\nend\n")
+    assert "KD improves on the student alone (Hinton et al. 2015): **yes**, +10.00 points top-1" in text
+    assert "## Claims" in out.read_text()

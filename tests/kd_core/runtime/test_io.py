@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from kd_core.runtime.io import (OutputNotWritable, check_writable_dir, check_writable_file, write_json, write_npy,
-                                write_text)
+from kd_core.runtime.io import (OutputNotWritable, check_writable_dir, check_writable_file, replace_block, write_json,
+                                write_npy, write_text)
 
 
 def test_writes_replace_atomically_and_leave_no_temp_files(tmp_path):
@@ -65,3 +65,18 @@ def test_read_only_directory_is_refused(tmp_path):
             check_writable_file(locked / "r.json")
     finally:
         locked.chmod(0o700)
+
+
+def test_replace_block_keeps_the_rest_of_the_file_and_appends_only_when_asked(tmp_path):
+    path, begin, end = tmp_path / "doc.md", "<!-- b -->", "<!-- /b -->"
+    path.write_text(f"# head\n\n{begin}\nold\n{end}\ntail\n")
+    assert replace_block(path, begin, end, f"{begin}\nnew 1\nnew 2\n{end}\n") == f"# head\n\n{begin}\nnew 1\nnew 2\n{end}\ntail\n"
+    assert path.read_text() == f"# head\n\n{begin}\nnew 1\nnew 2\n{end}\ntail\n"
+
+    bare = tmp_path / "bare.md"
+    bare.write_text("# hand-written\n")
+    with pytest.raises(ValueError, match="has no <!-- b --> ... <!-- /b --> block"):
+        replace_block(bare, begin, end, f"{begin}\nx\n{end}")
+    assert bare.read_text() == "# hand-written\n"
+    assert replace_block(bare, begin, end, f"{begin}\nx\n{end}", append=True) == f"# hand-written\n\n{begin}\nx\n{end}\n"
+    assert replace_block(tmp_path / "new.md", begin, end, f"{begin}\nx\n{end}", append=True) == f"{begin}\nx\n{end}\n"
