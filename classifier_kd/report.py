@@ -24,7 +24,7 @@ from pathlib import Path
 
 from classifier_kd.recipes import method_losses
 from kd_core.runtime.run import load_run as kd_load_run
-from kd_core.stats import compare, mean_std
+from kd_core.stats import mean_std, verdict_line
 
 METHOD_LABELS = {"ce": "CE (student)", "kd": "KD", "dkd": "DKD", "fitnet": "FitNet", "vkd": "VkD", "dcd": "DCD",
                  "dcd+kd": "DCD+KD", "rsd": "RSD", "spkd": "SPKD", "pkd": "PKD", "kd-dlgan": "KD-DLGAN",
@@ -170,29 +170,21 @@ def _row_name(row: tuple) -> str:
 
 
 def claim_results(rows: list[tuple], cells: dict[tuple, list[dict]]) -> list[dict]:
-    """Every claim of :data:`CLAIMS` in every row with both columns: the top-1 values and
-    :func:`kd_core.stats.compare` (``None`` with fewer than 2 seeds in a column)."""
+    """Every claim of :data:`CLAIMS` in every row with both columns: its row and one-line verdict
+    (:func:`kd_core.stats.verdict_line`; higher top-1 is better)."""
     results = []
     for row in rows:
         for claim, candidate, baseline in CLAIMS:
             a = [run["result"]["best_top1"] for run in cells.get((row, candidate), [])]
             b = [run["result"]["best_top1"] for run in cells.get((row, baseline), [])]
             if a and b:
-                results.append({"row": row, "claim": claim, "candidate": candidate, "baseline": baseline,
-                                "n": (len(a), len(b)),
-                                "compare": compare(a, b, lower_is_better=False) if min(len(a), len(b)) >= 2 else None})
+                verdict = verdict_line(a, b, names=(candidate, baseline), unit="points top-1", lower_is_better=False)
+                results.append({"row": row, "claim": claim, "verdict": verdict})
     return results
 
 
 def _claim_sentence(item: dict) -> str:
-    c = item["compare"]
-    if c is None:
-        return (f"{item['claim']}: **not resolved** (too few seeds: {item['n'][0]} {item['candidate']}, "
-                f"{item['n'][1]} {item['baseline']}).")
-    spread = "larger" if c["exceeds_spread"] else "smaller"
-    return (f"{item['claim']}: **{c['verdict']}**, {c['difference']:+.2f} points top-1 (95% CI "
-            f"[{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}], n = {c['n'][0]} vs {c['n'][1]}), {spread} than the seed spread "
-            f"({c['spread']:.2f}).")
+    return f"{item['claim']}: {item['verdict']}."
 
 
 def claims_block(run_dirs: list[Path], table: str) -> str:

@@ -28,7 +28,7 @@ from gan_kd.report import EVALUATION_FILE, load_run
 from kd_core.runtime.io import replace_block, write_bytes, write_json, write_text
 from kd_core.runtime.run import RESULT_FILE
 from kd_core.runtime.metrics import metric_curves
-from kd_core.stats import bootstrap_mean_ci, compare, mean_std
+from kd_core.stats import bootstrap_mean_ci, compare, mean_std, verdict_line
 
 # row -> (label, gan-kd train options). Everything else is equal across rows.
 ROWS: dict[str, tuple[str, list[str]]] = {
@@ -344,15 +344,9 @@ def readme_block(pilot: list[dict], study: list[dict], rows: list[str], min_seed
                   "overfits.")
         lines.append(f"  * Pilot: {pilot_reading(pilot)}{caveat}")
     for item in claim_results(study):
-        c = item["compare"]
-        if c is None:
-            lines.append(f"  * {item['claim']}: **not resolved** (too few seeds: {item['n'][0]} {item['candidate']}, "
-                         f"{item['n'][1]} {item['baseline']}).")
-            continue
-        spread = "larger" if c["exceeds_spread"] else "smaller"
-        lines.append(f"  * {item['claim']}: **{c['verdict']}**, {c['difference']:+.2f} FD (95% CI [{c['ci'][0]:+.2f}, "
-                     f"{c['ci'][1]:+.2f}], n = {c['n'][0]} vs {c['n'][1]}), {spread} than the seed spread "
-                     f"({c['spread']:.2f}).")
+        values = [[_fd(r) for r in study if r["row"] == row] for row in (item["candidate"], item["baseline"])]
+        lines.append(f"  * {item['claim']}: "
+                     f"{verdict_line(*values, names=(item['candidate'], item['baseline']), unit='FD')}.")
     lines.append(README_END)
     return "\n".join(lines)
 

@@ -77,3 +77,16 @@ def compare(candidate: Sequence[float], baseline: Sequence[float], lower_is_bett
     spread = max(mean_std(candidate)[1], mean_std(baseline)[1])
     return {"difference": difference, "ci": (low, high), "verdict": verdict, "spread": spread,
             "exceeds_spread": abs(difference) > spread, "n": (len(candidate), len(baseline))}
+
+
+def verdict_line(candidate: Sequence[float], baseline: Sequence[float], names: tuple[str, str], unit: str,
+                 lower_is_better: bool = True) -> str:
+    """One line for a README or a report: :func:`compare`'s verdict in bold, the difference with its interval
+    and the group sizes, and whether it is larger than the seed spread; with fewer than 2 values in a group,
+    ``**not resolved** (too few seeds: ...)``. ``names``: (candidate, baseline); ``unit``: e.g. ``"FD"``."""
+    if len(candidate) < 2 or len(baseline) < 2:
+        return f"**not resolved** (too few seeds: {len(candidate)} {names[0]}, {len(baseline)} {names[1]})"
+    c = compare(candidate, baseline, lower_is_better=lower_is_better)
+    spread = "larger" if c["exceeds_spread"] else "smaller"
+    return (f"**{c['verdict']}**, {c['difference']:+.2f} {unit} (95% CI [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}], "
+            f"n = {c['n'][0]} vs {c['n'][1]}), {spread} than the seed spread ({c['spread']:.2f})")

@@ -13,7 +13,7 @@ import pytest
 from gan_kd import study
 from gan_kd.cli import main as gan_cli
 from gan_kd.train import TrainConfig
-from kd_core.stats import bootstrap_mean_ci, compare, mean_std
+from kd_core.stats import bootstrap_mean_ci, compare, mean_std, verdict_line
 
 REGIME = study.Regime(fraction=0.01, width=8, iterations=300, eval_every=100)
 ASSETS = study.Assets(data_root="data", teacher="t.pt", fd_net="f.pt")
@@ -36,6 +36,14 @@ def test_compare_says_yes_no_or_not_resolved(candidate, verdict):
     result = compare(candidate, [10.0, 10.2, 9.8, 10.1, 9.9])
     assert result["verdict"] == verdict
     assert result["difference"] == pytest.approx(np.mean(candidate) - 10.0)
+
+
+def test_verdict_line_reports_the_direction_the_metric_prefers():
+    low, high = [8.0, 8.2, 7.9, 8.1, 8.0], [10.0, 10.2, 9.8, 10.1, 9.9]
+    line = verdict_line(low, high, names=("a", "b"), unit="FD")
+    assert line.startswith("**yes**, -1.96 FD (95% CI [") and "n = 5 vs 5), larger than the seed spread (0.16)" in line
+    assert verdict_line(low, high, names=("a", "b"), unit="points", lower_is_better=False).startswith("**no**, -1.96 points")
+    assert verdict_line([1.0], high, names=("a", "b"), unit="FD") == "**not resolved** (too few seeds: 1 a, 5 b)"
 
 
 @pytest.mark.parametrize("row", study.ROWS)
