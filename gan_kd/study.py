@@ -153,6 +153,31 @@ def execute(row: str, regime: Regime, seed: int, *, runs: Path, results: Path, a
     return results / name
 
 
+def run_state(name: str, *, runs: Path, results: Path) -> str:
+    """``done`` (its copy is complete), ``partial (iteration N)`` (a run directory whose log reached N),
+    ``started`` (a directory without logged iterations) or ``missing``."""
+    if is_finished(results, name):
+        return "done"
+    metrics = Path(runs) / name / "metrics.jsonl"
+    if metrics.is_file():
+        steps = [json.loads(line).get("step") for line in metrics.read_text().splitlines() if line.strip()]
+        steps = [step for step in steps if isinstance(step, int)]
+        if steps:
+            return f"partial (iteration {max(steps)})"
+    return "started" if (Path(runs) / name).is_dir() else "missing"
+
+
+def status_table(regime: Regime, rows: list[str], seeds: list[int], *, runs: Path, results: Path) -> str:
+    """A markdown grid of :func:`run_state` (row × seed) and how many runs are not done."""
+    states = {(row, seed): run_state(run_name(row, regime, seed), runs=runs, results=results)
+              for row in rows for seed in seeds}
+    lines = ["| row | " + " | ".join(f"seed {seed}" for seed in seeds) + " |", "|---|" + "---|" * len(seeds)]
+    lines += [f"| {row} | " + " | ".join(states[row, seed] for seed in seeds) + " |" for row in rows]
+    left = sum(state != "done" for state in states.values())
+    lines += ["", f"{len(states) - left} of {len(states)} runs done; {left} to go ({regime.tag()})."]
+    return "\n".join(lines) + "\n"
+
+
 ASSETS_FILE = "assets.json"
 
 

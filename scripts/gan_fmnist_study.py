@@ -196,6 +196,18 @@ def precision_report():
 
 
 @main.command()
+@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), required=True)
+@click.option("--seeds", default="0-4", show_default=True, callback=_seeds, help="e.g. 0-4 or 0,2.")
+@click.option("--rows", default=",".join(study.ROWS), show_default=True, callback=_rows)
+@with_common
+def status(fraction, seeds, rows, width, batch_size, iterations, eval_every, data_root, runs):
+    """Which runs of one regime are done, partial (resumable from their checkpoint) or missing; trains nothing."""
+    os.chdir(ROOT)
+    chosen = regime(fraction, width, iterations, eval_every, batch_size)
+    click.echo(study.status_table(chosen, rows, seeds, runs=Path(runs), results=Path(STUDY_RESULTS)), nl=False)
+
+
+@main.command()
 @click.option("--rows", default=",".join(study.ROWS), show_default=True, callback=_rows)
 @click.option("--min-seeds", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--out", default="results/gan_fmnist.md", show_default=True)

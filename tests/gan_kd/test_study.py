@@ -240,3 +240,19 @@ def test_readme_block_is_regenerated_between_its_markers_from_the_copies(tmp_pat
 def test_the_readme_has_the_generated_block():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert readme.count(study.README_BEGIN) == 1 and readme.count(study.README_END) == 1
+
+
+def test_status_says_done_partial_started_or_missing(tmp_path):
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    fake_copy(results, "da", 0, 20.0, [30.0], [0.1])
+    partial = runs / study.run_name("vkd", REGIME, 0)
+    partial.mkdir(parents=True)
+    (partial / "metrics.jsonl").write_text('{"step": 50, "d_loss": 1.0}\n{"step": 100, "eval/fd": 30.0}\n\n')
+    (runs / study.run_name("vkd", REGIME, 1)).mkdir()
+    assert study.run_state(study.run_name("da", REGIME, 0), runs=runs, results=results) == "done"
+    assert study.run_state(partial.name, runs=runs, results=results) == "partial (iteration 100)"
+    assert study.run_state(study.run_name("vkd", REGIME, 1), runs=runs, results=results) == "started"
+    assert study.run_state(study.run_name("da", REGIME, 1), runs=runs, results=results) == "missing"
+    table = study.status_table(REGIME, ["da", "vkd"], [0, 1], runs=runs, results=results)
+    assert "| da | done | missing |" in table and "| vkd | partial (iteration 100) | started |" in table
+    assert "1 of 4 runs done; 3 to go (f0.01_w8_b16_i300)." in table
