@@ -116,6 +116,17 @@ def with_common(function):
     return function
 
 
+def with_selection(function):
+    """``--fraction``, ``--seeds``, ``--rows`` (one regime's runs) and the common options: ``run`` and ``status``."""
+    function = with_common(function)
+    for option in reversed([
+            click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), required=True),
+            click.option("--seeds", default="0-4", show_default=True, callback=_seeds, help="e.g. 0-4 or 0,2."),
+            click.option("--rows", default=",".join(study.ROWS), show_default=True, callback=_rows)]):
+        function = option(function)
+    return function
+
+
 @click.group()
 def main():
     """The CPU-scale data-limited GAN study (pilot, ablation runs, report)."""
@@ -135,10 +146,7 @@ def pilot(fractions, width, batch_size, iterations, eval_every, data_root, runs)
 
 
 @main.command()
-@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), required=True)
-@click.option("--seeds", default="0-4", show_default=True, callback=_seeds, help="e.g. 0-4 or 0,2.")
-@click.option("--rows", default=",".join(study.ROWS), show_default=True, callback=_rows)
-@with_common
+@with_selection
 def run(fraction, seeds, rows, width, batch_size, iterations, eval_every, data_root, runs):
     """Every row for every seed at one regime, seed by seed (so rows fill up evenly)."""
     os.chdir(ROOT)
@@ -196,10 +204,7 @@ def precision_report():
 
 
 @main.command()
-@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), required=True)
-@click.option("--seeds", default="0-4", show_default=True, callback=_seeds, help="e.g. 0-4 or 0,2.")
-@click.option("--rows", default=",".join(study.ROWS), show_default=True, callback=_rows)
-@with_common
+@with_selection
 def status(fraction, seeds, rows, width, batch_size, iterations, eval_every, data_root, runs):
     """Which runs of one regime are done, partial (resumable from their checkpoint) or missing; trains nothing."""
     os.chdir(ROOT)
