@@ -34,10 +34,12 @@ def _policy(ctx, param, value):
 
 
 def _metrics(ctx, param, value):
+    from gan_kd.evaluate import METRICS
+
     metrics = tuple(m.strip() for m in value.split(",") if m.strip())
-    bad = [m for m in metrics if m not in ("fid", "isc", "kid", "fd")]
+    bad = [m for m in metrics if m not in METRICS]
     if bad or not metrics:
-        raise click.BadParameter(f"{value!r}: allowed metrics are fid, isc, kid, fd (comma-separated)", ctx=ctx, param=param)
+        raise click.BadParameter(f"{value!r}: allowed metrics are {', '.join(METRICS)} (comma-separated)", ctx=ctx, param=param)
     return metrics
 
 
@@ -100,7 +102,7 @@ def main():
 @click.option("--distance", type=click.Choice(["mse", "smooth_l1"]), default="mse", show_default=True, help="Distance between projected and teacher features (paper: L2).")
 @click.option("--eval-every", type=int, default=0, show_default=True, help="Evaluate the EMA generator every N iterations and keep the best (0 = never).")
 @click.option("--eval-samples", type=int, default=10_000, show_default=True, help="Generated samples per evaluation (reference: 10,000 vs the test split).")
-@click.option("--metrics", default="fid", show_default=True, callback=_metrics, help="Comma-separated from fid, isc, kid, fd; the best checkpoint follows fid, else fd.")
+@click.option("--metrics", default="fid", show_default=True, callback=_metrics, help="Comma-separated from fid, isc, kid (Inception), fd, cls (the --fd-features classifier: Fréchet distance; GAN-test accuracy and IS); the best checkpoint follows fid, else fd.")
 @click.option("--inception-weights", default=None, type=click.Path(), help="Local torch-fidelity Inception weights file (offline).")
 @click.option("--fd-features", default=None, help="ckpt:PATH of a classifier whose features give the domain Fréchet distance 'fd'.")
 @click.option("--fd-arch", default=None, help="Architecture of an --fd-features file that does not record it.")
@@ -160,7 +162,7 @@ def train(ctx, out, **options):
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True, help="Which EMA generator to evaluate.")
 @click.option("--num-samples", type=int, default=10_000, show_default=True, help="Generated samples per repeat (reference: 10,000).")
 @click.option("--repeats", type=int, default=1, show_default=True, help="Repeats with different sample seeds; evaluation.json gives mean ± std.")
-@click.option("--metrics", default="fid,isc", show_default=True, callback=_metrics, help="Comma-separated from fid, isc, kid, fd.")
+@click.option("--metrics", default="fid,isc", show_default=True, callback=_metrics, help="Comma-separated from fid, isc, kid (Inception), fd, cls (the --fd-features classifier: Fréchet distance; GAN-test accuracy and IS).")
 @click.option("--inception-weights", default=None, type=click.Path(), help="Local torch-fidelity Inception weights (offline).")
 @click.option("--fd-features", default=None, help="ckpt:PATH of the classifier for the 'fd' metric.")
 @click.option("--fd-arch", default=None, help="Architecture of an --fd-features file that does not record it.")
@@ -205,21 +207,22 @@ def evaluate(run_dir, checkpoint, num_samples, repeats, metrics, inception_weigh
     for key in runs[0]:
         mean, std = mean_std([r[key] for r in runs])
         summary[key] = {"mean": mean, "std": std, "values": [r[key] for r in runs]}
-    labels = {"fid": "FID (Inception-v3, torch-fidelity)", "is_mean": "IS", "kid_mean": "KID"}
-    if "fd" in summary:
-        labels["fd"] = evaluator.fd_label
+    labels = {"fid": "FID (Inception-v3, torch-fidelity)", "is_mean": "IS", "kid_mean": "KID", **evaluator.labels()}
     result = {
         "run_dir": str(run_dir), "checkpoint": checkpoint, "iteration": iteration, "dataset": config["dataset"],
         "data_fraction": config["data_fraction"], "preset": config["preset"], "num_samples": num_samples,
         "reference": f"{config['dataset']} test split ({len(evaluator.real)} images)", "repeats": repeats,
         "seeds": [seed + r for r in range(repeats)], "metrics": summary, "labels": labels,
         "inception_weights": str(evaluator.inception_weights) if evaluator.inception_weights else None,
-        "fd_features": fd_features, "hardware": hardware_summary(resolved),
+        "fd_features": fd_features, **({"reference_scores": evaluator.reference_scores} if evaluator.reference_scores else {}),
+        "hardware": hardware_summary(resolved),
         "wall_time_s": round(time.monotonic() - started, 1),
     }
     path = write_json(Path(run_dir) / EVALUATION_FILE, result)
     for key, value in summary.items():
         click.echo(f"{labels.get(key, key)}: {value['mean']:.4f} ± {value['std']:.4f}")
+    if evaluator.reference_scores:
+        click.echo("real test set: " + ", ".join(f"{labels[k]} {v:.4f}" for k, v in evaluator.reference_scores.items()))
     click.echo(f"wrote {path}", err=True)
 
 

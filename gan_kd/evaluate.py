@@ -17,6 +17,12 @@ mode there), on a copy so the model's running statistics and spectral-norm vecto
   (no pickled feature cache on disk).
 * ``fd``: a Fréchet distance on the pooled features of a classifier checkpoint (``ckpt:PATH``), for datasets
   and machines without Inception weights. It is **not** FID and is reported as ``FD (<network>)``.
+* ``cls``: two class-aware scores from the same classifier's head, on the same samples and forward pass as ``fd``
+  (:func:`class_scores`): ``cls_acc``, the share of samples the classifier assigns to the class they were
+  generated for (the "GAN-test" accuracy of Shmelkov et al., *How good is my GAN?*, ECCV 2018), and ``cls_is``,
+  an Inception-Score-like ``exp(E_x KL(p(y|x) || p(y)))`` with the classifier's softmax in place of Inception's
+  (one split over all samples). The classifier's values on the real test set (:attr:`Evaluator.reference_scores`)
+  are the ceiling to read them against.
 """
 from __future__ import annotations
 
@@ -35,8 +41,9 @@ from gan_kd.data import load_dataset
 from kd_core.runtime.checkpoint import CheckpointError, load_weights_file
 
 SAMPLE_BATCH = 50
-METRICS = ("fid", "isc", "kid", "fd")
+METRICS = ("fid", "isc", "kid", "fd", "cls")
 INCEPTION_METRICS = ("fid", "isc", "kid")
+CLASSIFIER_METRICS = ("fd", "cls")  # computed on the --fd-features classifier
 # torch-fidelity's Inception-v3 (converted from TensorFlow's 2015-12-05 graph) and the layer each metric reads.
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_FILENAME = INCEPTION_URL.rsplit("/", 1)[1]
@@ -131,26 +138,45 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def generate_uint8(generator: nn.Module, num_samples: int, *, num_classes: int, dim_z: int, seed: int = 0,
-                   device: torch.device | str = "cpu", batch_size: int = SAMPLE_BATCH) -> torch.Tensor:
-    """``num_samples`` uint8 images from ``generator`` with uniform random labels, on the CPU."""
+                   device: torch.device | str = "cpu", batch_size: int = SAMPLE_BATCH,
+                   return_labels: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """``num_samples`` uint8 images from ``generator`` with uniform random labels, on the CPU (and the labels,
+    with ``return_labels``; the images are the same either way)."""
     if num_samples < 1:
         raise ValueError(f"number of samples must be positive, got {num_samples}")
     sampler = copy.deepcopy(generator).to(device).train()
     rng = torch.Generator().manual_seed(seed)
-    chunks = []
+    chunks, all_labels = [], []
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)
         z = torch.randn(n, dim_z, generator=rng)
         labels = torch.randint(0, num_classes, (n,), generator=rng)
         chunks.append(to_uint8(sampler(z.to(device), labels.to(device))).cpu())
-    return torch.cat(chunks)
+        all_labels.append(labels)
+    images = torch.cat(chunks)
+    return (images, torch.cat(all_labels)) if return_labels else images
 
 
-def real_uint8(dataset: str, data_root: str | Path, train: bool = False) -> torch.Tensor:
-    """The (test, by default) split as uint8 ``(N, 3, 32, 32)``, un-flipped."""
+def real_uint8(dataset: str, data_root: str | Path, train: bool = False,
+               return_labels: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The (test, by default) split as uint8 ``(N, 3, 32, 32)``, un-flipped (and its labels, with ``return_labels``)."""
     data = load_dataset(dataset, data_root, train=train, hflip=False)
     loader = torch.utils.data.DataLoader(data, batch_size=500, shuffle=False)
-    return torch.cat([to_uint8(images) for images, _ in loader])
+    batches = list(loader)
+    images = torch.cat([to_uint8(images) for images, _ in batches])
+    return (images, torch.cat([torch.as_tensor(labels) for _, labels in batches])) if return_labels else images
+
+
+def class_scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """``cls_acc`` (share of rows whose argmax is their label) and ``cls_is`` (``exp(mean_x KL(p(y|x) || p(y)))``,
+    ``p(y)`` the mean softmax over the rows) from a classifier's logits, in float64."""
+    if logits.dim() != 2 or logits.shape[0] != labels.shape[0] or logits.shape[0] < 1:
+        raise ValueError(f"class scores need (N, C) logits and N labels, got {tuple(logits.shape)} and {tuple(labels.shape)}")
+    log_p = torch.log_softmax(logits.double(), dim=1)
+    log_marginal = torch.logsumexp(log_p, dim=0) - np.log(log_p.shape[0])
+    kl = (log_p.exp() * (log_p - log_marginal)).sum(dim=1)
+    return {"cls_acc": float((logits.argmax(dim=1) == labels.to(logits.device)).double().mean()),
+            "cls_is": float(kl.mean().exp())}
 
 
 def frechet_distance(features_1: np.ndarray, features_2: np.ndarray) -> float:
@@ -165,8 +191,8 @@ def frechet_distance(features_1: np.ndarray, features_2: np.ndarray) -> float:
 class Evaluator:
     """Computes the requested metrics for a generator against a fixed real set; real statistics are reused.
 
-    ``metrics``: any of ``fid``, ``isc``, ``kid`` (Inception, torch-fidelity) and ``fd`` (needs
-    ``fd_features="ckpt:PATH"``). Everything that can fail (the weights, the feature network, the data) is
+    ``metrics``: any of ``fid``, ``isc``, ``kid`` (Inception, torch-fidelity), ``fd`` and ``cls`` (both need
+    ``fd_features="ckpt:PATH"``; ``cls`` needs its classifier head too). Everything that can fail (the weights, the feature network, the data) is
     loaded here, so a trainer that builds its evaluator at start-up fails before training; the real set's
     features are computed once, here too.
     """
@@ -178,8 +204,10 @@ class Evaluator:
         unknown = set(metrics) - set(METRICS)
         if unknown or not metrics:
             raise ValueError(f"unknown metric(s) {', '.join(sorted(unknown)) or '(none given)'}; allowed: {', '.join(METRICS)}")
-        if "fd" in metrics and not fd_features:
-            raise ValueError("the fd metric needs --fd-features ckpt:PATH")
+        needs_classifier = [m for m in metrics if m in CLASSIFIER_METRICS]
+        if needs_classifier and not fd_features:
+            raise ValueError(f"the {' and '.join(needs_classifier)} metric{'s' if len(needs_classifier) > 1 else ''} "
+                             f"need{'' if len(needs_classifier) > 1 else 's'} --fd-features ckpt:PATH")
         if num_samples < 2:
             raise ValueError(f"the number of evaluation samples must be >= 2 (a Fréchet distance needs a covariance), got {num_samples}")
         self.dataset, self.metrics, self.num_samples = dataset, tuple(metrics), num_samples
@@ -192,26 +220,47 @@ class Evaluator:
             self.inception_weights = locate_inception_weights(inception_weights, download=download_inception)
             self.inception = load_inception(self.inception_weights, [INCEPTION_LAYERS[m] for m in inception_metrics],
                                             self.device)
-        self.real = real_uint8(dataset, data_root, train=False)
+        self.real, real_labels = real_uint8(dataset, data_root, train=False, return_labels=True)
         self.real_inception_features = self._inception_features(self.real) if self.inception is not None else None
         self.real_fid_statistics = None  # the real set's FID mean and covariance, computed once
         if "fid" in self.metrics:
             from torch_fidelity.metric_fid import fid_featuresdict_to_statistics
 
             self.real_fid_statistics = fid_featuresdict_to_statistics(self.real_inception_features, INCEPTION_LAYERS["fid"])
-        self.fd_extractor = None
-        if "fd" in metrics:
+        self.fd_extractor = self.class_head = None
+        self.reference_scores: dict[str, float] = {}  # the cls scores of the real test set
+        if needs_classifier:
             from gan_kd.teacher import build_teacher
 
             self.fd_extractor = build_teacher(fd_features, arch=fd_arch, preprocessing="native").to(self.device)
             network = self.fd_extractor.network
             self.fd_name = getattr(network, "arch", type(network).__name__)
+            if "cls" in self.metrics:
+                self.class_head = self.fd_extractor.class_embeddings().to(self.device)  # TeacherError: a ValueError
             self.real_fd_features = self._fd_features(self.real)
+            if self.class_head is not None:
+                self.reference_scores = self._class_scores(self.real_fd_features, real_labels)
 
     @property
     def fd_label(self) -> str:
         """How a table must name the FD column."""
         return f"FD ({self.fd_name})"
+
+    def labels(self) -> dict[str, str]:
+        """How a table must name each result key of this evaluator's classifier metrics."""
+        if self.fd_extractor is None:
+            return {}
+        labels = {"fd": self.fd_label} if "fd" in self.metrics else {}
+        if "cls" in self.metrics:
+            labels.update({"cls_acc": f"GAN-test accuracy ({self.fd_name})", "cls_is": f"IS ({self.fd_name})"})
+        return labels
+
+    def _class_scores(self, features: np.ndarray, labels: torch.Tensor) -> dict[str, float]:
+        if labels.numel() and int(labels.max()) >= self.class_head.num_classes:
+            raise ValueError(f"the cls metric's classifier has {self.class_head.num_classes} classes, but the labels "
+                             f"reach {int(labels.max())}: use a classifier of this dataset")
+        logits = self.class_head.logits(torch.as_tensor(features, dtype=torch.float32, device=self.device))
+        return class_scores(logits.cpu(), labels)
 
     def _fd_features(self, images_uint8: torch.Tensor) -> np.ndarray:
         features = []
@@ -249,15 +298,28 @@ class Evaluator:
         return {renamed[k]: float(v) for k, v in raw.items() if k in renamed}
 
     def __call__(self, generator: nn.Module, *, num_classes: int, dim_z: int, seed: int | None = None) -> dict:
-        fake = generate_uint8(generator, self.num_samples, num_classes=num_classes, dim_z=dim_z,
-                              seed=self.seed if seed is None else seed, device=self.device)
+        fake, labels = generate_uint8(generator, self.num_samples, num_classes=num_classes, dim_z=dim_z,
+                                      seed=self.seed if seed is None else seed, device=self.device, return_labels=True)
         results: dict = {}
         if self.inception is not None:
             results.update(self._inception(fake))
         if self.fd_extractor is not None:
-            results["fd"] = frechet_distance(self._fd_features(fake), self.real_fd_features)
+            features = self._fd_features(fake)
+            if "fd" in self.metrics:
+                results["fd"] = frechet_distance(features, self.real_fd_features)
+            if self.class_head is not None:
+                results.update(self._class_scores(features, labels))
         return results
 
     def selection_metric(self) -> str:
         """The metric that picks the best checkpoint: FID when computed, else FD (lower is better for both)."""
-        return "fid" if "fid" in self.metrics else "fd"
+        return selection_metric(self.metrics)
+
+
+def selection_metric(metrics: tuple[str, ...]) -> str:
+    """``fid`` if among ``metrics``, else ``fd``; a ``ValueError`` (naming both) when neither is."""
+    for metric in ("fid", "fd"):
+        if metric in metrics:
+            return metric
+    raise ValueError(f"the best checkpoint is chosen by fid or fd, and metrics {','.join(metrics)} have neither; "
+                     f"add one to --metrics")

@@ -120,7 +120,7 @@ def train_command(row: str, regime: Regime, seed: int, out: Path, assets: Assets
 
 
 def evaluate_command(out: Path, regime: Regime, assets: Assets, gan_kd: str = "gan-kd") -> list[str]:
-    return [gan_kd, "evaluate", str(out), "--checkpoint", "best", "--metrics", "fd", "--fd-features",
+    return [gan_kd, "evaluate", str(out), "--checkpoint", "best", "--metrics", "fd,cls", "--fd-features",
             f"ckpt:{assets.fd_net}", "--data-root", assets.data_root, "--num-samples", str(regime.final_samples),
             "--repeats", str(regime.repeats), "--device", "cpu"]
 
@@ -151,6 +151,52 @@ def execute(row: str, regime: Regime, seed: int, *, runs: Path, results: Path, a
     copy_small_files(out, results / name)
     log(f"{name}: done in {time.monotonic() - started:.0f} s")
     return results / name
+
+
+def has_class_scores(results: Path, name: str) -> bool:
+    """Whether a finished copy's evaluation holds the ``cls`` scores (runs evaluated before they existed do not)."""
+    evaluation = json.loads((results / name / EVALUATION_FILE).read_text())
+    return "cls_acc" in evaluation["metrics"]
+
+
+def rescore(row: str, regime: Regime, seed: int, *, runs: Path, results: Path, assets: Assets,
+            gan_kd: str = "gan-kd", log=print) -> bool:
+    """Re-evaluate a finished run whose copy has no class scores with today's :func:`evaluate_command` (FD and
+    the ``cls`` scores), and replace its copy's ``evaluation.json`` only if the FD values are bit for bit those
+    recorded (same checkpoint, FD network and sample seeds). Needs the run's ``checkpoints/best.pt``.
+
+    Returns whether the copy was updated; raises ``RuntimeError`` when the FD differs or evaluation fails.
+    """
+    name = run_name(row, regime, seed)
+    if not is_finished(results, name) or has_class_scores(results, name):
+        return False
+    out = runs / name
+    if not (out / "checkpoints" / "best.pt").is_file():
+        raise RuntimeError(f"{name}: no {out / 'checkpoints' / 'best.pt'} to re-evaluate (checkpoints are not committed)")
+    recorded = json.loads((results / name / EVALUATION_FILE).read_text())
+    if recorded.get("fd_features") != f"ckpt:{assets.fd_net}" or \
+            json.loads((results / name / ASSETS_FILE).read_text()).get("fd_net_sha256") != asset_digests(assets)["fd_net_sha256"]:
+        raise RuntimeError(f"{name}: its FD network is not {assets.fd_net} as it is now; re-evaluating would not reproduce its FD")
+    before = recorded["metrics"]["fd"]["values"]
+    previous = json.loads((out / EVALUATION_FILE).read_text()) if (out / EVALUATION_FILE).is_file() else {}
+    # a scored evaluation with the recorded FD already in the run directory (an interrupted rescore's) is reused
+    reusable = bool(previous) and "cls_acc" in previous["metrics"] and previous["metrics"]["fd"]["values"] == before
+    if not reusable:
+        command = evaluate_command(out, regime, assets, gan_kd)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        with open(runs / f"{name}.log", "a") as stream:
+            stream.write("$ " + " ".join(command) + "\n")
+            stream.flush()
+            code = subprocess.call(command, stdout=stream, stderr=subprocess.STDOUT, env=env)
+        if code:
+            raise RuntimeError(f"{name}: `gan-kd evaluate` exited with {code}; see {runs / name}.log")
+    fresh = json.loads((out / EVALUATION_FILE).read_text())
+    after = fresh["metrics"]["fd"]["values"]
+    if before != after:
+        raise RuntimeError(f"{name}: re-evaluated FD {after} differs from the recorded {before}; its copy is left as it was")
+    write_bytes(results / name / EVALUATION_FILE, (out / EVALUATION_FILE).read_bytes())
+    log(f"{name}: class scores added (FD reproduced: {after})")
+    return True
 
 
 def run_state(name: str, *, runs: Path, results: Path) -> str:
@@ -320,6 +366,34 @@ def study_table(runs: list[dict], rows: list[str], min_seeds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def class_score_table(runs: list[dict], rows: list[str]) -> str:
+    """GAN-test accuracy and the classifier's IS per row (runs evaluated with ``--metrics fd,cls``), with the
+    real test set's values, the ceiling; empty when no run has them."""
+    scored = [r for r in runs if "cls_acc" in r["result"]["metrics"]]
+    if not scored:
+        return ""
+    labels = scored[0]["result"]["labels"]
+    lines = [f"| row | {labels['cls_acc']} ↑, mean ± std | {labels['cls_is']} ↑, mean ± std | seeds scored |",
+             "|---|---|---|---|"]
+    for row in rows:
+        members = sorted((r for r in runs if r["row"] == row), key=lambda r: r["config"]["seed"])
+        have = [r for r in members if "cls_acc" in r["result"]["metrics"]]
+        if not have:
+            lines.append(f"| {ROWS[row][0]} | (not scored) | | 0 of {len(members)} |")
+            continue
+        cells = []
+        for key, scale in (("cls_acc", 100), ("cls_is", 1)):
+            mean, std = mean_std([r["result"]["metrics"][key]["mean"] * scale for r in have])
+            cells.append(f"{mean:.2f}{'%' if scale == 100 else ''} ± {std:.2f}")
+        seeds = ", ".join(str(r["config"]["seed"]) for r in have)
+        lines.append(f"| {ROWS[row][0]} | {cells[0]} | {cells[1]} | {len(have)} of {len(members)} (seeds {seeds}) |")
+    references = {json.dumps(r["result"].get("reference_scores"), sort_keys=True) for r in scored}
+    reference = json.loads(sorted(references)[0]) if len(references) == 1 else None
+    if reference:
+        lines.append(f"| *real test set (ceiling)* | {reference['cls_acc'] * 100:.2f}% | {reference['cls_is']:.2f} | |")
+    return "\n".join(lines) + "\n"
+
+
 def claim_results(runs: list[dict]) -> list[dict]:
     """Each claim of :data:`CLAIMS` tested on ``runs``: the rows' FDs and :func:`kd_core.stats.compare`
     (``None`` when a row has fewer than 2 finished seeds)."""
@@ -383,6 +457,18 @@ def update_readme(readme: Path, pilot_results: Path, study_results: Path, *, row
     pilot = load_runs(pilot_results) if Path(pilot_results).is_dir() else []
     study = load_runs(study_results) if Path(study_results).is_dir() else []
     return replace_block(readme, README_BEGIN, README_END, readme_block(pilot, study, rows, min_seeds))
+
+
+def class_score_section(runs: list[dict], rows: list[str]) -> list[str]:
+    table = class_score_table(runs, rows)
+    if not table:
+        return []
+    return ["### Class scores of the same samples", "",
+            "The FD network's own head on the samples of the table above (`--metrics cls`): GAN-test accuracy is "
+            "the share of samples it assigns to the class they were generated for (Shmelkov et al., ECCV 2018); "
+            "IS is exp(E KL(p(y|x) ‖ p(y))) with its softmax, from 1 to 10. Runs evaluated before the scores "
+            "existed get them from `python scripts/gan_fmnist_study.py rescore`, which keeps a copy only when its "
+            "FD is reproduced bit for bit.", "", table, ""]
 
 
 def plot_rows(runs: list[dict], rows: list[str], column: str, path: Path, ylabel: str, title: str) -> Path:
@@ -460,6 +546,7 @@ def write_report(pilot_results: Path, study_results: Path, out_md: Path, figures
                       f"iteration {regime.ema_start}, evaluation every {regime.eval_every} iterations. Everything "
                       f"but the seed is equal within a row; teacher = ResNet-20 classifier checkpoint, "
                       f"kd weight 1.", "", study_table(members, rows, min_seeds), "",
+                      *class_score_section(members, rows),
                       "### Verdicts", "", *verdicts(members), "",
                       "Verdict rule: *yes* when the 95% bootstrap interval of the difference of means excludes 0 on "
                       "the better side, *no* when it excludes 0 on the worse side, *not resolved* otherwise. With "
@@ -485,8 +572,9 @@ def write_report(pilot_results: Path, study_results: Path, out_md: Path, figures
         parts += [f"**Warning:** the ablation's runs used {len(fd_nets)} different FD networks (SHA-256 in each "
                   f"run's {ASSETS_FILE}); their FD values are not comparable. Re-run the odd ones.", ""]
     if every:
-        parts += ["## Commands", "", "Each run is followed by `gan-kd evaluate RUN --checkpoint best --metrics fd "
-                  "--num-samples 10000 --repeats 2`; `config.json` records every option and the git commit.", "",
+        parts += ["## Commands", "", "Each run is followed by `gan-kd evaluate RUN --checkpoint best --metrics fd,cls "
+                  "--num-samples 10000 --repeats 2` (`--metrics fd` before the class scores existed); `config.json` "
+                  "records every option and the git commit.", "",
                   "```", *commands(every), "```", ""]
     text = "\n".join(parts)
     write_text(out_md, text)

@@ -39,7 +39,7 @@ from torchvision.utils import save_image
 
 from gan_kd import data as gan_data
 from gan_kd.diffaug import diff_augment, parse_policy
-from gan_kd.evaluate import Evaluator
+from gan_kd.evaluate import Evaluator, selection_metric
 from gan_kd.models.biggan import Discriminator, Generator, count_parameters
 from gan_kd.objectives import Critic, LeCamRegularizer, build_distill_loss, discriminator_terms, generator_terms
 from gan_kd.presets import PRESETS, expand_preset  # PRESETS is imported from here too (report, scripts, tests)
@@ -236,6 +236,8 @@ def validate_config(config: TrainConfig) -> None:
         raise ValueError(f"unknown precision {config.precision!r}; allowed: {', '.join(PRECISIONS)}")
     if config.threads is not None and config.threads < 1:
         raise ValueError(f"threads must be >= 1, got {config.threads}")
+    if config.eval_every > 0:  # the best checkpoint follows fid or fd: one of them must be computed
+        selection_metric(config.metrics)
     if config.eval_samples < 2:
         raise ValueError(f"eval_samples must be >= 2 (a Fréchet distance needs a covariance), got {config.eval_samples}")
     if config.distill and not config.teacher:

@@ -868,22 +868,24 @@ def section_eval(ctx: Context) -> list[str]:
     source: dict[str, object] = {}
     original_real, original_features = evaluate.real_uint8, evaluate.Evaluator._fd_features
 
-    def real_set(*args, **kwargs):
+    def real_set(*args, return_labels=False, **kwargs):
         start = time.perf_counter()
         images = None
         if not sizes.eval_fake_real:
             try:
-                images = original_real(*args, **kwargs)
+                images, labels = original_real(*args, return_labels=True, **kwargs)
                 source["text"] = "Fashion-MNIST's test split from Debian's package"
             except Exception as error:  # no data on this machine: an in-memory stand-in, said in the table
                 source["text"] = f"a random uint8 set (Fashion-MNIST not found: {str(error).splitlines()[0][:120]})"
         if images is None:
             images = torch.randint(0, 256, (sizes.eval_real or 10_000, 3, 32, 32), dtype=torch.uint8,
                                    generator=torch.Generator().manual_seed(0))
+            labels = torch.zeros(images.shape[0], dtype=torch.long)
             source.setdefault("text", "a random in-memory uint8 set (--quick)")
         source["total"] = images.shape[0]
         spent["real"] = time.perf_counter() - start
-        return images[: sizes.eval_real] if sizes.eval_real is not None else images
+        keep = slice(None, sizes.eval_real)
+        return (images[keep], labels[keep]) if return_labels else images[keep]
 
     def timed_features(self, images):
         start = time.perf_counter()

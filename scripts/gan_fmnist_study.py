@@ -10,6 +10,8 @@ results/runs/ holds evaluation.json):
     # the ablation at the chosen regime (the defaults: width 8, batch 16, 1000 iterations), 5 seeds
     python scripts/gan_fmnist_study.py run --fraction 0.005 --seeds 0-4
     python scripts/gan_fmnist_study.py report
+    # class scores for runs evaluated before `--metrics cls` existed (needs their checkpoints; FD must reproduce)
+    python scripts/gan_fmnist_study.py rescore --fraction 0.005 --seeds 0-4
     # bf16 vs fp32 (issue 10) -> a section of results/benchmarks.md
     python scripts/gan_fmnist_study.py precision --seeds 0-2 --iterations 300
 
@@ -210,6 +212,30 @@ def status(fraction, seeds, rows, width, batch_size, iterations, eval_every, dat
     os.chdir(ROOT)
     chosen = regime(fraction, width, iterations, eval_every, batch_size)
     click.echo(study.status_table(chosen, rows, seeds, runs=Path(runs), results=Path(STUDY_RESULTS)), nl=False)
+
+
+@main.command()
+@with_selection
+def rescore(fraction, seeds, rows, width, batch_size, iterations, eval_every, data_root, runs):
+    """Add the class scores (GAN-test accuracy, IS on the FD network) to finished runs evaluated without them.
+
+    Re-runs `gan-kd evaluate --metrics fd,cls` on each run's best.pt (about 2.5 min of one core per run) and
+    replaces its copy's evaluation.json only if the FD values come out bit for bit as recorded; trains nothing.
+    """
+    os.chdir(ROOT)
+    assets = train_classifiers(data_root)
+    chosen = regime(fraction, width, iterations, eval_every, batch_size)
+    failed = []
+    for seed in seeds:
+        for row in rows:
+            try:
+                study.rescore(row, chosen, seed, runs=Path(runs), results=Path(STUDY_RESULTS), assets=assets,
+                              gan_kd=str(BIN / "gan-kd"), log=click.echo)
+            except RuntimeError as error:
+                click.echo(f"error: {error}", err=True)
+                failed.append(study.run_name(row, chosen, seed))
+    if failed:
+        raise click.ClickException(f"{len(failed)} run(s) not rescored: {', '.join(failed)}")
 
 
 @main.command()

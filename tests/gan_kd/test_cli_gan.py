@@ -175,6 +175,8 @@ def test_second_process_is_refused_and_a_killed_run_resumes_from_saved_iteration
     (["--teacher", "resnet"], "clip:<open_clip model>"),
     (["--diffaug", "flip"], "flip"),
     (["--preset", "da", "--eval-every", "2", "--metrics", "fd"], "--fd-features"),
+    (["--preset", "da", "--eval-every", "2", "--metrics", "cls"], "fid or fd"),  # nothing to pick best.pt by
+    (["--preset", "da", "--metrics", "fd,lpips"], "allowed metrics are fid, isc, kid, fd, cls"),
     (["--preset", "da", "--inception-weights", "/nonexistent/inception.pth"], "Inception weights file not found"),
     (["--preset", "da", "--fd-features", "ckpt:/nonexistent.pt"], "--fd-features must be ckpt:PATH"),
 ])
@@ -481,6 +483,20 @@ def test_train_offline_without_inception_weights_fails_before_training(cifar10_r
                                        "--eval-every", "1", "--metrics", "fid", *TINY])
     assert result.exit_code == 2 and "--inception-weights" in one_error_line(result)
     assert not out.exists()
+
+
+def test_evaluate_cls_writes_the_class_scores_and_the_real_sets_reference(finished_run, teacher_ckpt):
+    result = CliRunner().invoke(main, ["evaluate", str(finished_run), "--checkpoint", "last", "--metrics", "fd,cls",
+                                       "--fd-features", f"ckpt:{teacher_ckpt}", "--num-samples", "20", "--repeats", "2"])
+    assert result.exit_code == 0, result.output
+    evaluation = json.loads((finished_run / "evaluation.json").read_text())
+    assert set(evaluation["metrics"]) == {"fd", "cls_acc", "cls_is"}
+    assert evaluation["labels"]["cls_acc"] == "GAN-test accuracy (resnet20)" and evaluation["labels"]["cls_is"] == "IS (resnet20)"
+    for scores in (*[{k: v for k, v in zip(("cls_acc", "cls_is"), values)}
+                     for values in zip(evaluation["metrics"]["cls_acc"]["values"], evaluation["metrics"]["cls_is"]["values"])],
+                   evaluation["reference_scores"]):
+        assert 0 <= scores["cls_acc"] <= 1 and 1 - 1e-9 <= scores["cls_is"] <= 10 + 1e-9
+    assert "GAN-test accuracy (resnet20):" in result.output and "real test set:" in result.output
 
 
 def test_evaluate_and_sample_refuse_a_non_finite_generator(finished_run, teacher_ckpt):

@@ -353,3 +353,115 @@ def test_inception_weights_of_another_network_are_refused(tmp_path):
     with pytest.raises(InceptionUnavailable) as error:
         load_inception(path, ["2048"])
     assert str(path) in str(error.value) and "Inception-v3" in str(error.value)
+
+
+# ------------------------------------------------------------------------------ Evaluator: class scores (cls)
+
+
+def direct_class_scores(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """GAN-test accuracy and the IS formula exp(E_x KL(p(y|x) || p(y))), written out in numpy."""
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    marginal = p.mean(axis=0)
+    kl = np.array([sum(pi * (math.log(pi) - math.log(m)) for pi, m in zip(row, marginal) if pi > 0) for row in p])
+    return float((logits.argmax(axis=1) == labels).mean()), float(math.exp(kl.mean()))
+
+
+def test_class_scores_match_the_formula_and_its_bounds():
+    from gan_kd.evaluate import class_scores
+
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(size=(64, 10)) * 3, rng.integers(0, 10, size=64)
+    scores = class_scores(torch.from_numpy(logits), torch.from_numpy(labels))
+    accuracy, inception_score = direct_class_scores(logits, labels)
+    assert scores["cls_acc"] == pytest.approx(accuracy, abs=1e-12)
+    assert scores["cls_is"] == pytest.approx(inception_score, rel=1e-10)
+    # bounds: identical predictions give IS 1; confident, balanced, correct predictions give IS = C and accuracy 1
+    assert class_scores(torch.zeros(8, 10), torch.zeros(8, dtype=torch.long))["cls_is"] == pytest.approx(1.0)
+    confident = torch.eye(10).repeat(3, 1) * 60
+    perfect = class_scores(confident, torch.arange(10).repeat(3))
+    assert perfect["cls_acc"] == 1.0 and perfect["cls_is"] == pytest.approx(10.0, rel=1e-6)
+    with pytest.raises(ValueError):
+        class_scores(torch.zeros(4, 10), torch.zeros(3, dtype=torch.long))
+
+
+def test_generate_uint8_returns_the_labels_it_drew_and_the_same_images():
+    calls: list = []
+    images, labels = generate_uint8(RecordingGenerator(calls), 120, num_classes=10, dim_z=4, seed=3, batch_size=50,
+                                    return_labels=True)
+    assert torch.equal(labels, torch.cat([y for _, y, _ in calls]))
+    assert torch.equal(images, generate_uint8(RecordingGenerator([]), 120, num_classes=10, dim_z=4, seed=3, batch_size=50))
+
+
+class ClassImageGenerator(nn.Module):
+    """Ignores z; returns, for label y, the fixed image ``images[y]``."""
+
+    def __init__(self, images: torch.Tensor):
+        super().__init__()
+        self.register_buffer("images", images)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.images[y]
+
+
+def classifier_logits(path, images_uint8: torch.Tensor) -> torch.Tensor:
+    """The checkpoint's own logits for uint8 images at its input size (native preprocessing: its mean / std)."""
+    from classifier_kd.models.checkpoint import load_classifier, read_input_spec
+
+    network, spec = load_classifier(path).eval(), read_input_spec(path)
+    mean, std = (torch.tensor(spec[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    with torch.no_grad():
+        return network((((images_uint8.float() / 127.5 - 1) + 1) / 2 - mean) / std)
+
+
+def test_evaluator_cls_scores_are_the_classifiers_own_predictions(cifar10_root, classifier_ckpt, no_network):
+    fd_only = Evaluator(dataset="cifar10", data_root=cifar10_root, metrics=("fd",), num_samples=40,
+                        fd_features=f"ckpt:{classifier_ckpt}")
+    both = Evaluator(dataset="cifar10", data_root=cifar10_root, metrics=("fd", "cls"), num_samples=40,
+                     fd_features=f"ckpt:{classifier_ckpt}")
+    assert both.labels() == {"fd": "FD (resnet8x4)", "cls_acc": "GAN-test accuracy (resnet8x4)",
+                             "cls_is": "IS (resnet8x4)"}
+    # the real test set's reference scores: the classifier's accuracy on its true labels, and its IS
+    real_logits = classifier_logits(classifier_ckpt, both.real)
+    real_labels = torch.from_numpy(np.array(pickle.load(open(cifar10_root / "cifar-10-batches-py" / "test_batch", "rb"),
+                                                        encoding="latin1")["labels"]))
+    accuracy, inception_score = direct_class_scores(real_logits.double().numpy(), real_labels.numpy())
+    assert both.reference_scores["cls_acc"] == pytest.approx(accuracy, abs=1e-12)
+    assert both.reference_scores["cls_is"] == pytest.approx(inception_score, rel=1e-4)
+
+    # a generator that draws the real image i for label i: its samples' scores are the classifier's on those images
+    generator = ClassImageGenerator(both.real[:10].float() / 127.5 - 1)
+    results = both(generator, num_classes=10, dim_z=8)
+    _, labels = generate_uint8(generator, 40, num_classes=10, dim_z=8, seed=0, return_labels=True)
+    accuracy, inception_score = direct_class_scores(classifier_logits(classifier_ckpt, both.real[:10])[labels].double().numpy(),
+                                                    labels.numpy())
+    assert results["cls_acc"] == pytest.approx(accuracy, abs=1e-12)
+    assert results["cls_is"] == pytest.approx(inception_score, rel=1e-4)
+    # adding cls leaves FD bit for bit as it was (the study's committed FDs stay comparable)
+    assert results["fd"] == fd_only(generator, num_classes=10, dim_z=8)["fd"]
+    assert set(Evaluator(dataset="cifar10", data_root=cifar10_root, metrics=("cls",), num_samples=40,
+                         fd_features=f"ckpt:{classifier_ckpt}")(generator, num_classes=10, dim_z=8)) == {"cls_acc", "cls_is"}
+    assert no_network == []
+
+
+def test_evaluator_cls_needs_a_classifier_and_a_label_range_it_covers(cifar10_root, classifier_ckpt, tmp_path):
+    with pytest.raises(ValueError, match="cls metric needs --fd-features"):
+        Evaluator(dataset="cifar10", data_root=tmp_path, metrics=("cls",))
+    evaluator = Evaluator(dataset="cifar10", data_root=cifar10_root, metrics=("cls",), num_samples=20,
+                          fd_features=f"ckpt:{classifier_ckpt}")
+    with pytest.raises(ValueError, match="10 classes"):
+        evaluator(tiny_generator_with_classes(12), num_classes=12, dim_z=128)
+
+
+def tiny_generator_with_classes(num_classes: int) -> Generator:
+    torch.manual_seed(0)
+    return Generator(num_classes=num_classes, g_ch=4)
+
+
+def test_selection_metric_is_fid_then_fd_and_refuses_neither():
+    from gan_kd.evaluate import selection_metric
+
+    assert selection_metric(("isc", "fd", "fid")) == "fid"
+    assert selection_metric(("cls", "fd")) == "fd"
+    with pytest.raises(ValueError, match="fid or fd"):
+        selection_metric(("isc", "cls"))

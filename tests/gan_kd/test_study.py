@@ -93,7 +93,7 @@ def test_precision_section_rewrites_only_its_part_of_benchmarks_md(tmp_path):
 
 
 def fake_copy(results: Path, row: str, seed: int, fd: float, curve: list[float], gap: list[float],
-              regime: study.Regime = REGIME) -> Path:
+              regime: study.Regime = REGIME, scores: tuple[float, float] | None = None) -> Path:
     """A run copy as study.copy_small_files leaves it (the numbers are made up for the report's plumbing)."""
     folder = results / study.run_name(row, regime, seed)
     folder.mkdir(parents=True)
@@ -104,9 +104,14 @@ def fake_copy(results: Path, row: str, seed: int, fd: float, curve: list[float],
                          channels_last=regime.channels_last).to_dict()
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "result.json").write_text(json.dumps({"wall_time_s": 600.0 + seed}))
-    (folder / "evaluation.json").write_text(json.dumps({
-        "metrics": {"fd": {"mean": fd, "std": 0.1, "values": [fd - 0.1, fd + 0.1]}}, "labels": {"fd": "FD (resnet32)"},
-        "iteration": 200, "num_samples": 10000, "repeats": 2, "hardware": "test CPU"}))
+    evaluation = {"metrics": {"fd": {"mean": fd, "std": 0.1, "values": [fd - 0.1, fd + 0.1]}}, "labels": {"fd": "FD (resnet32)"},
+                  "iteration": 200, "num_samples": 10000, "repeats": 2, "hardware": "test CPU"}
+    if scores is not None:  # as `gan-kd evaluate --metrics fd,cls` writes them
+        for key, value in zip(("cls_acc", "cls_is"), scores):
+            evaluation["metrics"][key] = {"mean": value, "std": 0.0, "values": [value, value]}
+        evaluation["labels"].update({"cls_acc": "GAN-test accuracy (resnet32)", "cls_is": "IS (resnet32)"})
+        evaluation["reference_scores"] = {"cls_acc": 0.9, "cls_is": 9.5}
+    (folder / "evaluation.json").write_text(json.dumps(evaluation))
     with open(folder / "metrics.csv", "w", newline="") as stream:
         writer = csv.writer(stream)
         writer.writerow(["step", "d_loss", "eval/fd", "probe/d_gap", "probe/rt"])
@@ -256,3 +261,81 @@ def test_status_says_done_partial_started_or_missing(tmp_path):
     table = study.status_table(REGIME, ["da", "vkd"], [0, 1], runs=runs, results=results)
     assert "| da | done | missing |" in table and "| vkd | partial (iteration 100) | started |" in table
     assert "1 of 4 runs done; 3 to go (f0.01_w8_b16_i300)." in table
+
+
+def test_class_score_table_reports_scored_seeds_and_the_real_ceiling(tmp_path):
+    fake_copy(tmp_path, "da", 0, 20.0, [20.0], [0.1], scores=(0.5, 4.0))
+    fake_copy(tmp_path, "da", 1, 20.0, [20.0], [0.1], scores=(0.7, 6.0))
+    fake_copy(tmp_path, "da", 2, 20.0, [20.0], [0.1])  # evaluated before the scores existed
+    fake_copy(tmp_path, "vkd", 0, 19.0, [19.0], [0.1])
+    table = study.class_score_table(study.load_runs(tmp_path), ["da", "vkd", "pkd"])
+    lines = table.splitlines()
+    assert lines[0] == "| row | GAN-test accuracy (resnet32) ↑, mean ± std | IS (resnet32) ↑, mean ± std | seeds scored |"
+    assert lines[2] == "| DA (baseline) | 60.00% ± 14.14 | 5.00 ± 1.41 | 2 of 3 (seeds 0, 1) |"
+    assert lines[3] == "| DA + VkD (orthogonal, no normaliser) | (not scored) | | 0 of 1 |"
+    assert lines[4].startswith("| DA + PKD") and "0 of 0" in lines[4]
+    assert lines[5] == "| *real test set (ceiling)* | 90.00% | 9.50 | |"
+    report = study.write_report(tmp_path / "none", tmp_path, tmp_path / "r.md", tmp_path / "figures", rows=["da", "vkd"])
+    assert "### Class scores of the same samples" in report and lines[2] in report
+    assert study.class_score_table([r for r in study.load_runs(tmp_path) if r["row"] == "vkd"], ["vkd"]) == ""
+
+
+def test_rescore_adds_class_scores_only_when_the_fd_is_reproduced(tmp_path, monkeypatch):
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    (tmp_path / "t.pt").write_bytes(b"teacher")
+    (tmp_path / "f.pt").write_bytes(b"fd network")
+    assets = study.Assets(data_root="data", teacher=str(tmp_path / "t.pt"), fd_net=str(tmp_path / "f.pt"))
+
+    def finished(row: str, fd: float) -> tuple[Path, Path]:
+        copy = fake_copy(results, row, 0, fd, [fd], [0.1])
+        evaluation = json.loads((copy / "evaluation.json").read_text())
+        (copy / "evaluation.json").write_text(json.dumps({**evaluation, "fd_features": f"ckpt:{assets.fd_net}"}))
+        (copy / "assets.json").write_text(json.dumps(study.asset_digests(assets)))
+        run_dir = runs / copy.name
+        (run_dir / "checkpoints").mkdir(parents=True)
+        (run_dir / "checkpoints" / "best.pt").write_bytes(b"generator")
+        return copy, run_dir
+
+    def evaluate_writing(fd_values: list[float]):
+        def call(command, **kwargs):
+            calls.append(command)
+            run_dir = Path(command[2])
+            (run_dir / "evaluation.json").write_text(json.dumps({
+                "metrics": {"fd": {"mean": sum(fd_values) / 2, "std": 0.1, "values": fd_values},
+                            "cls_acc": {"mean": 0.8, "std": 0.0, "values": [0.8, 0.8]},
+                            "cls_is": {"mean": 7.0, "std": 0.0, "values": [7.0, 7.0]}},
+                "labels": {"fd": "FD (resnet32)"}, "fd_features": f"ckpt:{assets.fd_net}"}))
+            return 0
+        return call
+
+    copy, _ = finished("da", 20.0)
+    before_da = (copy / "evaluation.json").read_bytes()
+    calls: list = []
+    monkeypatch.setattr(subprocess, "call", evaluate_writing(json.loads((copy / "evaluation.json").read_text())["metrics"]["fd"]["values"]))
+    assert study.rescore("da", REGIME, 0, runs=runs, results=results, assets=assets, log=lambda _: None)
+    assert calls[0][:2] == ["gan-kd", "evaluate"] and calls[0][calls[0].index("--metrics") + 1] == "fd,cls"
+    assert json.loads((copy / "evaluation.json").read_text())["metrics"]["cls_acc"]["mean"] == 0.8
+    # an interrupted rescore (run directory scored, copy not yet replaced) reuses the run directory's evaluation
+    scored = (copy / "evaluation.json").read_bytes()
+    copy.joinpath("evaluation.json").write_bytes(before_da)
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail("a scored evaluation was computed again"))
+    assert study.rescore("da", REGIME, 0, runs=runs, results=results, assets=assets, log=lambda _: None)
+    assert (copy / "evaluation.json").read_bytes() == scored
+    # scored already: nothing runs
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail("a scored run was evaluated again"))
+    assert not study.rescore("da", REGIME, 0, runs=runs, results=results, assets=assets, log=lambda _: None)
+
+    copy, run_dir = finished("vkd", 18.0)
+    before = (copy / "evaluation.json").read_bytes()
+    recorded = json.loads((copy / "evaluation.json").read_text())["metrics"]["fd"]["values"]
+    monkeypatch.setattr(subprocess, "call", evaluate_writing([recorded[0], recorded[1] + 1e-9]))  # FD not reproduced
+    with pytest.raises(RuntimeError, match="differs from the recorded"):
+        study.rescore("vkd", REGIME, 0, runs=runs, results=results, assets=assets, log=lambda _: None)
+    assert (copy / "evaluation.json").read_bytes() == before
+    (run_dir / "checkpoints" / "best.pt").unlink()
+    with pytest.raises(RuntimeError, match="best.pt"):
+        study.rescore("vkd", REGIME, 0, runs=runs, results=results, assets=assets, log=lambda _: None)
+    (tmp_path / "f.pt").write_bytes(b"another fd network")
+    (run_dir / "checkpoints" / "best.pt").write_bytes(b"generator")
+    with pytest.raises(RuntimeError, match="FD network"):
+        study.rescore("vkd", REGIME, 0, runs=runs, results=results, assets=assets, log=lambda _: None)
