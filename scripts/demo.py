@@ -147,7 +147,7 @@ def gan_command(preset: str, out: Path, data_root: Path, fraction: float, teache
 
 
 def evaluate_command(out: Path, evaluator: Path, sizes: dict) -> list[str]:
-    return [str(BIN / "gan-kd"), "evaluate", str(out), "--checkpoint", "best", "--metrics", "fd",
+    return [str(BIN / "gan-kd"), "evaluate", str(out), "--checkpoint", "best", "--metrics", "fd,cls",
             "--fd-features", f"ckpt:{evaluator}", "--num-samples", str(sizes["final_samples"]), "--device", "cpu"]
 
 
@@ -202,10 +202,16 @@ def main(smoke, out, data_root, fraction):
 
     results = {preset: json.loads((path / EVALUATION_FILE).read_text()) for preset, path in gans.items()}
     click.echo("")
-    click.echo(f"{'run':<12} {'FD ↓ (best checkpoint)':>24} {'best at':>9}   samples")
+    click.echo(f"{'run':<12} {'FD ↓ (best checkpoint)':>24} {'GAN-test acc ↑':>15} {'best at':>9}   samples")
     for preset, path in gans.items():
-        fd = results[preset]["metrics"]["fd"]["mean"]
-        click.echo(f"{preset:<12} {fd:>24.2f} {results[preset]['iteration']:>9}   {path / 'samples' / 'final.png'}")
+        metrics = results[preset]["metrics"]
+        accuracy = f"{metrics['cls_acc']['mean']:.1%}" if "cls_acc" in metrics else "—"  # demos evaluated before cls
+        click.echo(f"{preset:<12} {metrics['fd']['mean']:>24.2f} {accuracy:>15} {results[preset]['iteration']:>9}   "
+                   f"{path / 'samples' / 'final.png'}")
+    reference = next((r["reference_scores"] for r in results.values() if "reference_scores" in r), None)
+    if reference:
+        click.echo(f"(the evaluator on the real test set: accuracy {reference['cls_acc']:.1%}; GAN-test accuracy is "
+                   f"the share of samples it assigns to the class they were generated for)")
     click.echo("")
     say(f"FD-vs-iteration plot: {plot}" if plot else "no plot (matplotlib missing)")
     say(f"runs, logs and checkpoints: {out}/; TensorBoard: tensorboard --logdir {out}")

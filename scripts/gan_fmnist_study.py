@@ -119,7 +119,7 @@ def with_common(function):
 
 
 def with_selection(function):
-    """``--fraction``, ``--seeds``, ``--rows`` (one regime's runs) and the common options: ``run`` and ``status``."""
+    """``--fraction``, ``--seeds``, ``--rows`` (one regime's runs) and the common options: ``run``, ``status`` and ``rescore``."""
     function = with_common(function)
     for option in reversed([
             click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), required=True),

@@ -43,10 +43,12 @@ def test_smoke_demo_runs_the_whole_chain_then_skips_it(fashion_mnist_raw_dir: Pa
         assert config["teacher"] == (None if preset == "da" else f"ckpt:{out / 'teacher' / 'checkpoints' / 'best.pt'}")
         result = json.loads((run / "evaluation.json").read_text())
         table[preset] = result["metrics"]["fd"]["mean"]
+        assert 0 <= result["metrics"]["cls_acc"]["mean"] <= 1 and result["labels"]["cls_acc"].startswith("GAN-test")
         assert Image.open(run / "samples" / "final.png").size[0] > 0
     assert Image.open(out / "fd_vs_iteration.png").size == (770, 462)
     lines = [line.split() for line in first.stdout.splitlines() if line.split()[:1] in (["da"], ["vkd-whiten"])]
     assert {words[0]: float(words[1]) for words in lines} == pytest.approx(table, abs=0.006)
+    assert "GAN-test acc" in first.stdout and "(the evaluator on the real test set: accuracy" in first.stdout
 
     second = run_demo(*args)
     assert second.returncode == 0, second.stderr[-3000:]

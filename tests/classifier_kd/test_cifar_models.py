@@ -152,3 +152,13 @@ def test_models_know_their_registry_name(tmp_path):
     assert model.arch == "resnet20"
     save_classifier(tmp_path / "m.pt", model, "resnet20", 10)
     assert load_classifier(tmp_path / "m.pt").arch == "resnet20"
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_class_embeddings_give_the_logits_of_the_pooled_features(name):
+    """What label distillation, KD-DLGAN and gan-kd's `cls` metric rely on: head(forward_features(x)) = logits."""
+    torch.manual_seed(0)
+    net = create_model(name, 10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(net.class_embeddings().logits(net.forward_features(x)), net(x), rtol=1e-4, atol=1e-5)
