@@ -373,24 +373,33 @@ def class_score_table(runs: list[dict], rows: list[str]) -> str:
     if not scored:
         return ""
     labels = scored[0]["result"]["labels"]
-    lines = [f"| row | {labels['cls_acc']} ↑, mean ± std | {labels['cls_is']} ↑, mean ± std | seeds scored |",
-             "|---|---|---|---|"]
+    lines = [f"| row | {labels['cls_acc']} ↑, mean ± std | Δ accuracy vs DA (95% CI) | {labels['cls_is']} ↑, mean ± std "
+             f"| seeds scored |", "|---|---|---|---|---|"]
+
+    def accuracies(row: str) -> list[float]:  # in percent
+        return [r["result"]["metrics"]["cls_acc"]["mean"] * 100 for r in runs
+                if r["row"] == row and "cls_acc" in r["result"]["metrics"]]
+
     for row in rows:
         members = sorted((r for r in runs if r["row"] == row), key=lambda r: r["config"]["seed"])
         have = [r for r in members if "cls_acc" in r["result"]["metrics"]]
         if not have:
-            lines.append(f"| {ROWS[row][0]} | (not scored) | | 0 of {len(members)} |")
+            lines.append(f"| {ROWS[row][0]} | (not scored) | | | 0 of {len(members)} |")
             continue
         cells = []
         for key, scale in (("cls_acc", 100), ("cls_is", 1)):
             mean, std = mean_std([r["result"]["metrics"][key]["mean"] * scale for r in have])
             cells.append(f"{mean:.2f}{'%' if scale == 100 else ''} ± {std:.2f}")
+        delta = "—"
+        if row != "da" and len(have) >= 2 and len(accuracies("da")) >= 2:
+            c = compare(accuracies(row), accuracies("da"), lower_is_better=False)
+            delta = f"{c['difference']:+.2f} [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}] points"
         seeds = ", ".join(str(r["config"]["seed"]) for r in have)
-        lines.append(f"| {ROWS[row][0]} | {cells[0]} | {cells[1]} | {len(have)} of {len(members)} (seeds {seeds}) |")
+        lines.append(f"| {ROWS[row][0]} | {cells[0]} | {delta} | {cells[1]} | {len(have)} of {len(members)} (seeds {seeds}) |")
     references = {json.dumps(r["result"].get("reference_scores"), sort_keys=True) for r in scored}
     reference = json.loads(sorted(references)[0]) if len(references) == 1 else None
     if reference:
-        lines.append(f"| *real test set (ceiling)* | {reference['cls_acc'] * 100:.2f}% | {reference['cls_is']:.2f} | |")
+        lines.append(f"| *real test set (ceiling)* | {reference['cls_acc'] * 100:.2f}% | | {reference['cls_is']:.2f} | |")
     return "\n".join(lines) + "\n"
 
 
@@ -446,6 +455,12 @@ def readme_block(pilot: list[dict], study: list[dict], rows: list[str], min_seed
         values = [[_fd(r) for r in study if r["row"] == row] for row in (item["candidate"], item["baseline"])]
         lines.append(f"  * {item['claim']}: "
                      f"{verdict_line(*values, names=(item['candidate'], item['baseline']), unit='FD')}.")
+    accuracy = {row: [r["result"]["metrics"]["cls_acc"]["mean"] * 100 for r in study
+                      if r["row"] == row and "cls_acc" in r["result"]["metrics"]] for row in ("vkd-whiten", "da")}
+    if any(accuracy.values()):
+        lines.append("  * (c) in GAN-test accuracy (the FD network's head assigns the sample to its class), VkD w/ "
+                     "whitening vs DA: " + verdict_line(accuracy["vkd-whiten"], accuracy["da"], names=("vkd-whiten", "da"),
+                                                        unit="points", lower_is_better=False) + ".")
     lines.append(README_END)
     return "\n".join(lines)
 

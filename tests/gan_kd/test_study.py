@@ -242,6 +242,15 @@ def test_readme_block_is_regenerated_between_its_markers_from_the_copies(tmp_pat
     assert readme.read_text() == "# no markers\n"
 
 
+def test_readme_block_adds_the_accuracy_line_once_runs_are_scored(tmp_path):
+    for seed in range(3):
+        fake_copy(tmp_path, "da", seed, 20.0, [20.0], [0.1], scores=(0.30 + 0.01 * seed, 3.0))
+        fake_copy(tmp_path, "vkd-whiten", seed, 19.0, [19.0], [0.1], scores=(0.50 + 0.01 * seed, 4.0))
+    block = study.readme_block([], study.load_runs(tmp_path), list(study.ROWS), 5)
+    line = next(line for line in block.splitlines() if "GAN-test accuracy" in line)
+    assert "VkD w/ whitening vs DA: **yes**, +20.00 points" in line and "n = 3 vs 3" in line
+
+
 def test_the_readme_has_the_generated_block():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert readme.count(study.README_BEGIN) == 1 and readme.count(study.README_END) == 1
@@ -268,13 +277,17 @@ def test_class_score_table_reports_scored_seeds_and_the_real_ceiling(tmp_path):
     fake_copy(tmp_path, "da", 1, 20.0, [20.0], [0.1], scores=(0.7, 6.0))
     fake_copy(tmp_path, "da", 2, 20.0, [20.0], [0.1])  # evaluated before the scores existed
     fake_copy(tmp_path, "vkd", 0, 19.0, [19.0], [0.1])
-    table = study.class_score_table(study.load_runs(tmp_path), ["da", "vkd", "pkd"])
+    for seed, accuracy in ((0, 0.9), (1, 0.92)):
+        fake_copy(tmp_path, "vkd-whiten", seed, 15.0, [15.0], [0.1], scores=(accuracy, 8.0))
+    table = study.class_score_table(study.load_runs(tmp_path), ["da", "vkd", "vkd-whiten", "pkd"])
     lines = table.splitlines()
-    assert lines[0] == "| row | GAN-test accuracy (resnet32) ↑, mean ± std | IS (resnet32) ↑, mean ± std | seeds scored |"
-    assert lines[2] == "| DA (baseline) | 60.00% ± 14.14 | 5.00 ± 1.41 | 2 of 3 (seeds 0, 1) |"
-    assert lines[3] == "| DA + VkD (orthogonal, no normaliser) | (not scored) | | 0 of 1 |"
-    assert lines[4].startswith("| DA + PKD") and "0 of 0" in lines[4]
-    assert lines[5] == "| *real test set (ceiling)* | 90.00% | 9.50 | |"
+    assert lines[0] == ("| row | GAN-test accuracy (resnet32) ↑, mean ± std | Δ accuracy vs DA (95% CI) "
+                        "| IS (resnet32) ↑, mean ± std | seeds scored |")
+    assert lines[2] == "| DA (baseline) | 60.00% ± 14.14 | — | 5.00 ± 1.41 | 2 of 3 (seeds 0, 1) |"
+    assert lines[3] == "| DA + VkD (orthogonal, no normaliser) | (not scored) | | | 0 of 1 |"
+    assert lines[4].startswith("| DA + VkD w/ whitening (orthogonal) | 91.00% ± 1.41 | +31.00 [")  # 91 − 60 points
+    assert lines[5].startswith("| DA + PKD") and "0 of 0" in lines[5]
+    assert lines[6] == "| *real test set (ceiling)* | 90.00% | | 9.50 | |"
     report = study.write_report(tmp_path / "none", tmp_path, tmp_path / "r.md", tmp_path / "figures", rows=["da", "vkd"])
     assert "### Class scores of the same samples" in report and lines[2] in report
     assert study.class_score_table([r for r in study.load_runs(tmp_path) if r["row"] == "vkd"], ["vkd"]) == ""
