@@ -277,7 +277,8 @@ def _literal(text: str) -> Any:
 @click.option("--ce-weight", type=click.FloatRange(min=0), default=None, help="Weight of the cross-entropy term [method].")
 @click.option("--set", "settings", multiple=True, callback=_parse_setting, metavar="LOSS.KEY=VALUE",
               help="A loss option, repeatable: e.g. --set kd.temperature=2 --set dkd.beta=2 "
-                   "--set vkd.normalizer=whiten --set vkd.projector=linear.")
+                   "--set vkd.normalizer=whiten --set vkd.projector=linear --set vkd.normalizer=none (the "
+                   "normaliser named none; elsewhere none is Python's None).")
 @_training_options
 def distill(student, student_pretrained, teacher, teacher_ckpt, teacher_pretrained, teacher_image_size, method,
             losses, zscore, ce_weight, settings, **options):

@@ -172,6 +172,17 @@ def zscore_terms(terms: list[tuple[str, float, dict[str, Any]]], owner: str, kee
     return switched
 
 
+def _default_option(loss: str, key: str) -> Any:
+    """The default of option ``key`` of registered loss ``loss`` (``None`` when it has none)."""
+    import inspect
+
+    try:
+        parameter = inspect.signature(kd_core.registry.lookup("loss", loss)).parameters.get(key)
+    except ValueError:  # not a registered loss: nothing to go by
+        return None
+    return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
+
+
 def distillation_terms(recipe: str, method: str | None, losses: list[tuple[str, float]] = (), zscore: bool = False,
                        settings: list[tuple[str, str, Any]] = (), ce_weight: float | None = None) -> dict[str, Any]:
     """A run's terms: ``method``'s under ``recipe`` (``None``: the ``losses`` given), then the changes.
@@ -201,6 +212,8 @@ def distillation_terms(recipe: str, method: str | None, losses: list[tuple[str, 
             options = options.setdefault(part, {})
             if not isinstance(options, dict):
                 raise ValueError(f"--set {loss}.{key}: {part!r} is not a nested option")
+        if value is None and not path and isinstance(_default_option(loss, last), str):
+            value = "none"  # vkd.normalizer=none: the registered name "none", not Python's None
         options[last] = value
     return {"ce_weight": defaults["ce_weight"] if ce_weight is None else ce_weight,
             "label_smoothing": defaults.get("label_smoothing"), "losses": terms}

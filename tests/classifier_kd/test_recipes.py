@@ -102,6 +102,20 @@ def test_set_with_a_dotted_key_reaches_a_nested_option():
         distillation_terms("cifar100", "vkd", settings=[("dkd", "beta", 2)])
 
 
+def test_set_none_for_a_named_option_is_the_name_none():
+    """`--set vkd.normalizer=none` (read as Python's None) means the registered normaliser "none": it used to
+    reach the registry as None and fail to build; an option whose default is not a name keeps None."""
+    from classifier_kd.recipes import distillation_terms
+    from kd_core.registry import build_normalizer
+
+    terms = distillation_terms("cifar100", "vkd", settings=[("vkd", "normalizer", None), ("vkd", "projector", "linear")])
+    assert terms["losses"][1] == ("vkd", 1.0, {"normalizer": "none", "projector": "linear"})
+    loss = kd_core.registry.lookup("loss", "vkd")(64, 64, **terms["losses"][1][2])
+    assert type(loss.normalizer) is type(build_normalizer("none"))
+    nested = distillation_terms("cifar100", "vkd", settings=[("vkd", "normalizer_options.group_size", None)])
+    assert nested["losses"][1][2] == {"normalizer_options": {"group_size": None}}
+
+
 def test_a_registered_loss_is_a_method_with_no_other_line():
     from kd_core import registry
     from kd_core.losses.base import DistillationLoss
