@@ -250,6 +250,8 @@ def test_train_teacher_distill_evaluate(cifar10_root, tmp_path):
     (["--loss", "kd:0.5", "--zscore"],  # the weight given on the command line is kept
      {"ce_weight": 1.0, "losses": [("kd", 0.5, {"temperature": 2.0, "zscore": True})]}),
     (["--method", "rsd"], {"ce_weight": 1.0, "label_smoothing": 0.1, "losses": [("rsd", 0.1, {"kappa": 0.01})]}),
+    (["--method", "vkd", "--set", "vkd.normalizer=none"],  # the normaliser named "none", not Python's None
+     {"ce_weight": 1.0, "losses": [("kd", 1.0, {"temperature": 1.0}), ("vkd", 1.0, {"normalizer": "none"})]}),
 ])
 def test_distill_records_the_expanded_terms(cifar10_root, cifar10_resnet20, tmp_path, args, expected):
     out = tmp_path / "run"
