@@ -49,6 +49,7 @@ Loss weights (:func:`method_defaults`), from losses.md sec. 1:
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any
 
 import kd_core
@@ -174,12 +175,7 @@ def zscore_terms(terms: list[tuple[str, float, dict[str, Any]]], owner: str, kee
 
 def _default_option(loss: str, key: str) -> Any:
     """The default of option ``key`` of registered loss ``loss`` (``None`` when it has none)."""
-    import inspect
-
-    try:
-        parameter = inspect.signature(kd_core.registry.lookup("loss", loss)).parameters.get(key)
-    except ValueError:  # not a registered loss: nothing to go by
-        return None
+    parameter = inspect.signature(kd_core.registry.lookup("loss", loss)).parameters.get(key)
     return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
 
 

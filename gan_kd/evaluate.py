@@ -162,9 +162,9 @@ def real_uint8(dataset: str, data_root: str | Path, train: bool = False,
     """The (test, by default) split as uint8 ``(N, 3, 32, 32)``, un-flipped (and its labels, with ``return_labels``)."""
     data = load_dataset(dataset, data_root, train=train, hflip=False)
     loader = torch.utils.data.DataLoader(data, batch_size=500, shuffle=False)
-    batches = list(loader)
-    images = torch.cat([to_uint8(images) for images, _ in batches])
-    return (images, torch.cat([torch.as_tensor(labels) for _, labels in batches])) if return_labels else images
+    batches = [(to_uint8(images), torch.as_tensor(labels)) for images, labels in loader]  # uint8 as they come
+    images = torch.cat([images for images, _ in batches])
+    return (images, torch.cat([labels for _, labels in batches])) if return_labels else images
 
 
 def class_scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:

@@ -138,19 +138,25 @@ def execute(row: str, regime: Regime, seed: int, *, runs: Path, results: Path, a
         return results / name
     out = runs / name
     out.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     started = time.monotonic()
-    with open(runs / f"{name}.log", "a") as stream:
-        for command in (train_command(row, regime, seed, out, assets, gan_kd), evaluate_command(out, regime, assets, gan_kd)):
-            stream.write("$ " + " ".join(command) + "\n")
-            stream.flush()
-            code = subprocess.call(command, stdout=stream, stderr=subprocess.STDOUT, env=env)
-            if code:
-                raise RuntimeError(f"{name}: `{' '.join(command[:2])}` exited with {code}; see {runs / name}.log")
+    for command in (train_command(row, regime, seed, out, assets, gan_kd), evaluate_command(out, regime, assets, gan_kd)):
+        call_logged(command, name, runs)
     write_json(results / name / ASSETS_FILE, asset_digests(assets))  # before evaluation.json marks the copy complete
     copy_small_files(out, results / name)
     log(f"{name}: done in {time.monotonic() - started:.0f} s")
     return results / name
+
+
+def call_logged(command: list[str], name: str, runs: Path) -> None:
+    """Run one ``gan-kd`` command of run ``name`` on one thread, appending it and its output to
+    ``<runs>/<name>.log``; a ``RuntimeError`` when it fails."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with open(runs / f"{name}.log", "a") as stream:
+        stream.write("$ " + " ".join(command) + "\n")
+        stream.flush()
+        code = subprocess.call(command, stdout=stream, stderr=subprocess.STDOUT, env=env)
+    if code:
+        raise RuntimeError(f"{name}: `{' '.join(command[:2])}` exited with {code}; see {runs / name}.log")
 
 
 def has_class_scores(results: Path, name: str) -> bool:
@@ -182,14 +188,7 @@ def rescore(row: str, regime: Regime, seed: int, *, runs: Path, results: Path, a
     # a scored evaluation with the recorded FD already in the run directory (an interrupted rescore's) is reused
     reusable = bool(previous) and "cls_acc" in previous["metrics"] and previous["metrics"]["fd"]["values"] == before
     if not reusable:
-        command = evaluate_command(out, regime, assets, gan_kd)
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        with open(runs / f"{name}.log", "a") as stream:
-            stream.write("$ " + " ".join(command) + "\n")
-            stream.flush()
-            code = subprocess.call(command, stdout=stream, stderr=subprocess.STDOUT, env=env)
-        if code:
-            raise RuntimeError(f"{name}: `gan-kd evaluate` exited with {code}; see {runs / name}.log")
+        call_logged(evaluate_command(out, regime, assets, gan_kd), name, runs)
     fresh = json.loads((out / EVALUATION_FILE).read_text())
     after = fresh["metrics"]["fd"]["values"]
     if before != after:
@@ -366,6 +365,12 @@ def study_table(runs: list[dict], rows: list[str], min_seeds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def accuracies(runs: list[dict], row: str) -> list[float]:
+    """The GAN-test accuracies (in percent) of ``row``'s scored runs."""
+    return [r["result"]["metrics"]["cls_acc"]["mean"] * 100 for r in runs
+            if r["row"] == row and "cls_acc" in r["result"]["metrics"]]
+
+
 def class_score_table(runs: list[dict], rows: list[str]) -> str:
     """GAN-test accuracy and the classifier's IS per row (runs evaluated with ``--metrics fd,cls``), with the
     real test set's values, the ceiling; empty when no run has them."""
@@ -375,10 +380,6 @@ def class_score_table(runs: list[dict], rows: list[str]) -> str:
     labels = scored[0]["result"]["labels"]
     lines = [f"| row | {labels['cls_acc']} ↑, mean ± std | Δ accuracy vs DA (95% CI) | {labels['cls_is']} ↑, mean ± std "
              f"| seeds scored |", "|---|---|---|---|---|"]
-
-    def accuracies(row: str) -> list[float]:  # in percent
-        return [r["result"]["metrics"]["cls_acc"]["mean"] * 100 for r in runs
-                if r["row"] == row and "cls_acc" in r["result"]["metrics"]]
 
     for row in rows:
         members = sorted((r for r in runs if r["row"] == row), key=lambda r: r["config"]["seed"])
@@ -391,8 +392,8 @@ def class_score_table(runs: list[dict], rows: list[str]) -> str:
             mean, std = mean_std([r["result"]["metrics"][key]["mean"] * scale for r in have])
             cells.append(f"{mean:.2f}{'%' if scale == 100 else ''} ± {std:.2f}")
         delta = "—"
-        if row != "da" and len(have) >= 2 and len(accuracies("da")) >= 2:
-            c = compare(accuracies(row), accuracies("da"), lower_is_better=False)
+        if row != "da" and len(have) >= 2 and len(accuracies(runs, "da")) >= 2:
+            c = compare(accuracies(runs, row), accuracies(runs, "da"), lower_is_better=False)
             delta = f"{c['difference']:+.2f} [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}] points"
         seeds = ", ".join(str(r["config"]["seed"]) for r in have)
         lines.append(f"| {ROWS[row][0]} | {cells[0]} | {delta} | {cells[1]} | {len(have)} of {len(members)} (seeds {seeds}) |")
@@ -455,8 +456,7 @@ def readme_block(pilot: list[dict], study: list[dict], rows: list[str], min_seed
         values = [[_fd(r) for r in study if r["row"] == row] for row in (item["candidate"], item["baseline"])]
         lines.append(f"  * {item['claim']}: "
                      f"{verdict_line(*values, names=(item['candidate'], item['baseline']), unit='FD')}.")
-    accuracy = {row: [r["result"]["metrics"]["cls_acc"]["mean"] * 100 for r in study
-                      if r["row"] == row and "cls_acc" in r["result"]["metrics"]] for row in ("vkd-whiten", "da")}
+    accuracy = {row: accuracies(study, row) for row in ("vkd-whiten", "da")}
     if any(accuracy.values()):
         lines.append("  * (c) in GAN-test accuracy (the FD network's head assigns the sample to its class), VkD w/ "
                      "whitening vs DA: " + verdict_line(accuracy["vkd-whiten"], accuracy["da"], names=("vkd-whiten", "da"),
