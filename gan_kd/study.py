@@ -380,7 +380,7 @@ def class_score_table(runs: list[dict], rows: list[str]) -> str:
     labels = scored[0]["result"]["labels"]
     lines = [f"| row | {labels['cls_acc']} ↑, mean ± std | Δ accuracy vs DA (95% CI) | {labels['cls_is']} ↑, mean ± std "
              f"| seeds scored |", "|---|---|---|---|---|"]
-
+    da_accuracies = accuracies(runs, "da")
     for row in rows:
         members = sorted((r for r in runs if r["row"] == row), key=lambda r: r["config"]["seed"])
         have = [r for r in members if "cls_acc" in r["result"]["metrics"]]
@@ -392,8 +392,8 @@ def class_score_table(runs: list[dict], rows: list[str]) -> str:
             mean, std = mean_std([r["result"]["metrics"][key]["mean"] * scale for r in have])
             cells.append(f"{mean:.2f}{'%' if scale == 100 else ''} ± {std:.2f}")
         delta = "—"
-        if row != "da" and len(have) >= 2 and len(accuracies(runs, "da")) >= 2:
-            c = compare(accuracies(runs, row), accuracies(runs, "da"), lower_is_better=False)
+        if row != "da" and len(have) >= 2 and len(da_accuracies) >= 2:
+            c = compare(accuracies(runs, row), da_accuracies, lower_is_better=False)
             delta = f"{c['difference']:+.2f} [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}] points"
         seeds = ", ".join(str(r["config"]["seed"]) for r in have)
         lines.append(f"| {ROWS[row][0]} | {cells[0]} | {delta} | {cells[1]} | {len(have)} of {len(members)} (seeds {seeds}) |")
