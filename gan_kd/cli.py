@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 
 import kd_core
 from gan_kd import data as gan_data
 from gan_kd.diffaug import AUGMENTATIONS
+from gan_kd.snapshot import is_generator_file
 from gan_kd.presets import DEFAULT_PRESET, PRESET_HELP, PRESETS, expand_preset
 from kd_core.projectors import ORTHOGONAL_MAPS
 from kd_core.runtime.cli import OneLineErrorGroup, fraction_option, one_line, usage_error
@@ -34,13 +36,33 @@ def _policy(ctx, param, value):
 
 
 def _metrics(ctx, param, value):
-    from gan_kd.evaluate import METRICS
+    from gan_kd.metrics.evaluator import parse_metrics
 
-    metrics = tuple(m.strip() for m in value.split(",") if m.strip())
-    bad = [m for m in metrics if m not in METRICS]
-    if bad or not metrics:
-        raise click.BadParameter(f"{value!r}: allowed metrics are {', '.join(METRICS)} (comma-separated)", ctx=ctx, param=param)
-    return metrics
+    try:
+        return parse_metrics(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), ctx=ctx, param=param) from None
+
+
+def _label_free(ctx, param, value):
+    """A label-free spec must name a known space; a file it names must exist (whether it fits is checked when it is read)."""
+    from gan_kd.metrics.features import label_free_file
+
+    try:
+        path = label_free_file(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), ctx=ctx, param=param) from None
+    if path is not None and not path.is_file():
+        raise click.BadParameter(f"{value!r}: VGG-16 weights file {path} does not exist", ctx=ctx, param=param)
+    return value
+
+
+METRICS_HELP = ("Comma-separated from fid, isc, kid (Inception); fd, cls, icfd (the --fd-features classifier: FD, "
+                "GAN-test accuracy and IS, intra-class FD); fd_vgg, kid_vgg, prc, dc, icfd_vgg, memo (the label-free "
+                "space: FD, KID, precision/recall, density/coverage, intra-class FD, memorisation); gan_train "
+                "(GAN-train accuracy), colour (channel spread); suite = every label-free and pixel metric. README "
+                "explains each with its paper and ideal value.")
+LABEL_FREE_HELP = "Label-free feature space: vgg16-random[:SEED] (offline), vgg16-imagenet (downloads once) or vgg16:PATH."
 
 
 def _check_data_root(root: str, download: bool = False) -> None:
@@ -102,7 +124,8 @@ def main():
 @click.option("--distance", type=click.Choice(["mse", "smooth_l1"]), default="mse", show_default=True, help="Distance between projected and teacher features (paper: L2).")
 @click.option("--eval-every", type=int, default=0, show_default=True, help="Evaluate the EMA generator every N iterations and keep the best (0 = never).")
 @click.option("--eval-samples", type=int, default=10_000, show_default=True, help="Generated samples per evaluation (reference: 10,000 vs the test split).")
-@click.option("--metrics", default="fid", show_default=True, callback=_metrics, help="Comma-separated from fid, isc, kid (Inception), fd, cls (the --fd-features classifier: Fréchet distance; GAN-test accuracy and IS); the best checkpoint follows fid, else fd.")
+@click.option("--metrics", default="fid", show_default=True, callback=_metrics, help=METRICS_HELP + " The best checkpoint follows fid, else fd_vgg, else fd.")
+@click.option("--label-free-features", "label_free", default="vgg16-random", show_default=True, callback=_label_free, help=LABEL_FREE_HELP)
 @click.option("--inception-weights", default=None, type=click.Path(), help="Local torch-fidelity Inception weights file (offline).")
 @click.option("--fd-features", default=None, help="ckpt:PATH of a classifier whose features give the domain Fréchet distance 'fd'.")
 @click.option("--fd-arch", default=None, help="Architecture of an --fd-features file that does not record it.")
@@ -157,27 +180,41 @@ def train(ctx, out, **options):
         cleanup_distributed()
 
 
+def training_subset(source: str | Path, config: dict, data_root: str) -> np.ndarray:
+    """The training images a generator was trained on: its run's ``subset_indices.npy``, else the same draw the
+    trainer makes from its config (data fraction and subset seed)."""
+    if not is_generator_file(source) and (Path(source) / "subset_indices.npy").is_file():
+        return gan_data.load_indices(source)
+    train_split = gan_data.load_dataset(config["dataset"], data_root, train=True, hflip=False)
+    return gan_data.subset_indices(len(train_split), config["data_fraction"], config.get("subset_seed", 0))
+
+
 @main.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True, help="Which EMA generator to evaluate.")
+@click.argument("source", metavar="RUN_DIR|GENERATOR.safetensors", type=click.Path())
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True, help="Which EMA generator of a run directory to evaluate.")
 @click.option("--num-samples", type=int, default=10_000, show_default=True, help="Generated samples per repeat (reference: 10,000).")
 @click.option("--repeats", type=int, default=1, show_default=True, help="Repeats with different sample seeds; evaluation.json gives mean ± std.")
-@click.option("--metrics", default="fid,isc", show_default=True, callback=_metrics, help="Comma-separated from fid, isc, kid (Inception), fd, cls (the --fd-features classifier: Fréchet distance; GAN-test accuracy and IS).")
+@click.option("--metrics", default="fid,isc", show_default=True, callback=_metrics, help=METRICS_HELP)
+@click.option("--label-free-features", "label_free", default="vgg16-random", show_default=True, callback=_label_free, help=LABEL_FREE_HELP)
 @click.option("--inception-weights", default=None, type=click.Path(), help="Local torch-fidelity Inception weights (offline).")
-@click.option("--fd-features", default=None, help="ckpt:PATH of the classifier for the 'fd' metric.")
+@click.option("--fd-features", default=None, help="ckpt:PATH of the classifier for the fd, cls and icfd metrics.")
 @click.option("--fd-arch", default=None, help="Architecture of an --fd-features file that does not record it.")
 @click.option("--data-root", default=None, type=click.Path(), help="Dataset root (default: the run's).")
 @click.option("--kid-subset-size", type=int, default=1000, show_default=True, help="KID subset size (capped at the sample count).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first repeat's samples.")
+@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False), help="Where to write the evaluation (default: evaluation.json in RUN_DIR, or beside the generator file).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def evaluate(run_dir, checkpoint, num_samples, repeats, metrics, inception_weights, fd_features, fd_arch, data_root,
-             kid_subset_size, seed, device):
-    """FID / IS / KID (torch-fidelity) and domain FD of a run's EMA generator against the test split; writes RUN_DIR/evaluation.json.
+def evaluate(source, checkpoint, num_samples, repeats, metrics, label_free, inception_weights, fd_features, fd_arch,
+             data_root, kid_subset_size, seed, out_path, device):
+    """Score a run's EMA generator (or a generator file of `gan-kd export`) against the test split; writes evaluation.json.
 
     \b
-    Example: gan-kd evaluate runs/c10_10 --repeats 3 --metrics fid,isc
+    Examples:
+      gan-kd evaluate runs/c10_10 --repeats 3 --metrics fid,isc
+      gan-kd evaluate results/runs/gan_fmnist/da_s0/generator_ema.safetensors --metrics suite,fd,cls,icfd \\
+          --fd-features ckpt:runs/fmnist_resnet32/checkpoints/best.pt --data-root data
     """
-    from gan_kd.evaluate import Evaluator
+    from gan_kd.metrics.evaluator import Evaluator
     from gan_kd.report import EVALUATION_FILE
     from kd_core.stats import mean_std
     from gan_kd.snapshot import load_ema_generator
@@ -189,13 +226,21 @@ def evaluate(run_dir, checkpoint, num_samples, repeats, metrics, inception_weigh
         raise click.UsageError(f"--num-samples must be >= 2 and --repeats >= 1, got {num_samples} and {repeats}")
     if data_root is not None:
         _check_data_root(data_root)
+    is_file = is_generator_file(source)
+    if not Path(source).exists():
+        raise click.BadParameter(f"{source} does not exist (a run directory or a generator .safetensors file)",
+                                 param_hint="'RUN_DIR|GENERATOR.safetensors'")
+    path = Path(out_path) if out_path else (Path(source).parent if is_file else Path(source)) / EVALUATION_FILE
     try:
         resolved = resolve_device(device)
-        check_writable_file(Path(run_dir) / EVALUATION_FILE, "evaluation file")
-        generator, config, iteration = load_ema_generator(run_dir, checkpoint)
-        evaluator = Evaluator(dataset=config["dataset"], data_root=data_root or config["data_root"], metrics=metrics,
-                              num_samples=num_samples, inception_weights=inception_weights, fd_features=fd_features,
-                              fd_arch=fd_arch, device=resolved, kid_subset_size=kid_subset_size)
+        check_writable_file(path, "evaluation file")
+        generator, config, iteration = load_ema_generator(source, checkpoint)
+        root = data_root or config["data_root"]
+        subset = training_subset(source, config, root) if "memo" in metrics else None
+        evaluator = Evaluator(dataset=config["dataset"], data_root=root, metrics=metrics, num_samples=num_samples,
+                              inception_weights=inception_weights, fd_features=fd_features, fd_arch=fd_arch,
+                              label_free=label_free, train_indices=subset, data_fraction=config["data_fraction"],
+                              device=resolved, kid_subset_size=kid_subset_size)
     except (ValueError, FileNotFoundError, OSError) as error:
         raise usage_error(error) from None
     started = time.monotonic()
@@ -207,23 +252,48 @@ def evaluate(run_dir, checkpoint, num_samples, repeats, metrics, inception_weigh
     for key in runs[0]:
         mean, std = mean_std([r[key] for r in runs])
         summary[key] = {"mean": mean, "std": std, "values": [r[key] for r in runs]}
-    labels = {"fid": "FID (Inception-v3, torch-fidelity)", "is_mean": "IS", "kid_mean": "KID", **evaluator.labels()}
+    labels = evaluator.labels()
     result = {
-        "run_dir": str(run_dir), "checkpoint": checkpoint, "iteration": iteration, "dataset": config["dataset"],
+        "run_dir": str(Path(source).parent if is_file else source), "source": str(source),
+        "checkpoint": "file" if is_file else checkpoint, "iteration": iteration, "dataset": config["dataset"],
         "data_fraction": config["data_fraction"], "preset": config["preset"], "num_samples": num_samples,
         "reference": f"{config['dataset']} test split ({len(evaluator.real)} images)", "repeats": repeats,
         "seeds": [seed + r for r in range(repeats)], "metrics": summary, "labels": labels,
+        "feature_spaces": evaluator.describe(),
         "inception_weights": str(evaluator.inception_weights) if evaluator.inception_weights else None,
         "fd_features": fd_features, **({"reference_scores": evaluator.reference_scores} if evaluator.reference_scores else {}),
         "hardware": hardware_summary(resolved),
         "wall_time_s": round(time.monotonic() - started, 1),
     }
-    path = write_json(Path(run_dir) / EVALUATION_FILE, result)
+    written = write_json(path, result)
     for key, value in summary.items():
         click.echo(f"{labels.get(key, key)}: {value['mean']:.4f} ± {value['std']:.4f}")
     if evaluator.reference_scores:
         click.echo("real test set: " + ", ".join(f"{labels[k]} {v:.4f}" for k, v in evaluator.reference_scores.items()))
-    click.echo(f"wrote {path}", err=True)
+    click.echo(f"wrote {written}", err=True)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="The .safetensors file to write.")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True, help="Which EMA generator.")
+def export(run_dir, out_path, checkpoint):
+    """Write a run's EMA generator as a small safetensors file (tensors + the run's config), for sharing and re-scoring.
+
+    \b
+    Example: gan-kd export runs/fm10 --out fm10_best.safetensors && gan-kd evaluate fm10_best.safetensors --metrics suite
+    """
+    from gan_kd.snapshot import export_generator
+    from kd_core.runtime.io import check_writable_file
+
+    if not str(out_path).endswith(".safetensors"):
+        raise click.BadParameter(f"{out_path}: the generator file must end in .safetensors", param_hint="'--out'")
+    try:
+        check_writable_file(out_path, "generator file --out")
+        written = export_generator(run_dir, out_path, checkpoint)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        raise usage_error(error) from None
+    click.echo(str(written))
 
 
 @main.command()

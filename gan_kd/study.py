@@ -3,7 +3,8 @@
 A study is a set of runs ``(row, regime, seed)``. Each run is ``gan-kd train`` (resumed if it was
 interrupted) followed by ``gan-kd evaluate --checkpoint best``, in ``<runs>/<name>/``. When both have
 finished, the run's small files (``config.json``, ``result.json`` (training), ``evaluation.json``,
-``metrics.jsonl`` with the FD and overfitting-probe curves, and the final sample grid) are copied to
+``metrics.jsonl`` with the FD and overfitting-probe curves, the final sample grid and the best EMA generator as
+a small ``generator_ema.safetensors``, which ``gan-kd evaluate`` re-scores without training) are copied to
 ``<results>/<name>/``, which is what gets committed; a run whose copy holds ``evaluation.json`` is finished and
 is skipped. Every table and plot
 is regenerated from those copies by :func:`write_report`, so no number is typed by hand.
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gan_kd.report import EVALUATION_FILE, load_run
+from gan_kd.snapshot import GENERATOR_FILE
 from kd_core.runtime.io import replace_block, write_bytes, write_json, write_text
 from kd_core.runtime.run import RESULT_FILE
 from kd_core.runtime.metrics import metric_curves
@@ -106,7 +108,8 @@ def train_command(row: str, regime: Regime, seed: int, out: Path, assets: Assets
                "--iterations", str(regime.iterations), "--batch-size", str(regime.batch_size),
                "--g-ch", str(regime.width), "--d-ch", str(regime.width),
                "--ema-decay", str(regime.ema_decay), "--ema-start", str(regime.ema_start),
-               "--eval-every", str(regime.eval_every), "--eval-samples", str(regime.eval_samples), "--metrics", "fd",
+               "--eval-every", str(regime.eval_every), "--eval-samples", str(regime.eval_samples),
+               "--metrics", ",".join(TRAINING_METRICS),
                "--fd-features", f"ckpt:{assets.fd_net}", "--overfit-probe", "500",
                "--sample-every", "0", "--checkpoint-every", str(regime.eval_every), "--log-every", "50",
                "--seed", str(seed), "--threads", "1", "--device", "cpu"]
@@ -119,8 +122,15 @@ def train_command(row: str, regime: Regime, seed: int, out: Path, assets: Assets
     return command
 
 
+# Logged at every evaluation during training: the label-free FD picks the best checkpoint (it rewards no
+# class-collapsed samples), the classifier FD is the curve the earlier runs logged.
+TRAINING_METRICS = ("fd", "fd_vgg")
+# The final evaluation of the best checkpoint: the whole suite (gan_kd.metrics.evaluator) in both spaces.
+FINAL_METRICS = ("fd", "cls", "icfd", "suite")
+
+
 def evaluate_command(out: Path, regime: Regime, assets: Assets, gan_kd: str = "gan-kd") -> list[str]:
-    return [gan_kd, "evaluate", str(out), "--checkpoint", "best", "--metrics", "fd,cls", "--fd-features",
+    return [gan_kd, "evaluate", str(out), "--checkpoint", "best", "--metrics", ",".join(FINAL_METRICS), "--fd-features",
             f"ckpt:{assets.fd_net}", "--data-root", assets.data_root, "--num-samples", str(regime.final_samples),
             "--repeats", str(regime.repeats), "--device", "cpu"]
 
@@ -142,6 +152,7 @@ def execute(row: str, regime: Regime, seed: int, *, runs: Path, results: Path, a
     for command in (train_command(row, regime, seed, out, assets, gan_kd), evaluate_command(out, regime, assets, gan_kd)):
         call_logged(command, name, runs)
     write_json(results / name / ASSETS_FILE, asset_digests(assets))  # before evaluation.json marks the copy complete
+    call_logged([gan_kd, "export", str(out), "--out", str(out / GENERATOR_FILE)], name, runs)
     copy_small_files(out, results / name)
     log(f"{name}: done in {time.monotonic() - started:.0f} s")
     return results / name
@@ -237,7 +248,7 @@ def asset_digests(assets: Assets) -> dict:
 
 def copy_small_files(run_dir: Path, destination: Path) -> None:
     """The committed part of a run; ``evaluation.json`` is written last, so its presence marks a complete copy."""
-    for name in (*SMALL_FILES, ASSETS_FILE, "samples/final.png"):
+    for name in (*SMALL_FILES, ASSETS_FILE, "samples/final.png", GENERATOR_FILE):
         source = Path(run_dir) / name
         if source.is_file():
             write_bytes(Path(destination) / source.name, source.read_bytes())
@@ -404,6 +415,39 @@ def class_score_table(runs: list[dict], rows: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The whole evaluation's keys, in table order, with the direction that is better (None: closest to the ideal).
+SUITE_COLUMNS = (("fd_vgg", "↓"), ("kid_vgg_mean", "↓"), ("precision", "↑"), ("recall", "↑"), ("density", "→ 1"),
+                 ("coverage", "↑"), ("icfd_vgg", "↓"), ("icfd", "↓"), ("gan_train_acc", "↑"), ("memorised", "↓"),
+                 ("nn_ratio", "→ 1"), ("channel_spread", "↓"))
+
+
+def suite_table(runs: list[dict], rows: list[str]) -> str:
+    """Every metric of the full evaluation (``gan-kd evaluate --metrics suite,...``) per row, mean ± std over the
+    row's scored seeds; each column named by its feature space. Empty when no run has them."""
+    scored = [r for r in runs if "fd_vgg" in r["result"]["metrics"]]
+    if not scored:
+        return ""
+    labels = scored[0]["result"]["labels"]
+    columns = [(key, arrow) for key, arrow in SUITE_COLUMNS if any(key in r["result"]["metrics"] for r in scored)]
+    lines = ["| row | " + " | ".join(f"{labels.get(key, key)} {arrow}" for key, arrow in columns) + " | seeds scored |",
+             "|---|" + "---|" * len(columns) + "---|"]
+    for row in rows:
+        have = [r for r in scored if r["row"] == row]
+        if not have:
+            continue
+        cells = []
+        for key, _ in columns:
+            values = [r["result"]["metrics"][key]["mean"] for r in have if key in r["result"]["metrics"]]
+            mean, std = mean_std(values) if values else (math.nan, math.nan)
+            cells.append(f"{mean:.3g} ± {std:.2g}" if values else "—")
+        lines.append(f"| {ROWS[row][0]} | " + " | ".join(cells) + f" | {len(have)} |")
+    ceiling = [r["result"]["metrics"]["gan_train_real_acc"]["mean"] for r in scored if "gan_train_real_acc" in r["result"]["metrics"]]
+    if ceiling:
+        lines += ["", f"GAN-train's ceiling, the same CNN trained on as many real training images: "
+                  f"{ceiling[0]:.3f}. Real-vs-real values of every metric: `results/metric_ceilings.md`."]
+    return "\n".join(lines) + "\n"
+
+
 def claim_results(runs: list[dict]) -> list[dict]:
     """Each claim of :data:`CLAIMS` tested on ``runs``: the rows' FDs and :func:`kd_core.stats.compare`
     (``None`` when a row has fewer than 2 finished seeds)."""
@@ -562,6 +606,7 @@ def write_report(pilot_results: Path, study_results: Path, out_md: Path, figures
                       f"but the seed is equal within a row; teacher = ResNet-20 classifier checkpoint, "
                       f"kd weight 1.", "", study_table(members, rows, min_seeds), "",
                       *class_score_section(members, rows),
+                      *(["### The whole evaluation", "", suite_table(members, rows), ""] if suite_table(members, rows) else []),
                       "### Verdicts", "", *verdicts(members), "",
                       "Verdict rule: *yes* when the 95% bootstrap interval of the difference of means excludes 0 on "
                       "the better side, *no* when it excludes 0 on the worse side, *not resolved* otherwise. With "

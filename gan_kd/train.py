@@ -39,7 +39,8 @@ from torchvision.utils import save_image
 
 from gan_kd import data as gan_data
 from gan_kd.diffaug import diff_augment, parse_policy
-from gan_kd.evaluate import Evaluator, selection_metric
+from gan_kd.metrics.evaluator import Evaluator, selection_metric
+from gan_kd.metrics.features import LABEL_FREE_DEFAULT
 from gan_kd.models.biggan import Discriminator, Generator, count_parameters
 from gan_kd.objectives import Critic, LeCamRegularizer, build_distill_loss, discriminator_terms, generator_terms
 from gan_kd.presets import PRESETS, expand_preset  # PRESETS is imported from here too (report, scripts, tests)
@@ -61,7 +62,7 @@ from kd_core.runtime.seed import capture_rng_state, check_fraction, restore_rng_
 LAST_KEYS = ("format", "iteration", "generator", "critic", "generator_ema", "opt_g", "opt_d", "rng")
 
 # Options added after runs were recorded -> the value those runs had (their config.json lacks the key).
-ADDED_KEYS = {"distill_loss": "vkd"}
+ADDED_KEYS = {"distill_loss": "vkd", "label_free": LABEL_FREE_DEFAULT}
 
 # Options that may change when a run is resumed: they do not change what is being trained.
 RESUMABLE_KEYS = ("iterations", "eval_every", "sample_every", "checkpoint_every", "log_every", "device",
@@ -126,6 +127,7 @@ class TrainConfig:
     inception_weights: str | None = None
     fd_features: str | None = None
     fd_arch: str | None = None
+    label_free: str = LABEL_FREE_DEFAULT  # the label-free feature space (gan_kd.metrics.features)
     sample_every: int = 500
     checkpoint_every: int = 500
     log_every: int = 50
@@ -390,8 +392,9 @@ class Trainer:
         if config.eval_every > 0 and self.context.is_main:
             self.evaluator = Evaluator(dataset=config.dataset, data_root=config.data_root, metrics=config.metrics,
                                        num_samples=config.eval_samples, inception_weights=config.inception_weights,
-                                       fd_features=config.fd_features, fd_arch=config.fd_arch, device=self.device,
-                                       seed=config.seed)
+                                       fd_features=config.fd_features, fd_arch=config.fd_arch,
+                                       label_free=config.label_free, train_indices=self.indices,
+                                       data_fraction=config.data_fraction, device=self.device, seed=config.seed)
         self.probe = None
         if config.eval_every > 0 and config.overfit_probe > 0 and self.context.is_main:
             self.probe = OverfitProbe(config.dataset, config.data_root, self.indices, config.overfit_probe)
@@ -679,6 +682,9 @@ class Trainer:
             summary = {"iterations": config.iterations, "best": self.best, "wall_time_s": round(self.wall_before + time.monotonic() - self.session_start, 1),
                        "resumed_from": self.start_iteration, "world_size": context.world_size, "device": str(self.device),
                        "hardware": hardware_summary(self.device)}
+            if self.evaluator is not None:  # how each metric's number was measured, and what names it in a table
+                summary["evaluation"] = {**self.evaluator.describe(), "labels": self.evaluator.labels(),
+                                         "selected_by": self.evaluator.selection_metric()}
             self.run_dir.finish(summary)
             logger.info("done: %d iterations; best %s", config.iterations, self.best or "not evaluated")
         barrier()

@@ -175,8 +175,8 @@ def test_second_process_is_refused_and_a_killed_run_resumes_from_saved_iteration
     (["--teacher", "resnet"], "clip:<open_clip model>"),
     (["--diffaug", "flip"], "flip"),
     (["--preset", "da", "--eval-every", "2", "--metrics", "fd"], "--fd-features"),
-    (["--preset", "da", "--eval-every", "2", "--metrics", "cls"], "fid or fd"),  # nothing to pick best.pt by
-    (["--preset", "da", "--metrics", "fd,lpips"], "allowed metrics are fid, isc, kid, fd, cls"),
+    (["--preset", "da", "--eval-every", "2", "--metrics", "cls"], "chosen by fid, fd_vgg, fd"),  # nothing to pick best.pt by
+    (["--preset", "da", "--metrics", "fd,lpips"], "unknown metric(s) lpips; allowed: fid, isc, kid, fd, cls, icfd, fd_vgg"),
     (["--preset", "da", "--inception-weights", "/nonexistent/inception.pth"], "Inception weights file not found"),
     (["--preset", "da", "--fd-features", "ckpt:/nonexistent.pt"], "--fd-features must be ckpt:PATH"),
 ])

@@ -1,4 +1,4 @@
-"""Tests for gan_kd.evaluate: uint8 sampling, the real set, Fréchet distance and the Evaluator.
+"""Tests for gan_kd.metrics.evaluator and .fidelity: uint8 sampling, the real set, Fréchet distance and the Evaluator.
 
 Inception runs use a random-weight file (``random_inception_weights``) and at most a few dozen images per
 input: this checks the wiring to torch-fidelity offline, not the values of real FIDs.
@@ -14,17 +14,13 @@ import torch
 from torch import nn
 
 from kd_core.stats import mean_std
-from gan_kd.evaluate import (
-    Evaluator,
+from gan_kd.metrics.evaluator import Evaluator, UInt8Images, generate_uint8, real_uint8, to_uint8
+from gan_kd.metrics.fidelity import (
     InceptionUnavailable,
     cached_inception_path,
+    frechet_distance,
     load_inception,
     locate_inception_weights,
-    UInt8Images,
-    frechet_distance,
-    generate_uint8,
-    real_uint8,
-    to_uint8,
 )
 from gan_kd.models.biggan import Generator
 
@@ -240,7 +236,7 @@ def test_evaluator_fd_with_classifier_features(cifar10_root, classifier_ckpt, no
     evaluator = Evaluator(dataset="cifar10", data_root=cifar10_root, metrics=("fd",), num_samples=15,
                           fd_features=f"ckpt:{classifier_ckpt}")
     assert evaluator.selection_metric() == "fd"
-    assert evaluator.fd_label == "FD (resnet8x4)"  # the registry name, not the class
+    assert evaluator.labels()["fd"] == "FD (resnet8x4)"  # the registry name, not the class
     real = evaluator.real.float() / 127.5 - 1
     assert real.shape[0] == 20
 
@@ -250,7 +246,7 @@ def test_evaluator_fd_with_classifier_features(cifar10_root, classifier_ckpt, no
     assert set(real_subset) == {"fd"} and set(noise) == {"fd"}
     assert math.isfinite(real_subset["fd"]) and math.isfinite(noise["fd"])
     assert 0 <= real_subset["fd"] < noise["fd"]
-    assert abs(frechet_distance(evaluator.real_fd_features, evaluator.real_fd_features)) < 1e-6
+    assert abs(frechet_distance(evaluator.real_classifier, evaluator.real_classifier)) < 1e-6
     assert no_network == []
 
 
@@ -368,7 +364,7 @@ def direct_class_scores(logits: np.ndarray, labels: np.ndarray) -> tuple[float, 
 
 
 def test_class_scores_match_the_formula_and_its_bounds():
-    from gan_kd.evaluate import class_scores
+    from gan_kd.metrics.classwise import class_scores
 
     rng = np.random.default_rng(0)
     logits, labels = rng.normal(size=(64, 10)) * 3, rng.integers(0, 10, size=64)
@@ -458,10 +454,11 @@ def tiny_generator_with_classes(num_classes: int) -> Generator:
     return Generator(num_classes=num_classes, g_ch=4)
 
 
-def test_selection_metric_is_fid_then_fd_and_refuses_neither():
-    from gan_kd.evaluate import selection_metric
+def test_selection_metric_is_fid_then_label_free_fd_then_fd_and_refuses_none():
+    from gan_kd.metrics.evaluator import selection_metric
 
-    assert selection_metric(("isc", "fd", "fid")) == "fid"
+    assert selection_metric(("isc", "fd", "fid", "fd_vgg")) == "fid"
+    assert selection_metric(("fd", "fd_vgg", "prc")) == "fd_vgg"
     assert selection_metric(("cls", "fd")) == "fd"
-    with pytest.raises(ValueError, match="fid or fd"):
+    with pytest.raises(ValueError, match="fid, fd_vgg, fd"):
         selection_metric(("isc", "cls"))

@@ -158,14 +158,21 @@ def test_execute_skips_a_finished_copy_and_copies_a_fresh_run(tmp_path, monkeypa
     (run_dir / "checkpoints").mkdir()
     (run_dir / "checkpoints" / "last.pt").write_bytes(b"not copied")
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda command, **k: calls.append(command[:2]) or 0)
+
+    def fake_call(command, **kwargs):  # gan-kd export writes the generator file
+        calls.append(command[:2])
+        if command[1] == "export":
+            Path(command[command.index("--out") + 1]).write_bytes(b"safetensors")
+        return 0
+
+    monkeypatch.setattr(subprocess, "call", fake_call)
     (tmp_path / "t.pt").write_bytes(b"teacher")
     (tmp_path / "f.pt").write_bytes(b"fd network")
     assets = study.Assets(data_root="data", teacher=str(tmp_path / "t.pt"), fd_net=str(tmp_path / "f.pt"))
     copy = study.execute("vkd", REGIME, 1, runs=runs, results=results, assets=assets, log=lambda _: None)
-    assert calls == [["gan-kd", "train"], ["gan-kd", "evaluate"]]
+    assert calls == [["gan-kd", "train"], ["gan-kd", "evaluate"], ["gan-kd", "export"]]
     assert sorted(p.name for p in copy.iterdir()) == ["assets.json", "config.json", "evaluation.json", "final.png",
-                                                      "metrics.csv", "result.json"]
+                                                      "generator_ema.safetensors", "metrics.csv", "result.json"]
     import hashlib
 
     assert json.loads((copy / "assets.json").read_text())["fd_net_sha256"] == hashlib.sha256(b"fd network").hexdigest()
@@ -326,7 +333,7 @@ def test_rescore_adds_class_scores_only_when_the_fd_is_reproduced(tmp_path, monk
     calls: list = []
     monkeypatch.setattr(subprocess, "call", evaluate_writing(json.loads((copy / "evaluation.json").read_text())["metrics"]["fd"]["values"]))
     assert study.rescore("da", REGIME, 0, runs=runs, results=results, assets=assets, log=lambda _: None)
-    assert calls[0][:2] == ["gan-kd", "evaluate"] and calls[0][calls[0].index("--metrics") + 1] == "fd,cls"
+    assert calls[0][:2] == ["gan-kd", "evaluate"] and calls[0][calls[0].index("--metrics") + 1] == ",".join(study.FINAL_METRICS)
     assert json.loads((copy / "evaluation.json").read_text())["metrics"]["cls_acc"]["mean"] == 0.8
     # an interrupted rescore (run directory scored, copy not yet replaced) reuses the run directory's evaluation
     scored = (copy / "evaluation.json").read_bytes()
