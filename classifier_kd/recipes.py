@@ -45,6 +45,7 @@ Loss weights (:func:`method_defaults`), from losses.md sec. 1:
   the loss of the VkD code (``CE + gamma KL + alpha smooth_l1``, gamma = alpha = 1).
 * ``dcd``: CE 1 + DCD 1; ``dcd+kd``: CE 1 + KD (T=4) 1 + DCD 1 (DCD README's ``-a 1 -b 1``).
 * ``rsd``: CE with label smoothing 0.1 + RSD (kappa 0.01, AAD decoupler) x 0.1, no logit term.
+* ``spkd``: CE 1 + SPKD x 3000; ``pkd``: CE 1 + PKD x 30000 (RepDistiller's run_cifar_distill.sh, same reductions).
 """
 from __future__ import annotations
 
@@ -97,6 +98,14 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "dcd": {"ce_weight": 1.0, "losses": [("dcd", 1.0, {})]},
     "dcd+kd": {"ce_weight": 1.0, "losses": [("kd", 1.0, {"temperature": 4.0}), ("dcd", 1.0, {})]},
     "rsd": {"ce_weight": 1.0, "label_smoothing": 0.1, "losses": [("rsd", 0.1, {"kappa": 0.01})]},
+    # RepDistiller's weights (scripts/run_cifar_distill.sh: `--distill similarity -a 0 -b 3000`, `--distill pkt
+    # -a 0 -b 30000`, CE weight -r 1), for the same reductions: its SP loss is ‖G_t − G_s‖²_F / B² and its PKT loss
+    # the mean over the B² entries, as kd_core's spkd and pkd. No conversion: RepDistiller's SP compares the Gram
+    # matrices of the last block's flattened maps (feat[-2]) and ours of the pooled features, but both Grams are
+    # row-normalised, so their entries have the same scale whatever the feature; PKT uses the pooled feature (feat[-1])
+    # as ours does. At weight 1 these terms are ~1e-4 of the CE and leave the student at plain CE.
+    "spkd": {"ce_weight": 1.0, "losses": [("spkd", 3000.0, {})]},
+    "pkd": {"ce_weight": 1.0, "losses": [("pkd", 30000.0, {})]},
 }
 _RECIPE_METHODS: dict[str, dict[str, dict[str, Any]]] = {
     "imagenet": {

@@ -179,9 +179,11 @@ class Evaluator:
         self.real_label_free_statistics = (fidelity.fd_statistics(self.real_label_free)
                                            if "fd_vgg" in self.metrics else None)
         self.real_dc_radii = (manifold.kth_neighbour_radii(self.real_label_free) if "dc" in self.metrics else None)
-        self.reference_scores: dict[str, float] = {}  # the classifier's cls scores of the real test set
+        self.reference_scores: dict[str, float] = {}  # the real test set's own values, where they are not ideal
         if "cls" in self.metrics:
             self.reference_scores = classwise.class_scores(self.classifier.logits(self.real_classifier), self.real_labels)
+        if "colour" in self.metrics:  # 0 on grayscale data; CIFAR's own colour otherwise
+            self.reference_scores["channel_spread"] = checks.channel_spread(self.real)
         self.train_split: tuple[torch.Tensor, torch.Tensor] | None = None
         if "memo" in self.metrics or "gan_train" in self.metrics:
             self.train_split = real_uint8(dataset, data_root, train=True, return_labels=True)

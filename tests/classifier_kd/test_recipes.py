@@ -132,3 +132,11 @@ def test_a_registered_loss_is_a_method_with_no_other_line():
         assert method_defaults("cifar100", "test-l1") == {"ce_weight": 1.0, "losses": [("test-l1", 1.0, {})]}
     finally:
         registry._TABLES["loss"].pop("test-l1", None)
+
+
+@pytest.mark.parametrize("method, weight", [("spkd", 3000.0), ("pkd", 30000.0)])
+def test_relational_baselines_take_repdistillers_weights(method, weight):
+    # RepDistiller's run_cifar_distill.sh: -r 1 (CE) -a 0 (no KD) -b 3000 (SP) / -b 30000 (PKT), same reductions
+    for recipe in RECIPES:
+        assert method_defaults(recipe, method) == {"ce_weight": 1.0, "losses": [(method, weight, {})]}
+    assert method_losses()[method] == (method,)
