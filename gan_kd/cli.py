@@ -62,7 +62,8 @@ METRICS_HELP = ("Comma-separated from fid, isc, kid (Inception); fd, cls, icfd (
                 "space: FD, KID, precision/recall, density/coverage, intra-class FD, memorisation); gan_train "
                 "(GAN-train accuracy), colour (channel spread); suite = every label-free and pixel metric. README "
                 "explains each with its paper and ideal value.")
-LABEL_FREE_HELP = "Label-free feature space: vgg16-random[:SEED] (offline), vgg16-imagenet (downloads once) or vgg16:PATH."
+LABEL_FREE_HELP = ("Label-free feature space: vgg16-half-random[:SEED] (a random VGG-16 at half width; offline), "
+                   "vgg16-random[:SEED] (full width), vgg16-imagenet (downloads once) or vgg16:PATH.")
 
 
 def _check_data_root(root: str, download: bool = False) -> None:
@@ -125,7 +126,7 @@ def main():
 @click.option("--eval-every", type=int, default=0, show_default=True, help="Evaluate the EMA generator every N iterations and keep the best (0 = never).")
 @click.option("--eval-samples", type=int, default=10_000, show_default=True, help="Generated samples per evaluation (reference: 10,000 vs the test split).")
 @click.option("--metrics", default="fid", show_default=True, callback=_metrics, help=METRICS_HELP + " The best checkpoint follows fid, else fd_vgg, else fd.")
-@click.option("--label-free-features", "label_free", default="vgg16-random", show_default=True, callback=_label_free, help=LABEL_FREE_HELP)
+@click.option("--label-free-features", "label_free", default="vgg16-half-random", show_default=True, callback=_label_free, help=LABEL_FREE_HELP)
 @click.option("--inception-weights", default=None, type=click.Path(), help="Local torch-fidelity Inception weights file (offline).")
 @click.option("--fd-features", default=None, help="ckpt:PATH of a classifier whose features give the domain Fréchet distance 'fd'.")
 @click.option("--fd-arch", default=None, help="Architecture of an --fd-features file that does not record it.")
@@ -195,7 +196,7 @@ def training_subset(source: str | Path, config: dict, data_root: str) -> np.ndar
 @click.option("--num-samples", type=int, default=10_000, show_default=True, help="Generated samples per repeat (reference: 10,000).")
 @click.option("--repeats", type=int, default=1, show_default=True, help="Repeats with different sample seeds; evaluation.json gives mean ± std.")
 @click.option("--metrics", default="fid,isc", show_default=True, callback=_metrics, help=METRICS_HELP)
-@click.option("--label-free-features", "label_free", default="vgg16-random", show_default=True, callback=_label_free, help=LABEL_FREE_HELP)
+@click.option("--label-free-features", "label_free", default="vgg16-half-random", show_default=True, callback=_label_free, help=LABEL_FREE_HELP)
 @click.option("--inception-weights", default=None, type=click.Path(), help="Local torch-fidelity Inception weights (offline).")
 @click.option("--fd-features", default=None, help="ckpt:PATH of the classifier for the fd, cls and icfd metrics.")
 @click.option("--fd-arch", default=None, help="Architecture of an --fd-features file that does not record it.")

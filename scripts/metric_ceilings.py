@@ -11,7 +11,6 @@ About 20 minutes on one core. Pin it: ``taskset -c 1``.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -38,16 +37,18 @@ IDEAL = {"fd": "0", "cls_acc": "the classifier's test accuracy", "cls_is": "high
 @click.command()
 @click.option("--data-root", default="data", show_default=True, help="Fashion-MNIST root (Debian's copy is found).")
 @click.option("--fd-features", default=None, help="ckpt:PATH of the classifier for fd, cls and icfd (skipped if absent).")
+@click.option("--label-free-features", "label_free", default="vgg16-half-random", show_default=True, help="The label-free space.")
 @click.option("--fraction", type=float, default=0.005, show_default=True, help="The training subset's fraction.")
 @click.option("--num-samples", type=int, default=10_000, show_default=True, help="Images per set.")
 @click.option("--out", default="results/metric_ceilings.md", show_default=True, help="Markdown to write (and .json beside it).")
-def main(data_root, fd_features, fraction, num_samples, out):
+def main(data_root, fd_features, label_free, fraction, num_samples, out):
     torch.set_num_threads(1)
     started = time.monotonic()
     metrics = (*SUITE, *(("fd", "cls", "icfd") if fd_features else ()))
     indices = subset_indices(60_000, fraction, 0)
     evaluator = Evaluator(dataset="fashion_mnist", data_root=data_root, metrics=metrics, num_samples=num_samples,
-                          fd_features=fd_features, train_indices=indices, data_fraction=fraction)
+                          fd_features=fd_features, label_free=label_free, train_indices=indices,
+                          data_fraction=fraction)
     images, labels = evaluator.train_split
     outside = np.setdiff1d(np.arange(len(images)), indices)
     unseen = torch.from_numpy(np.sort(np.random.default_rng(1).choice(outside, num_samples, replace=False)))

@@ -2,16 +2,20 @@
 
 Every metric is only as good as the space it measures in, so each space says what it can see:
 
-* ``label_free``: a **randomly initialised VGG-16** (torchvision's architecture and init, fixed seed), the
-  512-d output of its convolutional trunk at the images' native 32x32 (five 2x2 poolings leave 1x1). Naeem et al.
+* ``label_free``: a **randomly initialised VGG-16** (torchvision's architecture, Kaiming weights from a fixed
+  seed), the output of its convolutional trunk at the images' native 32x32 (five 2x2 poolings leave 1x1); by
+  default at **half width** (32-64-128-256-256 channels, a 256-d feature), see the cost below. Naeem et al.
   (ICML 2020, §5, "Reliable Fidelity and Diversity Metrics for Generative Models") show that such random
   embeddings rank generators sensibly on data far from ImageNet. It was never trained on any labels, so it
   cannot reward class-separable, prototypical samples as a classifier's space does (Kynkäänniemi et al., ICLR
   2023), and its first convolution mixes the RGB channels with random weights, so it sees colour.
   Why the trunk at 32x32 and not the fully connected ``fc2`` at 224x224: upsampling adds no information and
   costs 49x the FLOPs, and at 32x32 the trunk's last map is 1x1, so ``fc1``/``fc2`` would only be random
-  projections of the same 512 numbers. The trunk costs ~0.31 GMAC an image: ~55-65 s for 10,000 images on
-  one core here (``make bench``), the bulk of the 90-s budget of :class:`~gan_kd.metrics.evaluator.Evaluator`.
+  projections of the same 512 numbers. Why half width: the full trunk costs ~0.31 GMAC an image, ~55-65 s for
+  10,000 images on one idle core here, which with a ResNet-32's features (~25 s), precision/recall (~9 s) and
+  KID (~6 s) breaks the 90-s budget of the whole evaluation; half the channels cost a quarter (~0.08 GMAC, ~14 s).
+  The weights are random either way, so width changes no learned prior; ``results/metric_ceilings*.md`` shows
+  both widths flag the same planted failures.
 * ``classifier``: the pooled penultimate feature of a classifier checkpoint (``ckpt:PATH``), and its head's
   logits for the class-aware scores. Trained on the dataset's own labels: sees labels, and colour only as far
   as training on the data taught it.
@@ -19,8 +23,9 @@ Every metric is only as good as the space it measures in, so each space says wha
 
 The label-free space is chosen by a spec (``--label-free-features``):
 
-* ``vgg16-random`` or ``vgg16-random:SEED``: the random VGG-16 above (seed 0 by default). Deterministic: the
-  weights are drawn from a private generator, so building it never moves the global RNG of a training run.
+* ``vgg16-half-random`` or ``vgg16-half-random:SEED`` (the default): the random VGG-16 above at half width (seed
+  0 by default); ``vgg16-random[:SEED]`` at full width (512-d). Deterministic: the weights are drawn from a private
+  generator, so building it never moves the global RNG of a training run.
 * ``vgg16-imagenet``: torchvision's ImageNet VGG-16 (``IMAGENET1K_V1``), downloaded once into the torch hub
   cache (needs the internet the first time) and read by the safe loader.
 * ``vgg16:PATH``: a local torchvision VGG-16 state dict (``features.*`` keys; the classifier's keys are
@@ -37,7 +42,8 @@ from torch import nn
 
 from kd_core.runtime.checkpoint import CheckpointError, load_weights_file
 
-LABEL_FREE_DEFAULT = "vgg16-random"
+LABEL_FREE_DEFAULT = "vgg16-half-random"
+WIDTHS = {"vgg16-random": 1.0, "vgg16-half-random": 0.5}  # random VGG-16 trunks: spec name -> channel multiplier
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 VGG16_IMAGENET_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"  # torchvision's VGG16_Weights.IMAGENET1K_V1
@@ -62,7 +68,7 @@ def fingerprint(module: nn.Module) -> str:
 class FeatureSpace(nn.Module):
     """uint8 ``(N, 3, H, W)`` images -> float64 ``(N, D)`` features, in batches, without gradients.
 
-    ``name`` names the space in tables (``FD (vgg16-random:0)``); ``sees_colour`` and ``uses_labels`` say what it
+    ``name`` names the space in tables (``FD (vgg16-half-random:0)``); ``sees_colour`` and ``uses_labels`` say what it
     can and cannot tell apart.
     """
 
@@ -111,13 +117,14 @@ class VGG16Trunk(FeatureSpace):
         return self.trunk(inputs).mean(dim=(2, 3)).contiguous()  # 1x1 at 32x32; the spatial mean at other sizes
 
 
-def _vgg16_trunk() -> nn.Sequential:
-    from torchvision.models import vgg16
+def _vgg16_trunk(width: float = 1.0) -> nn.Sequential:
+    """torchvision's VGG-16 conv trunk (configuration "D"), with every layer's channel count times ``width``."""
+    from torchvision.models.vgg import cfgs, make_layers  # the trunk only: VGG-16's 120M-parameter head is never built
 
-    return vgg16(weights=None).features
+    return make_layers([v if v == "M" else int(v * width) for v in cfgs["D"]], batch_norm=False)
 
 
-def random_vgg16(seed: int = 0) -> VGG16Trunk:
+def random_vgg16(seed: int = 0, width: float = 1.0) -> VGG16Trunk:
     """torchvision's VGG-16 trunk with Kaiming fan-in weights (He et al. 2015) and zero biases, drawn with
     ``seed`` from a private RNG state.
 
@@ -127,12 +134,13 @@ def random_vgg16(seed: int = 0) -> VGG16Trunk:
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        trunk = _vgg16_trunk()
+        trunk = _vgg16_trunk(width)
         for module in trunk:
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
                 nn.init.zeros_(module.bias)
-    return VGG16Trunk(f"vgg16-random:{seed}", trunk)
+    name = next(name for name, multiplier in WIDTHS.items() if multiplier == width)
+    return VGG16Trunk(f"{name}:{seed}", trunk)
 
 
 def vgg16_from_file(path: str | Path, name: str | None = None) -> VGG16Trunk:
@@ -161,7 +169,7 @@ def vgg16_imagenet() -> VGG16Trunk:
             torch.hub.download_url_to_file(VGG16_IMAGENET_URL, str(cached), progress=False)
         except Exception as error:  # offline, HTTP error, disk: the first line is what matters
             raise FeatureSpaceError(f"could not download torchvision's ImageNet VGG-16 ({str(error).splitlines()[0] if str(error) else type(error).__name__}); "
-                                    f"use vgg16-random or vgg16:PATH") from error
+                                    f"use vgg16-half-random or vgg16:PATH") from error
     return vgg16_from_file(cached, name="vgg16-imagenet")
 
 
@@ -173,7 +181,7 @@ def build_label_free(spec: str = LABEL_FREE_DEFAULT) -> VGG16Trunk:
     kind, _, argument = spec.partition(":")
     if kind == "vgg16-imagenet":
         return vgg16_imagenet()
-    return random_vgg16(int(argument) if argument else 0)
+    return random_vgg16(int(argument) if argument else 0, WIDTHS[kind])
 
 
 class ClassifierSpace(FeatureSpace):
@@ -208,12 +216,13 @@ def label_free_file(spec: str) -> Path | None:
     """The file a label-free spec names (``vgg16:PATH``), None for the others; ``FeatureSpaceError`` for an
     unknown spec. Checks the spec without building anything, for the CLIs."""
     kind, _, argument = spec.partition(":")
-    if kind == "vgg16-random":
+    if kind in WIDTHS:
         if argument and not argument.lstrip("-").isdigit():
-            raise FeatureSpaceError(f"label-free features {spec!r}: the seed of vgg16-random:SEED must be an integer")
+            raise FeatureSpaceError(f"label-free features {spec!r}: the seed of {kind}:SEED must be an integer")
         return None
     if kind == "vgg16-imagenet" and not argument:
         return None
     if kind == "vgg16" and argument:
         return Path(argument)
-    raise FeatureSpaceError(f"unknown label-free features {spec!r}; allowed: vgg16-random[:SEED], vgg16-imagenet, vgg16:PATH")
+    raise FeatureSpaceError(f"unknown label-free features {spec!r}; allowed: vgg16-half-random[:SEED], "
+                            f"vgg16-random[:SEED], vgg16-imagenet, vgg16:PATH")

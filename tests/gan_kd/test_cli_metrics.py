@@ -40,14 +40,14 @@ def test_training_selects_by_the_label_free_fd_and_records_the_spaces(trained):
     result = json.loads((trained / "result.json").read_text())
     assert result["best"]["metric"] == "fd_vgg"
     assert result["evaluation"]["selected_by"] == "fd_vgg"
-    assert result["evaluation"]["label_free"]["name"] == "vgg16-random:0"
-    assert result["evaluation"]["labels"]["fd_vgg"] == "FD (vgg16-random:0)"
+    assert result["evaluation"]["label_free"]["name"] == "vgg16-half-random:0"
+    assert result["evaluation"]["labels"]["fd_vgg"] == "FD (vgg16-half-random:0)"
     assert "50 training images" in result["evaluation"]["memorisation"]["sets"]
     rows = [r for r in read_metrics(trained) if "eval/fd_vgg" in r]
     assert [r["step"] for r in rows] == [2, 4]
     assert all({"eval/memorised", "eval/nn_ratio", "eval/channel_spread"} <= set(r) for r in rows)
     config = json.loads((trained / "config.json").read_text())
-    assert config["label_free"] == "vgg16-random" and config["metrics"] == ["fd_vgg", "memo", "colour"]
+    assert config["label_free"] == "vgg16-half-random" and config["metrics"] == ["fd_vgg", "memo", "colour"]
 
 
 def test_export_then_evaluate_the_file_equals_evaluating_the_run(trained, cifar10_root, tmp_path):
@@ -65,7 +65,7 @@ def test_export_then_evaluate_the_file_equals_evaluating_the_run(trained, cifar1
     assert from_file["checkpoint"] == "file" and from_file["iteration"] == from_run["iteration"]
     assert set(from_run["metrics"]) == {"fd_vgg", "kid_vgg_mean", "kid_vgg_std", "precision", "recall", "density",
                                         "coverage", "memorised", "nn_ratio", "channel_spread"}
-    assert from_run["labels"]["precision"] == "precision (k=3, vgg16-random:0)"
+    assert from_run["labels"]["precision"] == "precision (k=3, vgg16-half-random:0)"
     assert from_run["feature_spaces"]["memorisation"]["data_fraction"] == 0.5
 
 
