@@ -23,7 +23,8 @@ test: install
 test-fast: install
 	$(PY) -m pytest -m "not slow"
 
-# Benchmarks of this machine (one thread, about 10 minutes) -> results/benchmarks.md.
+# Benchmarks of this machine (one thread; sections 1-6 about 10 minutes, 7 (the evaluation metrics at 10,000
+# samples) about 13 more) -> results/benchmarks.md.
 bench: install
 	$(PY) scripts/bench.py --out results/benchmarks.md
 
