@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from gan_kd.data import load_dataset
+from gan_kd.data import load_dataset, num_classes
 from gan_kd.metrics import checks, classwise, fidelity, manifold
 from gan_kd.metrics.features import LABEL_FREE_DEFAULT, ClassifierSpace, build_label_free
 
@@ -54,7 +54,6 @@ ALIASES = {"suite": SUITE}
 # The metric that picks the best checkpoint, in this order: FID where computed (the papers' protocol), else the
 # label-free FD (trained on no labels, so it cannot reward class-collapsed samples), else the classifier's FD.
 SELECTION_ORDER = ("fid", "fd_vgg", "fd")
-SELECTION_KEYS = {"fid": "fid", "fd_vgg": "fd_vgg", "fd": "fd"}
 
 
 def parse_metrics(text: str) -> tuple[str, ...]:
@@ -145,7 +144,7 @@ class Evaluator:
                              f"need{'' if len(needs_classifier) > 1 else 's'} --fd-features ckpt:PATH")
         if "memo" in self.metrics and train_indices is None:
             raise ValueError("the memo metric needs the training subset the generator was trained on")
-        self.num_classes = _num_classes(dataset)
+        self.num_classes = num_classes(dataset)
         self._check_sample_count(num_samples)
         self.dataset, self.num_samples = dataset, num_samples
         self.device, self.seed = torch.device(device), seed
@@ -361,16 +360,10 @@ RESULT_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _num_classes(dataset: str) -> int:
-    from gan_kd.data import num_classes
-
-    return num_classes(dataset)
-
-
 def selection_metric(metrics: tuple[str, ...]) -> str:
     """The first of :data:`SELECTION_ORDER` among ``metrics``; a ``ValueError`` (naming them) when none is."""
     for metric in SELECTION_ORDER:
         if metric in metrics:
-            return SELECTION_KEYS[metric]
+            return metric  # each selectable metric reports one key of its own name
     raise ValueError(f"the best checkpoint is chosen by {', '.join(SELECTION_ORDER)} (the first present), and metrics "
                      f"{','.join(metrics)} have none; add one to --metrics")
