@@ -13,6 +13,11 @@ as ``d/<term>`` and ``g/<term>`` (see :mod:`gan_kd.train`):
 * ``loss_kd`` (D, only when distilling): the distillation distance ``d(P h_D(x), N(T(x)))`` *before*
   ``kd_weight`` (the value logged as ``kd_loss`` before the terms were named);
 * ``total``: the sum above.
+
+At every log step the trainer also logs ``d/kd_ratio`` (:func:`distillation_ratio`): ``kd_weight * |loss_kd|``
+over ``loss_hinge``, i.e. how large the distillation term that acts is next to D's adversarial loss (issue 25's
+calibration rule reads it), and ``result.json`` keeps it at the first evaluation and at the end
+(:func:`ratio_summary`).
 """
 from __future__ import annotations
 
@@ -125,6 +130,26 @@ def discriminator_terms(real_logits: torch.Tensor, fake_logits: torch.Tensor, di
         terms["loss_kd"] = distill
     terms["total"] = total
     return terms
+
+
+def distillation_ratio(averages: dict[str, float], kd_weight: float) -> dict[str, float]:
+    """``{"d/kd_ratio": kd_weight * |d/loss_kd| / d/loss_hinge}`` from one log window's averages; empty without a
+    distillation term or when the hinge loss is 0 (D separates every sample by the margin: no ratio to take)."""
+    kd, hinge = averages.get("d/loss_kd"), averages.get("d/loss_hinge")
+    if kd is None or hinge is None or not hinge > 0:
+        return {}
+    return {"d/kd_ratio": kd_weight * abs(kd) / hinge}
+
+
+def ratio_summary(curve: list[tuple[int, float]], first_eval: int, kd_weight: float) -> dict | None:
+    """The logged ``d/kd_ratio`` at the first evaluation (the last log step at or before ``first_eval``, or the
+    first log step when none is) and at the end, with the weight it was measured at; None without a curve."""
+    if not curve:
+        return None
+    before = [point for point in curve if point[0] <= first_eval]
+    first = before[-1] if before else curve[0]
+    return {"kd_weight": kd_weight, "first_eval": {"iteration": first[0], "ratio": first[1]},
+            "end": {"iteration": curve[-1][0], "ratio": curve[-1][1]}}
 
 
 def generator_terms(fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:

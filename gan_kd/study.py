@@ -35,6 +35,8 @@ from kd_core.stats import bootstrap_mean_ci, compare, mean_std, verdict_line
 # row -> (label, gan-kd train options). Everything else is equal across rows.
 ROWS: dict[str, tuple[str, list[str]]] = {
     "da": ("DA (baseline)", ["--preset", "da"]),
+    # issue 25's positive control: the same BigGAN without DiffAugment, which must overfit where DA's claim lives
+    "no-da": ("BigGAN without DiffAugment (control)", ["--preset", "da", "--diffaug", ""]),
     "da-kd": ("DA + KD (linear, no normaliser; = FitNets)", ["--preset", "da-kd"]),
     "linear-whiten": ("DA + linear + whitening", ["--preset", "da-kd", "--normalizer", "whiten"]),
     "vkd": ("DA + VkD (orthogonal, no normaliser)", ["--preset", "vkd"]),
@@ -45,6 +47,7 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "kd-dlgan": ("DA + KD-DLGAN (Cui et al. 2023; its LeCam 0.3 acts only after iteration 1000)", ["--preset", "kd-dlgan"]),
     "label-distillation": ("DA + label distillation", ["--preset", "label-distillation"]),
 }
+TEACHERLESS_ROWS = ("da", "no-da")
 # The claims of VkD Table 4 this study tests: (claim, candidate row, baseline row).
 CLAIMS = [
     ("(a) whitening improves on VkD without it", "vkd-whiten", "vkd"),
@@ -113,7 +116,7 @@ def train_command(row: str, regime: Regime, seed: int, out: Path, assets: Assets
                "--fd-features", f"ckpt:{assets.fd_net}", "--overfit-probe", "500",
                "--sample-every", "0", "--checkpoint-every", str(regime.eval_every), "--log-every", "50",
                "--seed", str(seed), "--threads", "1", "--device", "cpu"]
-    if row != "da":
+    if row not in TEACHERLESS_ROWS:
         command += ["--teacher", f"ckpt:{assets.teacher}"]
     if regime.precision != "fp32":  # fp32 is what the default (auto) picks on the CPU; runs before these options
         command += ["--precision", regime.precision]  # were recorded without them and must resume unchanged

@@ -42,7 +42,8 @@ from gan_kd.diffaug import diff_augment, parse_policy
 from gan_kd.metrics.evaluator import Evaluator, selection_metric
 from gan_kd.metrics.features import LABEL_FREE_DEFAULT
 from gan_kd.models.biggan import Discriminator, Generator, count_parameters
-from gan_kd.objectives import Critic, LeCamRegularizer, build_distill_loss, discriminator_terms, generator_terms
+from gan_kd.objectives import (Critic, LeCamRegularizer, build_distill_loss, discriminator_terms, distillation_ratio,
+                               generator_terms, ratio_summary)
 from gan_kd.presets import PRESETS, expand_preset  # PRESETS is imported from here too (report, scripts, tests)
 from gan_kd.snapshot import CHECKPOINT_FORMAT
 from gan_kd.teacher import build_teacher, parse_teacher_spec
@@ -53,7 +54,7 @@ from kd_core.runtime.distributed import (DistributedContext, all_reduce_mean, ba
 from kd_core.runtime.finite import TrainingDiverged, all_finite, all_ranks_true, format_terms
 from kd_core.runtime.io import atomic_writer
 from kd_core.runtime.precision import PRECISIONS, resolve_precision, slow_precision_warning
-from kd_core.runtime.metrics import MetricsLogger
+from kd_core.runtime.metrics import MetricsLogger, metric_curves
 from kd_core.runtime.progress import Progress
 from kd_core.runtime.run import Run, RunInterrupted, hardware_summary, interrupted_message
 from kd_core.runtime.seed import capture_rng_state, check_fraction, restore_rng_state, seed_everything
@@ -75,7 +76,7 @@ RESUMABLE_KEYS = ("iterations", "eval_every", "sample_every", "checkpoint_every"
 LEGACY_METRIC_NAMES = {"d_loss": "d/loss_hinge", "lecam": "d/loss_lecam", "kd_loss": "d/loss_kd",
                        "d_real": "d/logit_real", "d_fake": "d/logit_fake", "g_loss": "g/loss_hinge"}
 # The progress line: D's and G's totals and the distillation term.
-PROGRESS_METRICS = ("d/total", "d/loss_kd", "g/total")
+PROGRESS_METRICS = ("d/total", "d/loss_kd", "d/kd_ratio", "g/total")
 
 
 @dataclass
@@ -652,6 +653,7 @@ class Trainer:
             if iteration % config.log_every == 0 or iteration == config.iterations:
                 count = self.window_count
                 averages = all_reduce_mean({name: total / count for name, total in running.items()})
+                averages.update(distillation_ratio(averages, config.kd_weight))
                 metrics_log.log(iteration, averages)
                 if context.is_main:
                     progress.update(iteration, **{k: averages[k] for k in PROGRESS_METRICS if k in averages})
@@ -682,6 +684,10 @@ class Trainer:
             summary = {"iterations": config.iterations, "best": self.best, "wall_time_s": round(self.wall_before + time.monotonic() - self.session_start, 1),
                        "resumed_from": self.start_iteration, "world_size": context.world_size, "device": str(self.device),
                        "hardware": hardware_summary(self.device)}
+            ratio = ratio_summary(metric_curves(out).get("d/kd_ratio", []), config.eval_every or config.log_every,
+                                  config.kd_weight)
+            if ratio is not None:  # the distillation term next to D's adversarial loss (issue 25's calibration)
+                summary["distillation_ratio"] = ratio
             if self.evaluator is not None:  # how each metric's number was measured, and what names it in a table
                 summary["evaluation"] = {**self.evaluator.describe(), "labels": self.evaluator.labels(),
                                          "selected_by": self.evaluator.selection_metric()}

@@ -24,6 +24,8 @@ committed); the small files go to results/runs/.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -37,19 +39,34 @@ sys.path.insert(0, str(ROOT))
 from gan_kd import study  # noqa: E402
 
 BIN = Path(sys.executable).parent
-TEACHERS = {  # role -> (model, seed, run dir)
-    "teacher": ("resnet20", 0, "runs/teachers/fmnist_resnet20"),
-    "fd_net": ("resnet32", 1, "runs/teachers/fmnist_resnet32"),
+TEACHERS = {  # role -> (model, seed, run dir, committed file under results/teachers/)
+    "teacher": ("resnet20", 0, "runs/teachers/fmnist_resnet20", "fmnist_resnet20.pt"),
+    "fd_net": ("resnet32", 1, "runs/teachers/fmnist_resnet32", "fmnist_resnet32.pt"),
 }
+COMMITTED_TEACHERS = "results/teachers"  # the files, with teachers.json: SHA-256, command and test accuracy
 PILOT_RESULTS = "results/runs/gan_fmnist_pilot"
 STUDY_RESULTS = "results/runs/gan_fmnist"
 PRECISION_RESULTS = "results/runs/gan_fmnist_precision"
 
 
+def committed_classifier(file: str) -> str | None:
+    """``results/teachers/<file>`` if it is there and its SHA-256 is the one teachers.json records, else None."""
+    path, record = ROOT / COMMITTED_TEACHERS / file, ROOT / COMMITTED_TEACHERS / "teachers.json"
+    if not (path.is_file() and record.is_file()):
+        return None
+    expected = json.loads(record.read_text()).get(file, {}).get("sha256")
+    return str(path) if expected == hashlib.sha256(path.read_bytes()).hexdigest() else None
+
+
 def train_classifiers(data_root: str) -> study.Assets:
-    """The teacher and the FD network (~2 passes over the 60k images each), unless already trained."""
+    """The committed teacher and FD network (results/teachers/, hash-checked); each one that is missing or does
+    not match its recorded hash is trained instead (~2 passes over the 60k images), unless already trained."""
     paths = {}
-    for role, (model, seed, out) in TEACHERS.items():
+    for role, (model, seed, out, file) in TEACHERS.items():
+        committed = committed_classifier(file)
+        if committed:
+            paths[role] = committed
+            continue
         out = ROOT / out
         if not (out / "result.json").is_file():
             click.echo(f"training the {role} ({model}, seed {seed}) into {out}")
@@ -136,15 +153,20 @@ def main():
 
 @main.command()
 @click.option("--fractions", default="0.005,0.01", show_default=True, callback=_fractions)
+@click.option("--rows", default="da,no-da", show_default=True, callback=_rows,
+              help="DA and its no-DiffAugment control (issue 25), or any rows.")
+@click.option("--seeds", default="0", show_default=True, callback=_seeds, help="e.g. 0 or 0-2.")
 @with_common
-def pilot(fractions, width, batch_size, iterations, eval_every, data_root, runs):
-    """Plain DA at each fraction (seed 0): the FD curve and D's overfitting signal."""
+def pilot(fractions, rows, seeds, width, batch_size, iterations, eval_every, data_root, runs):
+    """DA and the no-DiffAugment control at each fraction: the FD curves and D's overfitting signals."""
     os.chdir(ROOT)
     Path(data_root).mkdir(parents=True, exist_ok=True)
     assets = train_classifiers(data_root)
-    for fraction in fractions:
-        study.execute("da", regime(fraction, width, iterations, eval_every, batch_size), 0, runs=Path(runs),
-                      results=Path(PILOT_RESULTS), assets=assets, gan_kd=str(BIN / "gan-kd"), log=click.echo)
+    for seed in seeds:
+        for fraction in fractions:
+            for row in rows:
+                study.execute(row, regime(fraction, width, iterations, eval_every, batch_size), seed, runs=Path(runs),
+                              results=Path(PILOT_RESULTS), assets=assets, gan_kd=str(BIN / "gan-kd"), log=click.echo)
 
 
 @main.command()

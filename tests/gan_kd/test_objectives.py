@@ -85,3 +85,24 @@ def test_build_distill_loss_passes_projector_and_normaliser_options_nested(monke
     build_distill_loss(config, student_dim=16, teacher_dim=8)
     assert calls[-1][1]["projector_options"] == {} and calls[-1][1]["normalizer_options"] == {}
     assert build_distill_loss(TrainConfig(distill=False), student_dim=16, teacher_dim=None) is None
+
+
+def test_distillation_ratio_is_the_weighted_term_over_the_hinge_loss():
+    from gan_kd.objectives import distillation_ratio
+
+    assert distillation_ratio({"d/loss_kd": 2.0, "d/loss_hinge": 0.5}, kd_weight=0.1) == {"d/kd_ratio": pytest.approx(0.4)}
+    assert distillation_ratio({"d/loss_kd": -3.0, "d/loss_hinge": 1.5}, kd_weight=1.0) == {"d/kd_ratio": 2.0}  # magnitude
+    assert distillation_ratio({"d/loss_hinge": 1.0}, kd_weight=1.0) == {}  # no distillation term
+    assert distillation_ratio({"d/loss_kd": 1.0, "d/loss_hinge": 0.0}, kd_weight=1.0) == {}  # no ratio to take
+
+
+def test_ratio_summary_reads_the_first_evaluation_and_the_end():
+    from gan_kd.objectives import ratio_summary
+
+    curve = [(50, 3.0), (100, 2.0), (150, 1.0), (200, 0.5)]
+    assert ratio_summary(curve, first_eval=100, kd_weight=10.0) == {
+        "kd_weight": 10.0, "first_eval": {"iteration": 100, "ratio": 2.0}, "end": {"iteration": 200, "ratio": 0.5}}
+    # the last log step at or before the evaluation; the first log step when the evaluation comes before any
+    assert ratio_summary(curve, first_eval=120, kd_weight=1.0)["first_eval"] == {"iteration": 100, "ratio": 2.0}
+    assert ratio_summary(curve, first_eval=10, kd_weight=1.0)["first_eval"] == {"iteration": 50, "ratio": 3.0}
+    assert ratio_summary([], first_eval=100, kd_weight=1.0) is None
