@@ -1,0 +1,81 @@
+"""The CPU-scale GAN study (``results/gan_fmnist.md``): runs, their small result files, and the report.
+
+A study is a set of runs ``(row, regime, seed)``. Each run is ``gan-kd train`` (resumed if it was
+interrupted) followed by ``gan-kd evaluate --checkpoint best``, in ``<runs>/<name>/``. When both have
+finished, the run's small files (``config.json``, ``result.json`` (training), ``evaluation.json``,
+``metrics.jsonl`` with the FD and overfitting-probe curves, the final sample grid and the best EMA generator as
+a small ``generator_ema.safetensors``, which ``gan-kd evaluate`` re-scores without training) are copied to
+``<results>/<name>/``, which is what gets committed; a run whose copy holds ``evaluation.json`` is finished and
+is skipped. Every table and plot
+is regenerated from those copies by :func:`write_report`, so no number is typed by hand.
+
+The modules, each importing only those above it:
+
+* :mod:`~gan_kd.study.rows`: the rows, the claims, the regime and the ``gan-kd`` commands of a run;
+* :mod:`~gan_kd.study.runner`: running, resuming and re-scoring runs, copying their small files, their state;
+* :mod:`~gan_kd.study.reading`: the committed run copies read into numbers;
+* :mod:`~gan_kd.study.tables`: the report's markdown tables and generated sentences;
+* :mod:`~gan_kd.study.report`: ``results/gan_fmnist.md``, its plots and README's generated GAN result lines;
+* :mod:`~gan_kd.study.precision`: the bf16-vs-fp32 section of ``results/benchmarks.md``.
+
+Every public name of these modules is importable from ``gan_kd.study`` itself.
+"""
+from gan_kd.study.rows import (
+    CLAIMS,
+    FINAL_METRICS,
+    ROWS,
+    TEACHERLESS_ROWS,
+    TRAINING_METRICS,
+    Assets,
+    Regime,
+    evaluate_command,
+    regime_of,
+    run_name,
+    train_command,
+)
+from gan_kd.study.runner import (
+    ASSETS_FILE,
+    SMALL_FILES,
+    asset_digests,
+    call_logged,
+    copy_small_files,
+    execute,
+    has_class_scores,
+    is_finished,
+    rescore,
+    run_state,
+    status_table,
+)
+from gan_kd.study.reading import accuracies, claim_results, len_subset, load_runs, overfitting_summary
+from gan_kd.study.tables import (
+    SUITE_COLUMNS,
+    class_score_section,
+    class_score_table,
+    pilot_reading,
+    pilot_table,
+    study_table,
+    suite_table,
+    verdicts,
+)
+from gan_kd.study.report import (
+    README_BEGIN,
+    README_END,
+    commands,
+    hardware,
+    plot_rows,
+    readme_block,
+    update_readme,
+    write_report,
+)
+from gan_kd.study.precision import PRECISION_BEGIN, PRECISION_END, precision_section, update_precision_section
+
+__all__ = [
+    "ASSETS_FILE", "Assets", "CLAIMS", "FINAL_METRICS", "PRECISION_BEGIN", "PRECISION_END", "README_BEGIN",
+    "README_END", "ROWS", "Regime", "SMALL_FILES", "SUITE_COLUMNS", "TEACHERLESS_ROWS", "TRAINING_METRICS",
+    "accuracies", "asset_digests", "call_logged", "claim_results", "class_score_section", "class_score_table",
+    "commands", "copy_small_files", "evaluate_command", "execute", "hardware", "has_class_scores", "is_finished",
+    "len_subset", "load_runs", "overfitting_summary", "pilot_reading", "pilot_table", "plot_rows",
+    "precision_section", "readme_block", "regime_of", "rescore", "run_name", "run_state", "status_table",
+    "study_table", "suite_table", "train_command", "update_precision_section", "update_readme", "verdicts",
+    "write_report",
+]

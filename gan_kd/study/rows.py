@@ -1,0 +1,120 @@
+"""The study's rows, claims and regime: what one run ``(row, regime, seed)`` is, its name and its ``gan-kd`` commands.
+
+Rows: the projector × normaliser ablation of VkD (VkD paper §3, Table 4: DA, DA + KD, DA + VkD,
+DA + VkD w/ whitening) plus linear projector + whitening. FitNets on D's feature (a linear projector and an
+L2 loss to the raw teacher feature) is the ``da-kd`` row itself, so it is not run twice.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# row -> (label, gan-kd train options). Everything else is equal across rows.
+ROWS: dict[str, tuple[str, list[str]]] = {
+    "da": ("DA (baseline)", ["--preset", "da"]),
+    # issue 25's positive control: the same BigGAN without DiffAugment, which must overfit where DA's claim lives
+    "no-da": ("BigGAN without DiffAugment (control)", ["--preset", "da", "--diffaug", ""]),
+    "da-kd": ("DA + KD (linear, no normaliser; = FitNets)", ["--preset", "da-kd"]),
+    "linear-whiten": ("DA + linear + whitening", ["--preset", "da-kd", "--normalizer", "whiten"]),
+    "vkd": ("DA + VkD (orthogonal, no normaliser)", ["--preset", "vkd"]),
+    "vkd-whiten": ("DA + VkD w/ whitening (orthogonal)", ["--preset", "vkd-whiten"]),
+    # the other distillation baselines of VkD Table 4/5 (issue 14)
+    "spkd": ("DA + SPKD (Tung & Mori 2019)", ["--preset", "spkd"]),
+    "pkd": ("DA + PKD (Passalis & Tefas 2018)", ["--preset", "pkd"]),
+    "kd-dlgan": ("DA + KD-DLGAN (Cui et al. 2023; its LeCam 0.3 acts only after iteration 1000)", ["--preset", "kd-dlgan"]),
+    "label-distillation": ("DA + label distillation", ["--preset", "label-distillation"]),
+}
+TEACHERLESS_ROWS = ("da", "no-da")
+# The claims of VkD Table 4 this study tests: (claim, candidate row, baseline row).
+CLAIMS = [
+    ("(a) whitening improves on VkD without it", "vkd-whiten", "vkd"),
+    ("(b) the orthogonal projector improves on the linear one (no normaliser)", "vkd", "da-kd"),
+    ("(b') the orthogonal projector improves on the linear one (with whitening)", "vkd-whiten", "linear-whiten"),
+    ("(c) distillation (VkD w/ whitening) improves on DA", "vkd-whiten", "da"),
+    ("(c') distillation (plain KD) improves on DA", "da-kd", "da"),
+    # VkD Table 4 also ranks VkD w/ whitening above every other distillation baseline (issue 14)
+    ("(d) VkD w/ whitening improves on SPKD", "vkd-whiten", "spkd"),
+    ("(d) VkD w/ whitening improves on PKD", "vkd-whiten", "pkd"),
+    ("(d) VkD w/ whitening improves on KD-DLGAN", "vkd-whiten", "kd-dlgan"),
+    ("(d) VkD w/ whitening improves on label distillation", "vkd-whiten", "label-distillation"),
+]
+
+
+@dataclass(frozen=True)
+class Regime:
+    """The sizes every run of one study shares."""
+
+    fraction: float = 0.01
+    width: int = 8
+    iterations: int = 1000
+    eval_every: int = 100
+    eval_samples: int = 2000
+    ema_decay: float = 0.99
+    ema_start: int = 100
+    final_samples: int = 10_000
+    repeats: int = 2
+    batch_size: int = 16
+    precision: str = "fp32"       # gan-kd train --precision (fp32 = the CPU's auto)
+    channels_last: bool = False
+
+    def tag(self) -> str:
+        batch = "" if self.batch_size == 50 else f"_b{self.batch_size}"  # 50: the pilot's first runs
+        precision = "" if self.precision == "fp32" else f"_{self.precision}"
+        memory = "_cl" if self.channels_last else ""
+        return f"f{self.fraction:g}_w{self.width}{batch}_i{self.iterations}{precision}{memory}"
+
+
+@dataclass(frozen=True)
+class Assets:
+    """Where the data, the teacher and the FD network are."""
+
+    data_root: str
+    teacher: str
+    fd_net: str
+
+
+def run_name(row: str, regime: Regime, seed: int) -> str:
+    return f"{row}_{regime.tag()}_s{seed}"
+
+
+def train_command(row: str, regime: Regime, seed: int, out: Path, assets: Assets, gan_kd: str = "gan-kd") -> list[str]:
+    if row not in ROWS:
+        raise ValueError(f"unknown row {row!r}; allowed: {', '.join(ROWS)}")
+    command = [gan_kd, "train", "--out", str(out), *ROWS[row][1], "--dataset", "fashion_mnist",
+               "--data-root", assets.data_root, "--data-fraction", f"{regime.fraction:g}",
+               "--iterations", str(regime.iterations), "--batch-size", str(regime.batch_size),
+               "--g-ch", str(regime.width), "--d-ch", str(regime.width),
+               "--ema-decay", str(regime.ema_decay), "--ema-start", str(regime.ema_start),
+               "--eval-every", str(regime.eval_every), "--eval-samples", str(regime.eval_samples),
+               "--metrics", ",".join(TRAINING_METRICS),
+               "--fd-features", f"ckpt:{assets.fd_net}", "--overfit-probe", "500",
+               "--sample-every", "0", "--checkpoint-every", str(regime.eval_every), "--log-every", "50",
+               "--seed", str(seed), "--threads", "1", "--device", "cpu"]
+    if row not in TEACHERLESS_ROWS:
+        command += ["--teacher", f"ckpt:{assets.teacher}"]
+    if regime.precision != "fp32":  # fp32 is what the default (auto) picks on the CPU; runs before these options
+        command += ["--precision", regime.precision]  # were recorded without them and must resume unchanged
+    if regime.channels_last:
+        command += ["--channels-last"]
+    return command
+
+
+# Logged at every evaluation during training: the label-free FD picks the best checkpoint (it rewards no
+# class-collapsed samples), the classifier FD is the curve the earlier runs logged.
+TRAINING_METRICS = ("fd", "fd_vgg")
+# The final evaluation of the best checkpoint: the whole suite (gan_kd.metrics.evaluator) in both spaces.
+FINAL_METRICS = ("fd", "cls", "icfd", "suite")
+
+
+def evaluate_command(out: Path, regime: Regime, assets: Assets, gan_kd: str = "gan-kd") -> list[str]:
+    return [gan_kd, "evaluate", str(out), "--checkpoint", "best", "--metrics", ",".join(FINAL_METRICS), "--fd-features",
+            f"ckpt:{assets.fd_net}", "--data-root", assets.data_root, "--num-samples", str(regime.final_samples),
+            "--repeats", str(regime.repeats), "--device", "cpu"]
+
+
+def regime_of(config: dict) -> Regime:
+    return Regime(fraction=config["data_fraction"], width=config["g_ch"], iterations=config["iterations"],
+                  eval_every=config["eval_every"], eval_samples=config["eval_samples"], ema_decay=config["ema_decay"],
+                  ema_start=config["ema_start"], batch_size=config["batch_size"],
+                  precision="fp32" if config.get("precision", "auto") == "auto" else config["precision"],
+                  channels_last=bool(config.get("channels_last", False)))

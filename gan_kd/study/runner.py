@@ -1,0 +1,137 @@
+"""Running and resuming the study's runs: train, evaluate, re-score and copy their small files; their state."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from gan_kd.report import EVALUATION_FILE
+from gan_kd.snapshot import GENERATOR_FILE
+from gan_kd.study.rows import Assets, Regime, evaluate_command, run_name, train_command
+from kd_core.runtime.io import write_bytes, write_json
+from kd_core.runtime.run import RESULT_FILE
+
+SMALL_FILES = ("config.json", RESULT_FILE, "metrics.jsonl", "metrics.csv")  # csv: older runs
+
+
+def is_finished(results: Path, name: str) -> bool:
+    return (results / name / EVALUATION_FILE).is_file()
+
+
+def execute(row: str, regime: Regime, seed: int, *, runs: Path, results: Path, assets: Assets,
+            gan_kd: str = "gan-kd", log=print) -> Path:
+    """Train (or resume), evaluate and copy the small files of one run; skip it if its copy is complete."""
+    name = run_name(row, regime, seed)
+    if is_finished(results, name):
+        log(f"{name}: finished (skipped)")
+        return results / name
+    out = runs / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    for command in (train_command(row, regime, seed, out, assets, gan_kd), evaluate_command(out, regime, assets, gan_kd)):
+        call_logged(command, name, runs)
+    write_json(results / name / ASSETS_FILE, asset_digests(assets))  # before evaluation.json marks the copy complete
+    call_logged([gan_kd, "export", str(out), "--out", str(out / GENERATOR_FILE)], name, runs)
+    copy_small_files(out, results / name)
+    log(f"{name}: done in {time.monotonic() - started:.0f} s")
+    return results / name
+
+
+def call_logged(command: list[str], name: str, runs: Path) -> None:
+    """Run one ``gan-kd`` command of run ``name`` on one thread, appending it and its output to
+    ``<runs>/<name>.log``; a ``RuntimeError`` when it fails."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with open(runs / f"{name}.log", "a") as stream:
+        stream.write("$ " + " ".join(command) + "\n")
+        stream.flush()
+        code = subprocess.call(command, stdout=stream, stderr=subprocess.STDOUT, env=env)
+    if code:
+        raise RuntimeError(f"{name}: `{' '.join(command[:2])}` exited with {code}; see {runs / name}.log")
+
+
+def has_class_scores(results: Path, name: str) -> bool:
+    """Whether a finished copy's evaluation holds the ``cls`` scores (runs evaluated before they existed do not)."""
+    evaluation = json.loads((results / name / EVALUATION_FILE).read_text())
+    return "cls_acc" in evaluation["metrics"]
+
+
+def rescore(row: str, regime: Regime, seed: int, *, runs: Path, results: Path, assets: Assets,
+            gan_kd: str = "gan-kd", log=print) -> bool:
+    """Re-evaluate a finished run whose copy has no class scores with today's :func:`evaluate_command` (FD and
+    the ``cls`` scores), and replace its copy's ``evaluation.json`` only if the FD values are bit for bit those
+    recorded (same checkpoint, FD network and sample seeds). Needs the run's ``checkpoints/best.pt``.
+
+    Returns whether the copy was updated; raises ``RuntimeError`` when the FD differs or evaluation fails.
+    """
+    name = run_name(row, regime, seed)
+    if not is_finished(results, name) or has_class_scores(results, name):
+        return False
+    out = runs / name
+    if not (out / "checkpoints" / "best.pt").is_file():
+        raise RuntimeError(f"{name}: no {out / 'checkpoints' / 'best.pt'} to re-evaluate (checkpoints are not committed)")
+    recorded = json.loads((results / name / EVALUATION_FILE).read_text())
+    if recorded.get("fd_features") != f"ckpt:{assets.fd_net}" or \
+            json.loads((results / name / ASSETS_FILE).read_text()).get("fd_net_sha256") != asset_digests(assets)["fd_net_sha256"]:
+        raise RuntimeError(f"{name}: its FD network is not {assets.fd_net} as it is now; re-evaluating would not reproduce its FD")
+    before = recorded["metrics"]["fd"]["values"]
+    previous = json.loads((out / EVALUATION_FILE).read_text()) if (out / EVALUATION_FILE).is_file() else {}
+    # a scored evaluation with the recorded FD already in the run directory (an interrupted rescore's) is reused
+    reusable = bool(previous) and "cls_acc" in previous["metrics"] and previous["metrics"]["fd"]["values"] == before
+    if not reusable:
+        call_logged(evaluate_command(out, regime, assets, gan_kd), name, runs)
+    fresh = json.loads((out / EVALUATION_FILE).read_text())
+    after = fresh["metrics"]["fd"]["values"]
+    if before != after:
+        raise RuntimeError(f"{name}: re-evaluated FD {after} differs from the recorded {before}; its copy is left as it was")
+    write_bytes(results / name / EVALUATION_FILE, (out / EVALUATION_FILE).read_bytes())
+    log(f"{name}: class scores added (FD reproduced: {after})")
+    return True
+
+
+def run_state(name: str, *, runs: Path, results: Path) -> str:
+    """``done`` (its copy is complete), ``partial (iteration N)`` (a run directory whose log reached N),
+    ``started`` (a directory without logged iterations) or ``missing``."""
+    if is_finished(results, name):
+        return "done"
+    metrics = Path(runs) / name / "metrics.jsonl"
+    if metrics.is_file():
+        steps = [json.loads(line).get("step") for line in metrics.read_text().splitlines() if line.strip()]
+        steps = [step for step in steps if isinstance(step, int)]
+        if steps:
+            return f"partial (iteration {max(steps)})"
+    return "started" if (Path(runs) / name).is_dir() else "missing"
+
+
+def status_table(regime: Regime, rows: list[str], seeds: list[int], *, runs: Path, results: Path) -> str:
+    """A markdown grid of :func:`run_state` (row × seed) and how many runs are not done."""
+    states = {(row, seed): run_state(run_name(row, regime, seed), runs=runs, results=results)
+              for row in rows for seed in seeds}
+    lines = ["| row | " + " | ".join(f"seed {seed}" for seed in seeds) + " |", "|---|" + "---|" * len(seeds)]
+    lines += [f"| {row} | " + " | ".join(states[row, seed] for seed in seeds) + " |" for row in rows]
+    left = sum(state != "done" for state in states.values())
+    lines += ["", f"{len(states) - left} of {len(states)} runs done; {left} to go ({regime.tag()})."]
+    return "\n".join(lines) + "\n"
+
+
+ASSETS_FILE = "assets.json"
+
+
+def asset_digests(assets: Assets) -> dict:
+    """SHA-256 of the teacher and FD-network files a run used: the checkpoints are not committed, so this is
+    what tells whether runs of different sessions measured FD with the same network."""
+    def digest(path: str) -> str:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+    return {"fd_net_sha256": digest(assets.fd_net), "teacher_sha256": digest(assets.teacher)}
+
+
+def copy_small_files(run_dir: Path, destination: Path) -> None:
+    """The committed part of a run; ``evaluation.json`` is written last, so its presence marks a complete copy."""
+    for name in (*SMALL_FILES, ASSETS_FILE, "samples/final.png", GENERATOR_FILE):
+        source = Path(run_dir) / name
+        if source.is_file():
+            write_bytes(Path(destination) / source.name, source.read_bytes())
+    write_bytes(Path(destination) / EVALUATION_FILE, (Path(run_dir) / EVALUATION_FILE).read_bytes())
