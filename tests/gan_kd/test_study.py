@@ -52,7 +52,7 @@ def test_train_commands_parse_with_the_gan_kd_cli(row, tmp_path):
     assert command[:2] == ["gan-kd", "train"]
     context = gan_cli.commands["train"].make_context("train", command[2:])
     assert context.params["seed"] == 3 and context.params["data_fraction"] == 0.01
-    assert (context.params["teacher"] is None) == (row == "da")
+    assert (context.params["teacher"] is None) == (row in study.TEACHERLESS_ROWS)
     if row == "linear-whiten":
         assert (context.params["preset"], context.params["normalizer"]) == ("da-kd", "whiten")
 
@@ -234,7 +234,7 @@ def test_readme_block_is_regenerated_between_its_markers_from_the_copies(tmp_pat
     assert readme.read_text() == text and text.startswith("# title\n\nbefore\n") and text.endswith("\nafter\n")
     block = text[text.index(study.README_BEGIN):text.index(study.README_END)]
     assert "stale line" not in block
-    assert "rows below 5 seeds: da-kd 0, linear-whiten 0, vkd 0, spkd 0" in block  # da and vkd-whiten have 5
+    assert "rows below 5 seeds: no-da 0, da-kd 0, linear-whiten 0, vkd 0, spkd 0" in block  # da and vkd-whiten have 5
     assert "not about the regime of VkD Table 4" in block
     claim_lines = [line for line in block.splitlines() if line.startswith("  * (")]
     assert len(claim_lines) == len(study.CLAIMS)
