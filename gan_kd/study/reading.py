@@ -35,9 +35,10 @@ def _fd(run: dict) -> float:
     return run["result"]["metrics"]["fd"]["mean"]
 
 
-def overfitting_summary(run: dict) -> dict:
-    """Where the FD curve bottoms out, how far it rises after, and the probe's gap at the start and end."""
-    fd = run["curves"].get("eval/fd", [])
+def overfitting_summary(run: dict, curve: str = "eval/fd") -> dict:
+    """Where the FD curve (``curve``: the classifier's, or ``eval/fd_vgg``) bottoms out, how far it rises after,
+    and the probe's gap at the start and end."""
+    fd = run["curves"].get(curve, [])
     gap = run["curves"].get("probe/d_gap", [])
     rt = run["curves"].get("probe/rt", [])
     if not fd:

@@ -5,6 +5,7 @@ import os
 import re
 from pathlib import Path
 
+from gan_kd.study import regime as search
 from gan_kd.study.reading import _fd, accuracies, claim_results, len_subset, load_runs, overfitting_summary
 from gan_kd.study.rows import ROWS, Regime, regime_of
 from gan_kd.study.runner import ASSETS_FILE
@@ -30,11 +31,15 @@ def readme_block(pilot: list[dict], study: list[dict], rows: list[str], min_seed
                       f"width {g.width}, batch {g.batch_size}, {g.iterations} iterations" for g in regimes) \
         or "no finished run yet"
     lines.append(f"* **GAN, CPU scale (`{report}`)**, {where} ({seeds}). FD on a classifier's features, not FID.")
+    searched = search.search_runs(pilot)
+    pilot = [run for run in pilot if run not in searched]  # the first pilot: DA only, classifier FD
     if pilot:
         caveat = ("" if any(overfitting_summary(run).get("rise", 0) > 0.05 for run in pilot) else
                   " So the verdicts below are about early training, not about the regime of VkD Table 4, where D "
                   "overfits.")
         lines.append(f"  * Pilot: {pilot_reading(pilot)}{caveat}")
+    if searched:
+        lines.append(f"  * Regime search (DA and the no-DiffAugment control): {search.choose_regime(searched)[1]}")
     for item in claim_results(study):
         values = [[_fd(r) for r in study if r["row"] == row] for row in (item["candidate"], item["baseline"])]
         lines.append(f"  * {item['claim']}: "
@@ -96,6 +101,8 @@ def write_report(pilot_results: Path, study_results: Path, out_md: Path, figures
              "teacher is a different network (ResNet-20, seed 0). Evaluation: 10,000 samples of the best EMA "
              "generator against the 10,000 test images, 2 sample sets; the best checkpoint is chosen by the "
              "2,000-sample FD logged during training.", ""]
+    searched = search.search_runs(pilot)
+    pilot = [run for run in pilot if run not in searched]  # the first pilot: DA only, classifier FD
     if pilot:
         parts += ["## 1. Pilot: where does plain DA overfit?", "",
                   "DA only, seed 0. D's mean logit on 500 training reals vs 500 held-out (test) reals is logged at each "
@@ -116,6 +123,17 @@ def write_report(pilot_results: Path, study_results: Path, out_md: Path, figures
             curve_plot(groups, figures / name, ylabel=ylabel, title=f"pilot (DA): {ylabel}")
             parts.append(f"![{name}]({rel}/{name})")
         parts += ["", f"Hardware: {hardware(pilot)}.", ""]
+    if searched:
+        parts += ["## 1b. Regime search: DA and BigGAN without DiffAugment (issue 25)", "",
+                  "Seed 0 each. The no-DiffAugment control is the positive control: where D can memorise its "
+                  "data it must overfit, and DA must beat it (DiffAugment's own claim). Label-free FD = FD in a "
+                  "random half-width VGG-16's features (`vgg16-half-random:0`), which picks the best checkpoint; "
+                  "classifier FD = the ResNet-32's. Memorised = share of the final evaluation's samples closer to a "
+                  "training image than that image is to any other real image; nn ratio = median distance to the "
+                  "nearest training image over that to the nearest unseen one (1 = no copying).", "",
+                  search.search_table(searched), search.RULE, "", search.choose_regime(searched)[1], ""]
+        parts += [f"![{name}]({rel}/{name})" for name in search.search_figures(searched, figures)]
+        parts += ["", f"Hardware: {hardware(searched)}.", ""]
     if study:
         regimes = sorted({regime_of(r["config"]) for r in study}, key=lambda g: g.tag())
         parts += ["## 2. The ablation at the chosen regime", ""]
@@ -153,7 +171,7 @@ def write_report(pilot_results: Path, study_results: Path, out_md: Path, figures
         parts += ["", f"Hardware: {hardware(study)}.", ""]
     else:
         parts += ["## 2. The ablation", "", "No finished run yet.", ""]
-    every = pilot + study
+    every = pilot + searched + study
     fd_nets = {r["assets"].get("fd_net_sha256", "unrecorded") for r in study}
     if len(fd_nets) > 1:
         parts += [f"**Warning:** the ablation's runs used {len(fd_nets)} different FD networks (SHA-256 in each "

@@ -359,3 +359,67 @@ def test_rescore_adds_class_scores_only_when_the_fd_is_reproduced(tmp_path, monk
     (run_dir / "checkpoints" / "best.pt").write_bytes(b"generator")
     with pytest.raises(RuntimeError, match="FD network"):
         study.rescore("vkd", REGIME, 0, runs=runs, results=results, assets=assets, log=lambda _: None)
+
+
+def search_copy(results: Path, row: str, fraction: float, width: int, fd_vgg: list[float], gap: list[float],
+                memorised: float = 0.05) -> Path:
+    """A regime-search run copy: label-free and classifier FD curves, the probe, and a final memorisation score."""
+    regime = replace(REGIME, fraction=fraction, width=width)
+    folder = results / study.run_name(row, regime, 0)
+    folder.mkdir(parents=True)
+    config = TrainConfig(dataset="fashion_mnist", data_fraction=fraction, g_ch=width, d_ch=width, iterations=300,
+                         eval_every=100, eval_samples=2000, ema_decay=0.99, ema_start=100, seed=0, preset="da", batch_size=16,
+                         distill=False, diffaug="" if row == "no-da" else "translation,cutout").to_dict()
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "result.json").write_text(json.dumps({"wall_time_s": 1800.0}))
+    metrics = {key: {"mean": value, "std": 0.0, "values": [value]}
+               for key, value in (("fd", 5.0), ("fd_vgg", min(fd_vgg)), ("memorised", memorised), ("nn_ratio", 0.9))}
+    (folder / "evaluation.json").write_text(json.dumps({"metrics": metrics, "labels": {"fd": "FD (resnet32)"},
+                                                        "iteration": 100, "hardware": "test CPU"}))
+    rows = [{"step": 100 * (i + 1), "eval/fd": 2 * value, "eval/fd_vgg": value, "probe/d_gap": g, "probe/rt": 0.5}
+            for i, (value, g) in enumerate(zip(fd_vgg, gap))]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return folder
+
+
+def test_regime_search_table_and_the_choice_rule(tmp_path):
+    from gan_kd.study import regime as search
+
+    pilot = tmp_path / "pilot"
+    fake_copy(pilot, "da", 0, 20.0, [30.0, 20.0, 25.0], [0.1, 0.8, 2.0])  # the first pilot: no label-free curve
+    # 60 images, width 8: the control is clearly worse (3.0 vs 2.0), DA's D gap ends at 1.5
+    search_copy(pilot, "da", 0.001, 8, [4.0, 2.0, 2.2], [0.2, 1.0, 1.5])
+    search_copy(pilot, "no-da", 0.001, 8, [5.0, 3.0, 4.5], [0.5, 3.0, 6.0], memorised=0.4)
+    # 150 images, width 16: a larger DA gap, but the control is not clearly worse (2.2 vs 2.0): not chosen
+    search_copy(pilot, "da", 0.0025, 16, [4.0, 2.0, 2.0], [0.2, 2.0, 3.0])
+    search_copy(pilot, "no-da", 0.0025, 16, [4.0, 2.2, 2.3], [0.2, 2.0, 3.0])
+    # a regime with only one row finished is not a candidate
+    search_copy(pilot, "da", 0.0025, 8, [4.0, 1.0, 1.0], [0.2, 5.0, 9.0])
+    runs = study.load_runs(pilot)
+    searched = search.search_runs(runs)
+    assert len(searched) == 5 and all(run["row"] in ("da", "no-da") for run in searched)
+    key, sentence = search.choose_regime(searched)
+    assert key == (0.001, 8, 16, 300)
+    assert sentence.startswith("Chosen regime: 60 images, width 8, batch 16, 300 iterations: DA's D ends with the "
+                               "largest train − held-out logit gap (+1.50)")
+    assert "(its best label-free FD 1.50× DA's)" in sentence and "ends +10% above its best, the control's +50%" in sentence
+    table = search.search_table(searched)
+    control = next(line for line in table.splitlines() if line.startswith("| 60 images") and "without DiffAugment" in line)
+    assert "| 3.00 (200) → 4.50 (+50%) | 6.00 (200) → 9.00 (+50%) | +0.50 → +6.00 | +0.50 | 0.400 / 0.900 | 30 min |" in control
+
+    # no regime where the control is clearly worse: the largest DA gap, and the sentence says so
+    flat = [run for run in searched if regime_key_is(run, 0.0025, 16)]
+    key, sentence = search.choose_regime(flat)
+    assert key == (0.0025, 16, 16, 300) and "clearly worse than DA in no regime (best ratio 1.10×" in sentence
+    assert search.choose_regime([])[0] is None
+
+    text = study.write_report(pilot, tmp_path / "none", tmp_path / "report.md", tmp_path / "figures", rows=["da"])
+    assert "## 1b. Regime search" in text and "Chosen regime: 60 images, width 8" in text
+    assert "| 0.01 | 600 | 8 | 50 | 300 |" in text  # the first pilot's table keeps its DA-only run, and only it
+    assert text.count("| 0.001 |") == 0
+    for name in ("search_fd_vgg.png", "search_gap.png"):
+        assert (tmp_path / "figures" / name).stat().st_size > 1000 and f"figures/{name})" in text
+
+
+def regime_key_is(run: dict, fraction: float, width: int) -> bool:
+    return run["config"]["data_fraction"] == fraction and run["config"]["g_ch"] == width
