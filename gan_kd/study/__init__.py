@@ -26,12 +26,15 @@ from gan_kd.study.rows import (
     ROWS,
     TEACHERLESS_ROWS,
     TRAINING_METRICS,
+    WEIGHT_MARK,
     Assets,
     Regime,
     evaluate_command,
     regime_of,
     run_name,
+    split_row,
     train_command,
+    weighted,
 )
 from gan_kd.study.runner import (
     ASSETS_FILE,
@@ -71,11 +74,11 @@ from gan_kd.study.precision import PRECISION_BEGIN, PRECISION_END, precision_sec
 
 __all__ = [
     "ASSETS_FILE", "Assets", "CLAIMS", "FINAL_METRICS", "PRECISION_BEGIN", "PRECISION_END", "README_BEGIN",
-    "README_END", "ROWS", "Regime", "SMALL_FILES", "SUITE_COLUMNS", "TEACHERLESS_ROWS", "TRAINING_METRICS",
+    "README_END", "ROWS", "Regime", "SMALL_FILES", "SUITE_COLUMNS", "TEACHERLESS_ROWS", "TRAINING_METRICS", "WEIGHT_MARK",
     "accuracies", "asset_digests", "call_logged", "claim_results", "class_score_section", "class_score_table",
     "commands", "copy_small_files", "evaluate_command", "execute", "hardware", "has_class_scores", "is_finished",
     "len_subset", "load_runs", "overfitting_summary", "pilot_reading", "pilot_table", "plot_rows",
     "precision_section", "readme_block", "regime_of", "rescore", "run_name", "run_state", "status_table",
-    "study_table", "suite_table", "train_command", "update_precision_section", "update_readme", "verdicts",
+    "study_table", "suite_table", "train_command", "split_row", "weighted", "update_precision_section", "update_readme", "verdicts",
     "write_report",
 ]

@@ -73,14 +73,32 @@ class Assets:
     fd_net: str
 
 
+WEIGHT_MARK = "@kd"  # "vkd-whiten@kd0.03": the row at --kd-weight 0.03 (the weight calibration's sweep runs)
+
+
+def weighted(row: str, weight: float) -> str:
+    """The name of ``row`` run at an explicit ``--kd-weight``."""
+    return f"{row}{WEIGHT_MARK}{weight:g}"
+
+
+def split_row(row: str) -> tuple[str, float | None]:
+    """``"vkd@kd0.3"`` -> ``("vkd", 0.3)``; a plain row -> ``(row, None)`` (the preset's weight)."""
+    base, mark, weight = row.partition(WEIGHT_MARK)
+    return base, float(weight) if mark else None
+
+
 def run_name(row: str, regime: Regime, seed: int) -> str:
     return f"{row}_{regime.tag()}_s{seed}"
 
 
 def train_command(row: str, regime: Regime, seed: int, out: Path, assets: Assets, gan_kd: str = "gan-kd") -> list[str]:
-    if row not in ROWS:
+    base, weight = split_row(row)
+    if base not in ROWS:
         raise ValueError(f"unknown row {row!r}; allowed: {', '.join(ROWS)}")
-    command = [gan_kd, "train", "--out", str(out), *ROWS[row][1], "--dataset", "fashion_mnist",
+    if weight is not None and base in TEACHERLESS_ROWS:
+        raise ValueError(f"row {base!r} has no distillation term to weight")
+    options = [*ROWS[base][1], *(["--kd-weight", f"{weight:g}"] if weight is not None else [])]
+    command = [gan_kd, "train", "--out", str(out), *options, "--dataset", "fashion_mnist",
                "--data-root", assets.data_root, "--data-fraction", f"{regime.fraction:g}",
                "--iterations", str(regime.iterations), "--batch-size", str(regime.batch_size),
                "--g-ch", str(regime.width), "--d-ch", str(regime.width),
@@ -90,7 +108,7 @@ def train_command(row: str, regime: Regime, seed: int, out: Path, assets: Assets
                "--fd-features", f"ckpt:{assets.fd_net}", "--overfit-probe", "500",
                "--sample-every", "0", "--checkpoint-every", str(regime.eval_every), "--log-every", "50",
                "--seed", str(seed), "--threads", "1", "--device", "cpu"]
-    if row not in TEACHERLESS_ROWS:
+    if base not in TEACHERLESS_ROWS:
         command += ["--teacher", f"ckpt:{assets.teacher}"]
     if regime.precision != "fp32":  # fp32 is what the default (auto) picks on the CPU; runs before these options
         command += ["--precision", regime.precision]  # were recorded without them and must resume unchanged

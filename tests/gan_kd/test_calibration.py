@@ -1,0 +1,142 @@
+"""gan_kd.study.calibration: the weight-calibration rule of issue 25, on made-up ratios and run copies."""
+import json
+from pathlib import Path
+
+import pytest
+
+from gan_kd.study import calibration as cal
+from gan_kd.study.rows import Assets, Regime, run_name, train_command, weighted
+
+
+def test_snap_rounds_to_the_1_3_10_grid_on_a_log_scale():
+    assert [cal.snap(x) for x in (1.0, 1.6, 1.8, 2.5, 5.0, 6.0, 0.004, 0.0013, 77.0)] == \
+        [1.0, 1.0, 3.0, 3.0, 3.0, 10.0, 0.003, 0.001, 100.0]
+
+
+def test_plan_keeps_weight_one_inside_the_band_and_sweeps_a_factor_100_around_the_target_outside():
+    assert cal.plan(0.05, 5.0) == [1.0] and cal.plan(0.3, 2.0) == [1.0]
+    # KD-DLGAN's 77-204x (issue 25): centre 0.3 / sqrt(77 * 204) = 0.0024 -> 0.003
+    assert cal.plan(77.0, 204.0) == [0.0003, 0.003, 0.03]
+    # a term far below the hinge loss (PKD's ~1e-4): weights up to 1e4
+    assert cal.plan(1e-4, 1e-4) == [300.0, 3000.0, 30000.0]
+    # inside at the first evaluation but not at the end: swept
+    assert cal.plan(1.0, 6.0) == [0.01, 0.1, 1.0]
+    for first, end in ((77.0, 204.0), (1e-4, 1e-4), (1.0, 6.0)):
+        low, centre, high = cal.plan(first, end)
+        assert high / low == pytest.approx(100) and 0.1 <= centre * (first * end) ** 0.5 <= 1
+
+
+def test_published_weight_joins_the_sweep_and_choice_needs_two_seeds():
+    assert cal.sweep_weights("kd-dlgan", [0.0003, 0.003, 0.03]) == [0.0003, 0.003, 0.03, 1.0]
+    assert cal.sweep_weights("vkd", [0.1, 1.0, 10.0]) == [0.1, 1.0, 10.0]
+    assert cal.best_two({0.1: 5.0, 1.0: 4.0, 10.0: 4.5}) == [1.0, 10.0]
+    assert cal.choose({1.0: [4.0, 5.0], 10.0: [4.5, 4.4]}) == 10.0
+    with pytest.raises(ValueError, match="two scored seeds"):
+        cal.choose({1.0: [4.0]})
+
+
+def test_sweep_runs_are_named_and_commanded_with_their_weight(tmp_path):
+    assets = Assets(data_root="data", teacher="t.pt", fd_net="f.pt")
+    regime = Regime(fraction=0.001, width=8, iterations=4000, batch_size=16)
+    command = train_command(weighted("vkd-whiten", 0.03), regime, 1, tmp_path, assets)
+    assert command[command.index("--preset") + 1] == "vkd-whiten" and command[command.index("--kd-weight") + 1] == "0.03"
+    assert "--teacher" in command
+    assert run_name(weighted("pkd", 3000.0), regime, 0) == "pkd@kd3000_f0.001_w8_b16_i4000_s0"
+    assert "--kd-weight" not in train_command("vkd-whiten", regime, 1, tmp_path, assets)
+    with pytest.raises(ValueError, match="no distillation term"):
+        train_command(weighted("da", 0.1), regime, 0, tmp_path, assets)
+
+
+def copy(results: Path, row: str, weight: float, seed: int, ratio: tuple[float, float], fd: float | None) -> Path:
+    folder = results / run_name(weighted(row, weight), Regime(fraction=0.001, batch_size=16), seed)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"preset": row, "seed": seed, "data_fraction": 0.001}))
+    (folder / "result.json").write_text(json.dumps({"distillation_ratio": {
+        "kd_weight": weight, "first_eval": {"iteration": 100, "ratio": ratio[0] * weight},
+        "end": {"iteration": 4000, "ratio": ratio[1] * weight}}}))
+    (folder / "evaluation.json").write_text(json.dumps({"metrics": {"fd": {"mean": 1.0}}}))
+    if fd is not None:
+        (folder / cal.SELECTION_FILE).write_text(json.dumps({"metrics": {"fd_vgg": {"mean": fd}}}))
+    return folder
+
+
+def test_records_follow_the_runs_from_probe_to_choice(tmp_path):
+    results = tmp_path / "calibration"
+    rows = ["vkd-whiten", "kd-dlgan", "pkd"]
+    assert [r["state"] for r in cal.load_records(results, rows)] == ["probe missing"] * 3
+    copy(results, "vkd-whiten", 1.0, 0, (0.4, 0.8), 3.0)         # inside the band: keeps 1
+    copy(results, "kd-dlgan", 1.0, 0, (77.0, 204.0), 6.0)        # the published recipe = the probe
+    for weight, fd in ((0.0003, 4.0), (0.003, 2.5), (0.03, 3.0)):
+        copy(results, "kd-dlgan", weight, 0, (77.0, 204.0), fd)
+    copy(results, "pkd", 1.0, 0, (1e-4, 1e-4), 5.0)
+    copy(results, "pkd", 300.0, 0, (1e-4, 1e-4), 4.0)
+    records = {r["row"]: r for r in cal.load_records(results, rows)}
+    assert records["vkd-whiten"]["state"] == "done" and records["vkd-whiten"]["chosen"] == 1.0
+    assert records["kd-dlgan"]["state"] == "second seeds running" and records["kd-dlgan"]["finalists"] == [0.003, 0.03]
+    assert records["pkd"]["state"] == "sweep running"
+    copy(results, "kd-dlgan", 0.003, 1, (77.0, 204.0), 2.9)     # mean 2.7
+    copy(results, "kd-dlgan", 0.03, 1, (77.0, 204.0), 2.2)      # mean 2.6: chosen
+    records = {r["row"]: r for r in cal.load_records(results, rows)}
+    assert records["kd-dlgan"]["chosen"] == 0.03 and records["kd-dlgan"]["published"] == 1.0
+    assert cal.chosen_weights(list(records.values())) == {"vkd-whiten": 1.0, "kd-dlgan": 0.03}
+    table = cal.calibration_table([records[row] for row in rows])
+    kd_dlgan = next(line for line in table.splitlines() if "KD-DLGAN" in line)
+    assert "| 77 → 204 | sweep 0.0003, 0.003, 0.03 |" in kd_dlgan
+    assert "0.03: 3.00, 2.20 [6.1×]" in kd_dlgan and "1: 6.00 [2e+02×]" in kd_dlgan
+    assert kd_dlgan.endswith("| **0.03** | 1 |")
+    assert "| keeps 1 (within 0.05–5×) |" in next(line for line in table.splitlines() if "whitening" in line)
+    assert "| sweep running |" in next(line for line in table.splitlines() if "PKD" in line)
+
+
+def test_selection_scores_the_committed_generator_at_a_seed_the_tables_do_not_use(tmp_path):
+    command = cal.selection_command(tmp_path, "data")
+    assert command[:3] == ["gan-kd", "evaluate", str(tmp_path / "generator_ema.safetensors")]
+    assert command[command.index("--seed") + 1] == str(cal.SELECTION_SEED) and cal.SELECTION_SEED not in (0, 1)
+    assert command[command.index("--metrics") + 1] == "fd_vgg"
+    assert command[command.index("--out") + 1] == str(tmp_path / cal.SELECTION_FILE)
+
+
+def test_the_calibrate_command_probes_sweeps_and_adds_second_seeds_in_order(tmp_path, monkeypatch):
+    """scripts/gan_fmnist_study.py calibrate with `execute` and the selection faked: which runs, in which order."""
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    from gan_kd import study
+
+    spec = importlib.util.spec_from_file_location("gan_fmnist_study", Path(__file__).parents[2] / "scripts" / "gan_fmnist_study.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(script, "ROOT", tmp_path)
+    monkeypatch.chdir(tmp_path)  # the command changes into ROOT; restored after the test
+    monkeypatch.setattr(script, "train_classifiers", lambda data_root: Assets(data_root, "t.pt", "f.pt"))
+    ratios = {"vkd": (0.5, 0.9), "kd-dlgan": (77.0, 204.0)}  # vkd keeps 1; kd-dlgan is swept
+    selection = {1.0: 6.0, 0.0003: 4.0, 0.003: 2.5, 0.03: 3.0}
+    started = []
+
+    def fake_execute(name, regime, seed, *, runs, results, assets, gan_kd, log):
+        row, weight = study.split_row(name)
+        started.append((row, weight, seed))
+        folder = Path(results) / study.run_name(name, regime, seed)
+        if folder.is_dir():  # finished: skipped, as study.execute does
+            return folder
+        made = copy(tmp_path / "scratch", row, weight, seed, ratios[row], None)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        return made.rename(folder)
+
+    def fake_call(command, name, runs):
+        out = Path(command[command.index("--out") + 1])
+        weight = study.split_row(name.split("_f")[0])[1]
+        out.write_text(json.dumps({"metrics": {"fd_vgg": {"mean": selection[weight] + 0.1 * name.endswith("_s1")}}}))
+
+    monkeypatch.setattr(study, "execute", fake_execute)
+    monkeypatch.setattr(study, "call_logged", fake_call)
+    result = CliRunner().invoke(script.main, ["calibrate", "--fraction", "0.001", "--rows", "vkd,kd-dlgan",
+                                              "--iterations", "4000", "--eval-every", "200"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert started == [("vkd", 1.0, 0), ("kd-dlgan", 1.0, 0),  # the probes first
+                       ("kd-dlgan", 0.0003, 0), ("kd-dlgan", 0.003, 0), ("kd-dlgan", 0.03, 0), ("kd-dlgan", 1.0, 0),
+                       ("kd-dlgan", 0.003, 1), ("kd-dlgan", 0.03, 1)]  # the best two get a second seed
+    record = json.loads((tmp_path / "results" / "gan_calibration.json").read_text())
+    assert record["chosen"] == {"vkd": 1.0, "kd-dlgan": 0.003}
+    assert "| **0.003** | 1 |" in (tmp_path / "results" / "gan_calibration.md").read_text()
