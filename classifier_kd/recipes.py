@@ -230,7 +230,7 @@ def train_config(model: str, options: dict[str, Any], used: dict[str, Any], extr
     loop_values = {key: value for key, value in used.items() if key not in ("label_smoothing", "augment", "image_size")}
     return TrainConfig(
         model=model, dataset=options["dataset"], num_classes=NUM_CLASSES[options["dataset"]], out=options["out"],
-        **loop_values, channels_last=options["channels_last"], seed=options["seed"], device=options["device"],
+        **loop_values, channels_last=options["channels_last"], compile=options.get("compile", False), seed=options["seed"], device=options["device"],
         workers=options["workers"], precision=options["precision"], max_steps_per_epoch=options["max_steps_per_epoch"],
         log_every=options["log_every"],
         extra={"data_root": options["data_root"], "download": options["download"],

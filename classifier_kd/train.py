@@ -43,6 +43,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from classifier_kd.models.checkpoint import save_classifier
 from kd_core.runtime.checkpoint import CheckpointError
+from kd_core.runtime.compiling import CompileClock, compile_modules, missing_compiler
 from kd_core.runtime.distributed import DistributedContext, all_reduce_mean, barrier, init_distributed
 from kd_core.runtime.finite import TrainingDiverged, first_non_finite, format_terms
 from kd_core.runtime.run import Run, RunInterrupted, hardware_summary, interrupted_message
@@ -68,7 +69,8 @@ __all__ = [
 
 # Options that may differ when a run directory is resumed: they change where and how fast the run goes,
 # or how long it is, not what the finished epochs computed.
-RESUMABLE_KEYS = ("epochs", "device", "workers", "download", "data_root", "out", "log_every", "precision", "amp")
+RESUMABLE_KEYS = ("epochs", "device", "workers", "download", "data_root", "out", "log_every", "precision", "amp",
+                  "compile")
 
 _LAST_KEYS = ("target", "optimizer", "scaler", "epoch", "best_top1", "best_epoch", "rng", "wall_time")
 OPTIMIZERS = ("sgd", "adamw")
@@ -91,6 +93,8 @@ class TrainConfig:
     ``clip_grad``: max global gradient norm (None: no clipping). ``mixup`` / ``cutmix``: Beta-distribution
     alphas of batch mixing (0: off; both > 0: one of the two per batch, as timm), which turns the labels the
     target sees into class probabilities. ``channels_last``: NHWC memory format for model and images.
+    ``compile``: ``torch.compile`` the training target in place (its checkpoints keep the plain keys); evaluation
+    stays eager.
     ``max_steps_per_epoch`` caps the optimisation steps of each epoch (tiny CPU runs, smoke tests);
     ``None`` means the whole training set. ``extra`` holds what the caller wants recorded and compared
     on resume (e.g. the recipe's expansion, the data root, the loss weights); it does not change the loop.
@@ -117,6 +121,7 @@ class TrainConfig:
     mixup: float = 0.0
     cutmix: float = 0.0
     channels_last: bool = False
+    compile: bool = False  # torch.compile the training target (model + losses + teacher; kd_core.runtime.compiling)
     seed: int = 0
     device: str = "auto"
     workers: int = 2
@@ -365,6 +370,8 @@ def _check(target: nn.Module, train_set: Dataset, config: TrainConfig, ctx: Dist
         raise RunSetupError(f"unknown optimizer {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     if config.schedule not in SCHEDULES:
         raise RunSetupError(f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if config.compile and missing_compiler():
+        raise RunSetupError(missing_compiler())
     if config.warmup_epochs < 0 or config.warmup_epochs > config.epochs:
         raise RunSetupError(f"warmup_epochs must be between 0 and epochs ({config.epochs}), got {config.warmup_epochs}")
     return precision, steps_per_epoch
@@ -399,6 +406,8 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     if config.channels_last:
         target.to(memory_format=torch.channels_last)
+    if config.compile:  # in place: target.model stays callable eagerly (evaluation) and the keys stay plain
+        compile_modules(target)
     parameters = [p for p in target.parameters() if p.requires_grad]
     optimizer = _build_optimizer(target, config)
     mixer = _batch_mixer(config)
@@ -460,6 +469,8 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
     progress = Progress(total=config.epochs * steps_per_epoch, start=start_epoch * steps_per_epoch + start_step,
                         every=config.log_every, bar=None if is_main else False)
     session_start = time.monotonic()
+    compile_clock = CompileClock() if config.compile else None
+    compile_time = float(state.get("compile_time", 0.0)) if state is not None else 0.0
     test_metrics: dict[str, float] = {}
 
     def last_state(epochs_done: int, **position) -> dict:
@@ -467,7 +478,8 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
         next one, when a signal stopped the run mid-epoch)."""
         return {"target": target.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "epoch": epochs_done, **position, "best_top1": best_top1, "best_epoch": best_epoch,
-                "rng": capture_rng_state(), "wall_time": wall_before + time.monotonic() - session_start}
+                "rng": capture_rng_state(), "wall_time": wall_before + time.monotonic() - session_start,
+                **({"compile_time": compile_time} if config.compile else {})}
 
     for epoch in range(start_epoch, config.epochs):
         epoch_start = time.monotonic()
@@ -508,6 +520,11 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
             for name, value in losses.items():
                 sums[name] += value.item()
             sums["top1"] += 100.0 * _topk_correct(logits.detach().float(), hard_labels, (1,))[0] / len(hard_labels)
+            if compile_clock is not None:  # compiled on the first steps (and new shapes): not step time
+                spent = compile_clock.lap()
+                if spent:
+                    compile_time += spent
+                    progress.exclude(spent, "compile")
             if is_main:
                 progress.update(epoch * steps_per_epoch + step + 1, loss=sums["loss"] / (step + 1), lr=lr)
             signum = stops.should_stop(device)
@@ -566,6 +583,7 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
         "extra_parameters": extra_parameters,
         "wall_time_s": round(wall_time, 1),
         "wall_time": format_duration(wall_time),
+        **({"compile_s": round(compile_time, 1)} if config.compile else {}),  # part of wall_time_s
         "best_checkpoint": str(run.best_path),
         "command": command_line(ctx.world_size),
         "hardware": hardware_summary(device),

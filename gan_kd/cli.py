@@ -139,6 +139,7 @@ def main():
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True, help="Autocast precision: bf16 (CPU or CUDA; the teacher too), fp16 (CUDA, with grad scaling), fp32; auto = bf16/fp16 on CUDA, fp32 on the CPU.")
 @click.option("--channels-last/--no-channels-last", default=False, show_default=True, help="NHWC memory format for G, D, the EMA G, the teacher and the batches (faster convolutions on many CPUs and GPUs).")
+@click.option("--compile/--no-compile", "compile", default=False, show_default=True, help="torch.compile (inductor) G, D and the teacher: faster steps after a one-time compilation (minutes on a CPU, seconds with a warm cache), reported apart from the iteration time; needs a C++ compiler. Checkpoints hold the plain modules' weights.")
 @click.option("--threads", type=int, default=None, help="torch.set_num_threads for this process.")
 @click.option("--workers", "num_workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
 @click.pass_context

@@ -49,6 +49,7 @@ from gan_kd.snapshot import CHECKPOINT_FORMAT
 from gan_kd.teacher import build_teacher, parse_teacher_spec
 import kd_core
 from kd_core.runtime.checkpoint import CheckpointError, NonFiniteCheckpoint
+from kd_core.runtime.compiling import CompileClock, compile_modules, missing_compiler
 from kd_core.runtime.distributed import (DistributedContext, all_reduce_mean, barrier, cleanup_distributed,
                                          init_distributed)
 from kd_core.runtime.finite import TrainingDiverged, all_finite, all_ranks_true, format_terms
@@ -67,7 +68,7 @@ ADDED_KEYS = {"distill_loss": "vkd", "label_free": LABEL_FREE_DEFAULT}
 
 # Options that may change when a run is resumed: they do not change what is being trained.
 RESUMABLE_KEYS = ("iterations", "eval_every", "sample_every", "checkpoint_every", "log_every", "device",
-                  "num_workers", "threads", "eval_samples", "skip_nonfinite", "precision", "channels_last",
+                  "num_workers", "threads", "eval_samples", "skip_nonfinite", "precision", "channels_last", "compile",
                   "amp",  # amp: the option --precision replaced; runs that recorded it stay resumable
                   "overfit_probe")
 
@@ -139,6 +140,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     channels_last: bool = False
+    compile: bool = False  # torch.compile G, the critic, D and the teacher (kd_core.runtime.compiling)
     threads: int | None = None
     num_workers: int = 0
 
@@ -223,6 +225,8 @@ def validate_config(config: TrainConfig) -> None:
     if config.distill_loss not in kd_core.registry.feature_losses():
         raise ValueError(f"distill_loss {config.distill_loss!r} is not a feature loss; allowed: "
                          f"{', '.join(kd_core.registry.feature_losses())}")
+    if config.compile and missing_compiler():
+        raise ValueError(missing_compiler())
     for name in ("iterations", "batch_size", "d_steps", "g_ch", "d_ch", "dim_z", "eval_samples", "log_every"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
@@ -403,6 +407,7 @@ class Trainer:
         self.saved_iteration: int | None = None  # the iteration last.pt holds, for divergence messages
         self.skipped_nonfinite = 0
         self.wall_before, self.session_start = 0.0, None  # training seconds of earlier sessions; this one's start
+        self.compile_time = 0.0  # --compile: seconds spent compiling, over every session (part of the wall time)
         self.best: dict = {}
         self._rng_to_restore = None
         # The loss averages of the metrics row being accumulated (saved in last.pt, so that a resumed run logs
@@ -424,7 +429,9 @@ class Trainer:
                                                    class_embeddings)
         self.generator.to(self.device, memory_format=self.memory_format)
         self.critic.to(self.device, memory_format=self.memory_format)
-        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)  # before compiling: stays eager
+        if config.compile:  # in place: the state_dict keys stay the plain modules' (checkpoints load anywhere)
+            compile_modules(self.generator, self.critic, self.critic.discriminator, self.teacher)
         betas = (config.beta1, config.beta2)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=betas, eps=1e-8)
         self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=config.lr_d, betas=betas, eps=1e-8)
@@ -452,6 +459,8 @@ class Trainer:
             "log_window": {"sums": all_reduce_mean(dict(self.window_sums)), "count": self.window_count},
             # training seconds so far, over every session of the run (result.json's wall_time_s)
             "wall_time": self.wall_before + (time.monotonic() - self.session_start if self.session_start else 0.0),
+            # only with --compile, so that an eager run's checkpoints keep their keys
+            **({"compile_time": self.compile_time} if self.config.compile else {}),
         }  # + metrics_offset, added by Run.save_last
 
     def _load(self, state: dict, path: Path) -> None:
@@ -471,6 +480,7 @@ class Trainer:
         self.skipped_nonfinite = int(state.get("skipped_nonfinite", 0))
         self.start_iteration = self.saved_iteration = int(state["iteration"])
         self.wall_before = float(state.get("wall_time", 0.0))  # absent in checkpoints before it was saved
+        self.compile_time = float(state.get("compile_time", 0.0))
         window = state.get("log_window") or {"sums": {}, "count": 0}  # absent in checkpoints before it was saved
         self.window_sums = rename_legacy_window(window["sums"], self.config.kd_weight)
         self.window_count = int(window["count"])
@@ -623,6 +633,7 @@ class Trainer:
         progress = Progress(config.iterations, start=self.start_iteration, every=config.log_every,
                             bar=None if context.is_main else False)
         self.session_start = time.monotonic()
+        compile_clock = CompileClock() if config.compile else None
         running = self.window_sums  # filled in place: last.pt saves it
         interrupted = None
         for iteration in range(self.start_iteration + 1, config.iterations + 1):
@@ -649,6 +660,11 @@ class Trainer:
                 running[name] = running.get(name, 0.0) + float(value)
             ema_update(self.generator_ema, unwrap(self.generator), 0.0 if iteration < config.ema_start else config.ema_decay)
 
+            if compile_clock is not None:  # compiled on the first calls (and on new shapes): not iteration time
+                spent = compile_clock.lap()
+                if spent:
+                    self.compile_time += spent
+                    progress.exclude(spent, "compile")
             self.window_count += 1
             if iteration % config.log_every == 0 or iteration == config.iterations:
                 count = self.window_count
@@ -684,6 +700,8 @@ class Trainer:
             summary = {"iterations": config.iterations, "best": self.best, "wall_time_s": round(self.wall_before + time.monotonic() - self.session_start, 1),
                        "resumed_from": self.start_iteration, "world_size": context.world_size, "device": str(self.device),
                        "hardware": hardware_summary(self.device)}
+            if config.compile:  # included in wall_time_s
+                summary["compile_s"] = round(self.compile_time, 1)
             ratio = ratio_summary(metric_curves(out).get("d/kd_ratio", []), config.eval_every or config.log_every,
                                   config.kd_weight)
             if ratio is not None:  # the distillation term next to D's adversarial loss (issue 25's calibration)

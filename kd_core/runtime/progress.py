@@ -39,6 +39,7 @@ class Progress:
         self.clock = clock
         self._last_step = start
         self._last_time = clock()
+        self.excluded: dict[str, float] = {}
         self.bar = None
         if bar if bar is not None else _is_terminal(self.stream):
             from tqdm import tqdm
@@ -51,11 +52,18 @@ class Progress:
             self.bar.close()
             self.bar = None
 
+    def exclude(self, seconds: float, label: str) -> None:
+        """Leave ``seconds`` spent on something else than steps (e.g. ``torch.compile``) out of the rate; every
+        later line shows the total under ``label``."""
+        self._last_time += seconds
+        self.excluded[label] = self.excluded.get(label, 0.0) + seconds
+
     def update(self, step: int, **scalars: Any) -> str | None:
         """Advance the bar to ``step``; or print (and return) a status line if ``every`` steps passed."""
         if self.bar is not None:
             if scalars:
-                self.bar.set_postfix({name: f"{float(value):.4g}" for name, value in scalars.items()}, refresh=False)
+                self.bar.set_postfix({**{name: f"{float(value):.4g}" for name, value in scalars.items()},
+                                      **{name: f"{total:.0f} s" for name, total in self.excluded.items()}}, refresh=False)
             self.bar.update(step - self.bar.n)
             return None
         if step - self._last_step < self.every:
@@ -68,6 +76,7 @@ class Progress:
         if scalars:
             parts.append(" ".join(f"{name} {float(value):.4g}" for name, value in scalars.items()))
         parts.append(f"{_format_rate(rate)} it/s")
+        parts += [f"{name} {total:.1f} s" for name, total in self.excluded.items()]
         remaining = max(self.total - step, 0)
         parts.append(f"ETA {format_duration(remaining / rate) if math.isfinite(rate) and rate > 0 else '--'}")
         line = " | ".join(parts)

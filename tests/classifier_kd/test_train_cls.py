@@ -277,3 +277,24 @@ def test_a_diverged_loss_stops_the_run_and_keeps_the_last_good_epoch(tmp_path):
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["epoch"] == 1
     assert not (tmp_path / "run" / "result.json").exists()
     assert len(metric_rows(tmp_path / "run")) == 1
+
+
+@pytest.mark.slow
+def test_a_compiled_run_resumes_exactly_and_its_weights_are_the_plain_keys(tmp_path):
+    """``compile=True`` (issue 26): 1 epoch then resumed to 2 == 2 epochs in one go, bit for bit, in compiled mode;
+    the checkpoints hold the plain model's keys and the step time excludes the compilation (result.json)."""
+    from kd_core.runtime.compiling import missing_compiler
+
+    if missing_compiler():
+        pytest.skip("no C++ compiler for inductor")
+    result = run(tmp_path / "straight", epochs=2, compile=True)
+    assert 0 < result["compile_s"] <= result["wall_time_s"]
+    run(tmp_path / "resumed", epochs=1, compile=True)
+    run(tmp_path / "resumed", epochs=2, compile=True)
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")["target"]
+    resumed = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["target"]
+    assert not any("_orig_mod" in key for key in straight)
+    for key in straight:
+        assert torch.equal(resumed[key], straight[key]), key
+    create_model(ARCH, num_classes=10).load_state_dict({k[len("model."):]: v for k, v in straight.items()
+                                                          if k.startswith("model.")})

@@ -39,6 +39,18 @@ def test_progress_rate_is_measured_since_the_last_line():
     assert line == "it 1100/10000 | 3.41 it/s | ETA 0:43:30"
 
 
+def test_time_excluded_from_the_rate_is_shown_apart():
+    clock, stream = FakeClock(), io.StringIO()
+    progress = Progress(1000, every=100, stream=stream, clock=clock)
+    clock.now = 70.0
+    progress.exclude(60.0, "compile")  # 60 of the 70 s were compilation: 100 steps in 10 s
+    line = progress.update(100)
+    assert line == "it 100/1000 | 10.00 it/s | compile 60.0 s | ETA 0:01:30"
+    clock.now = 80.0
+    progress.exclude(1.5, "compile")
+    assert progress.update(200) == "it 200/1000 | 11.76 it/s | compile 61.5 s | ETA 0:01:08"
+
+
 def test_progress_prints_at_most_every_n_steps():
     clock, stream = FakeClock(), io.StringIO()
     progress = Progress(1000, every=50, stream=stream, clock=clock)
