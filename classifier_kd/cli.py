@@ -27,8 +27,7 @@ import torch
 
 import kd_core
 from classifier_kd.data import (
-    AUGMENTATIONS, DATASETS, NUM_CLASSES, DatasetCorrupt, DatasetNotFound, build_datasets, check_data_root,
-    load_split,
+    AUGMENTATIONS, DATASETS, NUM_CLASSES, DatasetCorrupt, DatasetNotFound, build_datasets, load_split,
     test_transform,
 )
 from classifier_kd.distiller import Distiller, TeacherError, TeacherInput, load_teacher, parse_loss_spec
@@ -39,7 +38,8 @@ from classifier_kd.train import (
     OPTIMIZERS, SCHEDULES, CrossEntropyTarget, RunSetupError, TrainConfig, TrainingDiverged, evaluate, fit,
 )
 from kd_core.runtime.checkpoint import load_checkpoint
-from kd_core.runtime.cli import OneLineErrorGroup, fraction_option, one_line, usage_error
+from kd_core.runtime.datasets import DEFAULT_DATA_ROOT
+from kd_core.runtime.cli import OneLineErrorGroup, checked_data_root, fraction_option, one_line, usage_error
 from kd_core.runtime.distributed import cleanup_distributed, init_distributed
 from kd_core.runtime.finite import first_non_finite
 from kd_core.runtime.io import check_writable_file, replace_block, write_json, write_text
@@ -85,10 +85,10 @@ def _training_options(command):
     """The options train-teacher and distill share: data, recipe and its overrides, run plumbing."""
     options = [
         click.option("--dataset", type=click.Choice(DATASETS), default="cifar100", show_default=True, help="Dataset."),
-        click.option("--data-root", type=click.Path(file_okay=False), default="data", show_default=True,
+        click.option("--data-root", type=click.Path(file_okay=False), default=DEFAULT_DATA_ROOT, show_default=True,
                      help="Folder holding the dataset: torchvision's layout for CIFAR / Fashion-MNIST (Fashion-MNIST "
                           "is also found in /usr/share/datasets/fashion-mnist), train/ and val/ class folders for "
-                          "ImageNet."),
+                          "ImageNet. Only the default may be missing (Fashion-MNIST then comes from Debian's copy)."),
         click.option("--download", is_flag=True, help="Let torchvision download a missing CIFAR / Fashion-MNIST."),
         click.option("--data-fraction", type=float, default=1.0, show_default=True, callback=fraction_option,
                      help="Train on this fraction of the training set (seeded subset, as the GAN side; indices saved)."),
@@ -155,11 +155,7 @@ def _expand_recipe(recipe: str, model: str, options: dict) -> tuple[dict, dict]:
 
 
 def _datasets(dataset: str, data_root: str, used: dict, data_fraction: float, seed: int, download: bool):
-    if click.get_current_context().get_parameter_source("data_root") == click.core.ParameterSource.COMMANDLINE:
-        try:  # a root given explicitly must exist: a typo must not fall through to another copy of the data
-            check_data_root(data_root, download)
-        except (DatasetNotFound, ValueError) as err:
-            raise click.BadParameter(one_line(err), param_hint="'--data-root'") from err
+    checked_data_root(data_root, download)  # typed or defaulted: only the default "data" may be missing
     try:
         return build_datasets(dataset, data_root, augment=used["augment"], image_size=used["image_size"],
                               data_fraction=data_fraction, subset_seed=seed, download=download)
@@ -350,8 +346,9 @@ def distill(student, student_pretrained, teacher, teacher_ckpt, teacher_pretrain
 @click.argument("ckpt", type=click.Path(exists=True, dir_okay=False))
 @click.option("--dataset", type=click.Choice(DATASETS), default=None,
               help="Test set [default: the one recorded in the checkpoint, else cifar100].")
-@click.option("--data-root", type=click.Path(file_okay=False), default="data", show_default=True,
-              help="Folder holding the dataset in torchvision's layout.")
+@click.option("--data-root", type=click.Path(file_okay=False), default=DEFAULT_DATA_ROOT, show_default=True,
+              help="Folder holding the dataset in torchvision's layout; only the default may be missing "
+                   "(Fashion-MNIST then comes from Debian's copy).")
 @click.option("--download", is_flag=True, help="Let torchvision download a missing dataset into --data-root.")
 @click.option("--arch", type=click.Choice(available()), default=None,
               help="Architecture, for files that do not record it (RepDistiller/mdistiller teachers, state_dicts).")
@@ -364,6 +361,7 @@ def distill(student, student_pretrained, teacher, teacher_ckpt, teacher_pretrain
               help="JSON file for the result [default: <ckpt stem>_eval_<dataset>.json next to CKPT].")
 def evaluate_command(ckpt, dataset, data_root, download, arch, batch_size, device, workers, precision, out):
     """Top-1 / top-5 test accuracy of the classifier checkpoint CKPT (ours or RepDistiller's layout)."""
+    checked_data_root(data_root, download)
     ctx = _init_device(device)
     ckpt = Path(ckpt)
     try:

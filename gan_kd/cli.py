@@ -20,7 +20,8 @@ from gan_kd.diffaug import AUGMENTATIONS
 from gan_kd.snapshot import is_generator_file
 from gan_kd.presets import DEFAULT_PRESET, PRESET_HELP, PRESETS, expand_preset
 from kd_core.projectors import ORTHOGONAL_MAPS
-from kd_core.runtime.cli import OneLineErrorGroup, fraction_option, one_line, usage_error
+from kd_core.runtime.datasets import DEFAULT_DATA_ROOT
+from kd_core.runtime.cli import OneLineErrorGroup, checked_data_root, fraction_option, one_line, usage_error
 
 REGISTERED = kd_core.available()  # {"projectors": [...], "normalizers": [...], "losses": [...]}
 
@@ -66,14 +67,6 @@ LABEL_FREE_HELP = ("Label-free feature space: vgg16-half-random[:SEED] (a random
                    "vgg16-random[:SEED] (full width), vgg16-imagenet (downloads once) or vgg16:PATH.")
 
 
-def _check_data_root(root: str, download: bool = False) -> None:
-    """An explicit ``--data-root`` must exist (unless downloading into it): one-line BadParameter otherwise."""
-    try:
-        gan_data.check_data_root(root, download)
-    except (FileNotFoundError, ValueError) as error:
-        raise click.BadParameter(one_line(error), param_hint="'--data-root'") from None
-
-
 def train_options(options: dict, given: set[str]) -> dict:
     """The ``TrainConfig`` options of a ``train`` command: its option values, with the preset expanded over them.
 
@@ -94,7 +87,7 @@ def main():
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory (re-run the same command to resume).")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True, help=PRESET_HELP)
 @click.option("--dataset", type=click.Choice(gan_data.DATASETS), default="cifar10", show_default=True, help="Training data.")
-@click.option("--data-root", default="data", show_default=True, type=click.Path(), help="Directory holding the datasets (torchvision layout).")
+@click.option("--data-root", default=DEFAULT_DATA_ROOT, show_default=True, type=click.Path(), help="Directory holding the datasets (torchvision layout); the default may be missing: Fashion-MNIST is then read from Debian's /usr/share/datasets/fashion-mnist. Any other root must exist (or --download).")
 @click.option("--download/--no-download", default=False, show_default=True, help="Download the dataset if missing (needs internet).")
 @click.option("--data-fraction", type=float, default=1.0, show_default=True, callback=fraction_option, help="Fraction of the training split, in (0, 1]: 0.1, 0.2 or 1.0 in the papers.")
 @click.option("--subset-seed", type=int, default=0, show_default=True, help="Seed of the subset draw (0 = DiffAugment's and KD-DLGAN's subsets).")
@@ -163,8 +156,7 @@ def train(ctx, out, **options):
         options = train_options(options, given)
     except ValueError as error:
         raise usage_error(error) from None
-    if "data_root" in given:  # a root given explicitly must exist: a typo must not fall through to another copy
-        _check_data_root(options["data_root"], options["download"])
+    checked_data_root(options["data_root"], options["download"])  # only the default "data" may be missing
     try:
         check_writable_dir(out, "run directory --out")
         config = TrainConfig(**options)
@@ -227,7 +219,7 @@ def evaluate(source, checkpoint, num_samples, repeats, metrics, label_free, ince
     if num_samples < 2 or repeats < 1:
         raise click.UsageError(f"--num-samples must be >= 2 and --repeats >= 1, got {num_samples} and {repeats}")
     if data_root is not None:
-        _check_data_root(data_root)
+        checked_data_root(data_root)
     is_file = is_generator_file(source)
     if not Path(source).exists():
         raise click.BadParameter(f"{source} does not exist (a run directory or a generator .safetensors file)",

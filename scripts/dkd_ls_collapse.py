@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from classifier_kd.data import build_datasets  # noqa: E402
 from classifier_kd.distiller import Distiller, TeacherInput, load_teacher  # noqa: E402
 from classifier_kd.models import create_model  # noqa: E402
+from kd_core.runtime.cli import data_root_option  # noqa: E402
 from kd_core.runtime.run import hardware_summary  # noqa: E402
 from kd_core.runtime.seed import seed_everything  # noqa: E402
 
@@ -116,7 +117,8 @@ def _fmt(value: float) -> str:
 @click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated student seeds.")
 @click.option("--steps", type=click.IntRange(min=1), default=93, show_default=True,
               help="Steps per arm (93 = one epoch of the CPU study).")
-@click.option("--data-root", default="data", show_default=True)
+@click.option("--data-root", default="data", show_default=True, callback=data_root_option,
+              help="Fashion-MNIST root; the default may be missing (Debian's copy is read then).")
 @click.option("--teacher-ckpt", default=None, help="Default: the recorded runs' teacher checkpoint.")
 @click.option("--out", default="results/cls_fmnist_dkd_ls.md", show_default=True)
 def main(seeds, steps, data_root, teacher_ckpt, out):

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from gan_kd import study  # noqa: E402
 from gan_kd.study import calibration  # noqa: E402
+from kd_core.runtime.cli import checked_data_root  # noqa: E402
 from kd_core.runtime.io import write_json, write_text  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -128,7 +129,8 @@ common = [
                  help="At width 8 on one core: ~2.4 s (da) to 3.4 s (vkd-whiten) each at batch 50, ~0.9-1.2 s at batch 16."),
     click.option("--eval-every", type=click.IntRange(min=1), default=100, show_default=True),
     click.option("--data-root", default="data", show_default=True,
-                 help="Fashion-MNIST root (Debian's dataset-fashion-mnist is found automatically)."),
+                 help="Fashion-MNIST root (relative to the checkout). The default may be missing: Debian's "
+                      "dataset-fashion-mnist is then read; any other root must exist."),
     click.option("--runs", default="runs/gan_fmnist", show_default=True, help="Run directories (checkpoints)."),
 ]
 
@@ -164,7 +166,7 @@ def main():
 def pilot(fractions, rows, seeds, width, batch_size, iterations, eval_every, data_root, runs):
     """DA and the no-DiffAugment control at each fraction: the FD curves and D's overfitting signals."""
     os.chdir(ROOT)
-    Path(data_root).mkdir(parents=True, exist_ok=True)
+    checked_data_root(data_root)  # only the default 'data' may be missing (Debian's copy is read then)
     assets = train_classifiers(data_root)
     for seed in seeds:
         for fraction in fractions:
@@ -178,7 +180,7 @@ def pilot(fractions, rows, seeds, width, batch_size, iterations, eval_every, dat
 def run(fraction, seeds, rows, width, batch_size, iterations, eval_every, data_root, runs):
     """Every row for every seed at one regime, seed by seed (so rows fill up evenly)."""
     os.chdir(ROOT)
-    Path(data_root).mkdir(parents=True, exist_ok=True)
+    checked_data_root(data_root)  # only the default 'data' may be missing (Debian's copy is read then)
     assets = train_classifiers(data_root)
     chosen = regime(fraction, width, iterations, eval_every, batch_size)
     for seed in seeds:
@@ -206,7 +208,7 @@ def precision(fraction, seeds, row, channels_last, width, batch_size, iterations
     --iterations (e.g. 300). The runs go to <runs>_precision/, their copies to results/runs/gan_fmnist_precision/.
     """
     os.chdir(ROOT)
-    Path(data_root).mkdir(parents=True, exist_ok=True)
+    checked_data_root(data_root)  # only the default 'data' may be missing (Debian's copy is read then)
     assets = train_classifiers(data_root)
     for seed in seeds:
         for arm in ("fp32", "bf16"):
@@ -236,7 +238,7 @@ def calibrate(fraction, rows, width, batch_size, iterations, eval_every, data_ro
     results/gan_calibration.md/.json after every run.
     """
     os.chdir(ROOT)
-    Path(data_root).mkdir(parents=True, exist_ok=True)
+    checked_data_root(data_root)  # only the default 'data' may be missing (Debian's copy is read then)
     assets = train_classifiers(data_root)
     chosen = regime(fraction, width, iterations, eval_every, batch_size)
     results = Path(CALIBRATION_RESULTS)
@@ -310,6 +312,7 @@ def rescore(fraction, seeds, rows, width, batch_size, iterations, eval_every, da
     replaces its copy's evaluation.json only if the FD values come out bit for bit as recorded; trains nothing.
     """
     os.chdir(ROOT)
+    checked_data_root(data_root)
     assets = train_classifiers(data_root)
     chosen = regime(fraction, width, iterations, eval_every, batch_size)
     failed = []

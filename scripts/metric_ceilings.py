@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 from gan_kd.data import subset_indices  # noqa: E402
 from gan_kd.metrics.evaluator import SUITE, Evaluator  # noqa: E402
 from gan_kd.metrics.planted import PLANTED, planted_sets  # noqa: E402
+from kd_core.runtime.cli import data_root_option  # noqa: E402
 from kd_core.runtime.io import write_json, write_text  # noqa: E402
 from kd_core.runtime.run import hardware_summary  # noqa: E402
 
@@ -35,7 +36,8 @@ IDEAL = {"fd": "0", "cls_acc": "the classifier's test accuracy", "cls_is": "high
 
 
 @click.command()
-@click.option("--data-root", default="data", show_default=True, help="Fashion-MNIST root (Debian's copy is found).")
+@click.option("--data-root", default="data", show_default=True, callback=data_root_option,
+              help="Fashion-MNIST root; the default may be missing (Debian's copy is read then).")
 @click.option("--fd-features", default=None, help="ckpt:PATH of the classifier for fd, cls and icfd (skipped if absent).")
 @click.option("--label-free-features", "label_free", default="vgg16-half-random", show_default=True, help="The label-free space.")
 @click.option("--fraction", type=float, default=0.005, show_default=True, help="The training subset's fraction.")

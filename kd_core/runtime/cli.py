@@ -1,10 +1,14 @@
-"""What both command-line interfaces share: one-line errors (exit code 2) and the data-fraction option check.
+"""What both command-line interfaces share: one-line errors (exit code 2), the data-fraction option check and the
+``--data-root`` rule (:func:`checked_data_root`).
 
 ``gan-kd`` and ``classifier-kd`` are click groups of class :class:`OneLineErrorGroup`: every usage error, their
 own or a command's, prints as ``Error: <message>`` on one line, without click's usage block, and exits with 2.
 Library errors (``ValueError`` and friends) become such errors through :func:`usage_error`.
 """
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import click
 
@@ -59,3 +63,24 @@ def fraction_option(ctx: click.Context, param: click.Parameter, value: float | N
         return check_fraction(value)
     except ValueError as error:
         raise click.BadParameter(str(error), ctx=ctx, param=param) from None
+
+
+def checked_data_root(root: str | os.PathLike, download: bool = False) -> Path:
+    """:func:`kd_core.runtime.datasets.check_data_root` as a one-line ``BadParameter`` on ``--data-root`` (exit 2).
+
+    Every command with a ``--data-root`` calls it, whether the root was typed or defaulted: only the documented
+    default (``data``) may be missing, any other missing root is refused (unless ``download``).
+    """
+    from kd_core.runtime.datasets import DatasetNotFound, check_data_root
+
+    try:
+        return check_data_root(root, download)
+    except DatasetNotFound as error:
+        raise click.BadParameter(one_line(error), param_hint="'--data-root'") from None
+
+
+def data_root_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Click callback of a ``--data-root`` that has no ``--download`` beside it: :func:`checked_data_root`."""
+    if value is not None:
+        checked_data_root(value)
+    return value

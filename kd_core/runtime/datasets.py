@@ -44,8 +44,12 @@ Note that torchvision *unpickles* these files (they are the datasets' original P
 weights). The md5 check against the original archives' checksums runs first, so only the original files are
 unpickled; a file that fails it, or that still cannot be unpickled, is reported as :class:`DatasetCorrupt`.
 
-:func:`check_data_root` is for command lines: a ``--data-root`` the user typed that does not exist is an
-error there, while the loaders treat a missing root as "look elsewhere (the system folder) or not found".
+:func:`check_data_root` is for command lines, typed or defaulted alike: a ``--data-root`` that does not exist is
+an error there (a typo must not fall through to another copy of the data), except the documented default
+:data:`DEFAULT_DATA_ROOT` (``data``, relative to the working directory) and a root that ``--download`` will
+create. The loaders treat a missing root as "look elsewhere (the system folder) or not found", so a missing
+default root means: Fashion-MNIST from Debian's copy, read in place (nothing is written), and for CIFAR or
+ImageNet the loaders' one-line "not found" naming the files they expected.
 
 Imports neither ``gan_kd`` nor ``classifier_kd``; torchvision and PIL are imported where needed.
 """
@@ -66,6 +70,7 @@ from kd_core.runtime.io import atomic_writer
 
 __all__ = [
     "CIFAR_DATASETS",
+    "DEFAULT_DATA_ROOT",
     "DISPLAY_NAMES",
     "FASHION_MNIST_FILES",
     "FASHION_MNIST_SIZES",
@@ -80,6 +85,7 @@ __all__ = [
     "copy_fashion_mnist",
     "fashion_mnist_classes",
     "fashion_mnist_raw_dir",
+    "is_default_data_root",
     "load_cifar",
     "load_fashion_mnist",
     "locate_fashion_mnist",
@@ -135,17 +141,31 @@ def _error_text(err: BaseException) -> str:
 # The data root.
 
 
-def check_data_root(root: str | os.PathLike, download: bool = False) -> Path:
-    """``root`` as a Path, if a command line may use it; for an explicitly passed ``--data-root``.
+# The documented default of every ``--data-root`` option, relative to the working directory. The one root that
+# may be missing (see check_data_root).
+DEFAULT_DATA_ROOT = "data"
 
-    A missing root is refused unless ``download`` (torchvision then creates it); a root that is a file is
-    always refused. Raises :class:`DatasetNotFound` (one line). Nothing is created.
+
+def is_default_data_root(root: str | os.PathLike) -> bool:
+    """Whether ``root`` is :data:`DEFAULT_DATA_ROOT` (``data``, ``./data`` or its absolute path)."""
+    return os.path.abspath(root) == os.path.abspath(DEFAULT_DATA_ROOT)
+
+
+def check_data_root(root: str | os.PathLike, download: bool = False) -> Path:
+    """``root`` as a Path, if a command line may use it: the rule of every ``--data-root``, typed or defaulted.
+
+    A root that is a file is always refused. A missing root is refused unless ``download`` (torchvision then
+    creates it) or it is the default :data:`DEFAULT_DATA_ROOT`, which may be missing: the loaders then read
+    Fashion-MNIST from :data:`SYSTEM_FASHION_MNIST_DIR` in place, or say which files they expected. Raises
+    :class:`DatasetNotFound` (one line naming the root). Nothing is created.
     """
     path = Path(root)
     if path.exists() and not path.is_dir():
         raise DatasetNotFound(f"data root {path} is a file, not a folder; pass an existing folder")
-    if not path.exists() and not download:
-        raise DatasetNotFound(f"data root {path} does not exist; pass an existing folder or --download")
+    if not path.exists() and not download and not is_default_data_root(path):
+        raise DatasetNotFound(f"data root {path} does not exist; pass an existing folder or --download (only the "
+                              f"default {DEFAULT_DATA_ROOT!r} may be missing: Fashion-MNIST is then read from Debian's "
+                              f"copy)")
     return path
 
 

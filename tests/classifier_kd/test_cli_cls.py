@@ -92,6 +92,32 @@ def test_fashion_mnist_teacher_from_debian_folder(fashion_system_dir, tmp_path):
     assert read_input_spec(out / "checkpoints" / "best.pt")["mean"] == (0.2860,) * 3
 
 
+def test_the_default_data_root_may_be_missing_typed_or_defaulted(fashion_system_dir, tmp_path, monkeypatch):
+    """Issue 28 item 5: in a working directory without ``data``, ``--data-root data`` (typed) and no --data-root
+    (the default) both read Debian's Fashion-MNIST copy, and nothing is created under ``data``; any other missing
+    root is one line, exit 2, for train-teacher, distill and evaluate alike."""
+    monkeypatch.chdir(tmp_path)
+    for name, root in (("typed", ["--data-root", "data"]), ("defaulted", [])):
+        result = invoke("train-teacher", *TINY, "--dataset", "fashion_mnist", *root, "--epochs", "1",
+                        "--out", tmp_path / name)
+        assert result.exit_code == 0, result.output
+        assert json.loads((tmp_path / name / "result.json").read_text())["epochs"] == 1
+    best = tmp_path / "typed" / "checkpoints" / "best.pt"
+    result = invoke("evaluate", best, "--data-root", "data", "--device", "cpu", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    assert json.loads((best.parent / "best_eval_fashion_mnist.json").read_text())["images"] == 20
+    assert not (tmp_path / "data").exists()
+
+    missing = "/nonexistent/x"
+    for command in (["train-teacher", *TINY, "--dataset", "fashion_mnist"],
+                    ["distill", "--student", "resnet8x4", "--teacher-ckpt", best, "--dataset", "fashion_mnist"]):
+        assert_refused(invoke(*command, "--data-root", missing, "--out", tmp_path / "never"),
+                       "--data-root", f"data root {missing} does not exist")
+    assert_refused(invoke("evaluate", best, "--data-root", missing, "--device", "cpu"),
+                   "--data-root", f"data root {missing} does not exist")
+    assert not (tmp_path / "never").exists() and not Path(missing).exists()
+
+
 @pytest.mark.parametrize("args, fragments", [
     (["--model", "resnet9000"], ["--model", "resnet9000"]),
     (["--model", "resnet8x4", "--data-fraction", "0"], ["--data-fraction"]),

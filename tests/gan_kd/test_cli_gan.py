@@ -456,6 +456,32 @@ def test_unusable_out_and_missing_data_root_are_refused(cifar10_root, tmp_path):
         read_only.chmod(0o700)
 
 
+def test_the_default_data_root_may_be_missing_typed_or_defaulted(fashion_mnist_raw_dir, tmp_path, monkeypatch):
+    """Issue 28 item 5: in a working directory without ``data``, `train` with ``--data-root data`` (typed) or
+    without --data-root, and `evaluate --data-root data`, read Debian's Fashion-MNIST copy and create nothing
+    under ``data``; any other missing root is one line, exit 2, before anything is written."""
+    from kd_core.runtime import datasets as kd_datasets
+
+    monkeypatch.setattr(kd_datasets, "SYSTEM_FASHION_MNIST_DIR", fashion_mnist_raw_dir)
+    monkeypatch.chdir(tmp_path)
+    base = ["train", "--preset", "da", "--dataset", "fashion_mnist", "--iterations", 1, "--sample-every", 0, *TINY]
+    for name, root in (("typed", ["--data-root", "data"]), ("defaulted", [])):
+        run([*base, *root, "--out", tmp_path / name])
+        assert json.loads((tmp_path / name / "result.json").read_text())["iterations"] == 1
+        assert len(__import__("numpy").load(tmp_path / name / "subset_indices.npy")) == 60  # the fixture's 60
+    run(["evaluate", tmp_path / "typed", "--checkpoint", "last", "--metrics", "colour", "--num-samples", 4,
+         "--data-root", "data"])
+    assert json.loads((tmp_path / "typed" / "evaluation.json").read_text())["reference"].endswith("(20 images)")
+    assert not (tmp_path / "data").exists()
+
+    missing = "/nonexistent/x"
+    for command in ([*base, "--out", tmp_path / "never"],
+                    ["evaluate", tmp_path / "typed", "--checkpoint", "last", "--metrics", "colour"]):
+        result = CliRunner().invoke(main, [str(a) for a in command] + ["--data-root", missing])
+        assert result.exit_code == 2 and f"data root {missing} does not exist" in one_error_line(result)
+    assert not (tmp_path / "never").exists() and not Path(missing).exists()
+
+
 def test_a_run_that_saved_nothing_can_be_taken_over_by_a_corrected_command(cifar10_root, tmp_path):
     out = tmp_path / "retry"
     bad = CliRunner().invoke(main, ["train", "--out", str(out), "--preset", "da", "--data-root", str(cifar10_root),

@@ -63,7 +63,8 @@ def test_check_data_root(tmp_path):
     missing = tmp_path / "nonexistent"
     with pytest.raises(ds.DatasetNotFound) as info:
         ds.check_data_root(missing, download=False)
-    assert str(info.value) == f"data root {missing} does not exist; pass an existing folder or --download"
+    assert str(info.value).startswith(f"data root {missing} does not exist; pass an existing folder or --download")
+    assert "\n" not in str(info.value)
     assert ds.check_data_root(missing, download=True) == missing
     assert ds.check_data_root(str(tmp_path), download=False) == tmp_path
     a_file = tmp_path / "file"
@@ -72,6 +73,25 @@ def test_check_data_root(tmp_path):
         with pytest.raises(ds.DatasetNotFound, match="is a file, not a folder"):
             ds.check_data_root(a_file, download)
     assert not missing.exists()
+
+
+@pytest.mark.parametrize("spelling", ["data", "./data", "ABSOLUTE"])
+def test_the_default_data_root_may_be_missing_and_fashion_mnist_comes_from_the_system_folder(
+        spelling, tmp_path, monkeypatch, system_dir):
+    """Issue 28 item 5: the documented default root ``data`` (relative to the working directory), typed in any
+    spelling, may be missing; the loader then reads the system copy in place, creating nothing. Any other missing
+    root is still refused, and so is ``data`` below another directory."""
+    monkeypatch.chdir(tmp_path)
+    root = str(tmp_path / "data") if spelling == "ABSOLUTE" else spelling
+    assert ds.is_default_data_root(root)
+    assert ds.check_data_root(root) == Path(root)
+    split = ds.load_fashion_mnist(root, train=True)
+    assert split.images_path.parent == system_dir and len(split.labels) == 60
+    assert not (tmp_path / "data").exists()
+    for other in ("datum", "elsewhere/data", str(tmp_path / "x" / "data")):
+        assert not ds.is_default_data_root(other)
+        with pytest.raises(ds.DatasetNotFound, match="does not exist"):
+            ds.check_data_root(other)
 
 
 # -------------------------------------------------------------------------------------------- Fashion-MNIST
