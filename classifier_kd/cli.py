@@ -39,10 +39,11 @@ from classifier_kd.train import (
 )
 from kd_core.runtime.checkpoint import load_checkpoint
 from kd_core.runtime.datasets import DEFAULT_DATA_ROOT
-from kd_core.runtime.cli import OneLineErrorGroup, checked_data_root, fraction_option, one_line, usage_error
+from kd_core.runtime.cli import (OneLineErrorGroup, checked_data_root, checked_output, fraction_option, one_line,
+                                 usage_error)
 from kd_core.runtime.distributed import cleanup_distributed, init_distributed
 from kd_core.runtime.finite import first_non_finite
-from kd_core.runtime.io import check_writable_file, replace_block, write_json, write_text
+from kd_core.runtime.io import replace_block, write_json, write_text
 from kd_core.runtime.precision import resolve_precision
 from kd_core.runtime.progress import format_duration
 from kd_core.runtime.run import RunInterrupted
@@ -199,6 +200,7 @@ def cli() -> None:
 @_training_options
 def train_teacher(model, pretrained, **options):
     """Train a classifier with cross-entropy (a teacher): evaluation every epoch, best/last checkpoints."""
+    checked_output(options["out"], "run directory", directory=True)
     ctx = _init_device(options["device"])
     try:
         recipe_defaults, used = _expand_recipe(options["recipe"], model, options)
@@ -283,6 +285,7 @@ def _literal(text: str) -> Any:
 def distill(student, student_pretrained, teacher, teacher_ckpt, teacher_pretrained, teacher_image_size, method,
             losses, zscore, ce_weight, settings, **options):
     """Train STUDENT with cross-entropy plus distillation losses against a frozen teacher."""
+    checked_output(options["out"], "run directory", directory=True)
     if teacher_ckpt is not None and teacher_pretrained:
         raise click.UsageError("pass either --teacher-ckpt or --teacher-pretrained, not both")
     if method is not None and losses:
@@ -362,6 +365,8 @@ def distill(student, student_pretrained, teacher, teacher_ckpt, teacher_pretrain
 def evaluate_command(ckpt, dataset, data_root, download, arch, batch_size, device, workers, precision, out):
     """Top-1 / top-5 test accuracy of the classifier checkpoint CKPT (ours or RepDistiller's layout)."""
     checked_data_root(data_root, download)
+    if out is not None:
+        checked_output(out, "result file")
     ctx = _init_device(device)
     ckpt = Path(ckpt)
     try:
@@ -391,11 +396,9 @@ def evaluate_command(ckpt, dataset, data_root, download, arch, batch_size, devic
                                   download=download)
         except (DatasetNotFound, DatasetCorrupt, ValueError) as err:
             raise click.UsageError(one_line(err)) from err
-        out = Path(out) if out is not None else ckpt.with_name(f"{ckpt.stem}_eval_{dataset}.json")
-        try:
-            check_writable_file(out, "result file --out")
-        except ValueError as err:
-            raise click.BadParameter(one_line(err), param_hint="'--out'") from err
+        if out is None:  # named after the dataset, which the checkpoint may have had to tell
+            out = checked_output(ckpt.with_name(f"{ckpt.stem}_eval_{dataset}.json"), "result file")
+        out = Path(out)
 
         start = time.monotonic()
         model.to(ctx.device)
@@ -441,9 +444,11 @@ def table_command(run_dirs, out, readme):
         if begin not in text or end not in text:
             raise click.BadParameter(f"{readme} has no {begin} ... {end} block; add the two lines where the "
                                      "claims should go", param_hint="'--readme'")
+    if out is not None:
+        checked_output(out, "table file")
+    if readme is not None:
+        checked_output(readme, "README to update", option="--readme")
     try:
-        if out is not None:
-            check_writable_file(out, "table file --out")
         text = build_table([Path(d) for d in run_dirs])
         block = claims_block([Path(d) for d in run_dirs], out) if readme is not None else None
     except (OSError, ValueError, KeyError) as err:

@@ -17,6 +17,8 @@ teacher's.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -191,6 +193,8 @@ def load_teacher(arch: str | None, checkpoint: str | None, pretrained: bool = Fa
     if checkpoint is None:
         raise TeacherError("this method needs a teacher: pass --teacher-ckpt PATH (or --teacher NAME "
                            "--teacher-pretrained for the library's ImageNet weights)")
+    if not Path(checkpoint).is_file():  # named as the teacher, not as any classifier checkpoint
+        raise TeacherError(f"teacher checkpoint not found: {checkpoint}", "--teacher-ckpt")
     try:
         model = load_classifier(checkpoint, arch=arch)
         spec = read_input_spec(checkpoint)

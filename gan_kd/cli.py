@@ -21,7 +21,8 @@ from gan_kd.snapshot import is_generator_file
 from gan_kd.presets import DEFAULT_PRESET, PRESET_HELP, PRESETS, expand_preset
 from kd_core.projectors import ORTHOGONAL_MAPS
 from kd_core.runtime.datasets import DEFAULT_DATA_ROOT
-from kd_core.runtime.cli import OneLineErrorGroup, checked_data_root, fraction_option, one_line, usage_error
+from kd_core.runtime.cli import (OneLineErrorGroup, checked_data_root, checked_output, fraction_option, one_line,
+                                 usage_error)
 
 REGISTERED = kd_core.available()  # {"projectors": [...], "normalizers": [...], "losses": [...]}
 
@@ -54,7 +55,7 @@ def _label_free(ctx, param, value):
     except ValueError as error:
         raise click.BadParameter(str(error), ctx=ctx, param=param) from None
     if path is not None and not path.is_file():
-        raise click.BadParameter(f"{value!r}: VGG-16 weights file {path} does not exist", ctx=ctx, param=param)
+        raise click.BadParameter(f"{value!r}: label-free VGG-16 weights file {path} does not exist", ctx=ctx, param=param)
     return value
 
 
@@ -149,7 +150,6 @@ def train(ctx, out, **options):
     from kd_core.runtime.distributed import cleanup_distributed
     from kd_core.runtime.finite import TrainingDiverged
     from kd_core.runtime.run import RunInterrupted
-    from kd_core.runtime.io import check_writable_dir
 
     given = {key for key in options if ctx.get_parameter_source(key) == click.core.ParameterSource.COMMANDLINE}
     try:  # a teacher-less preset refuses the options that only a teacher uses
@@ -157,8 +157,8 @@ def train(ctx, out, **options):
     except ValueError as error:
         raise usage_error(error) from None
     checked_data_root(options["data_root"], options["download"])  # only the default "data" may be missing
+    checked_output(out, "run directory", directory=True)
     try:
-        check_writable_dir(out, "run directory --out")
         config = TrainConfig(**options)
         trainer = Trainer(config, out)
     except (ValueError, FileNotFoundError, OSError) as error:  # nothing has been written yet
@@ -213,7 +213,7 @@ def evaluate(source, checkpoint, num_samples, repeats, metrics, label_free, ince
     from kd_core.stats import mean_std
     from gan_kd.snapshot import load_ema_generator
     from kd_core.runtime.distributed import resolve_device
-    from kd_core.runtime.io import check_writable_file, write_json
+    from kd_core.runtime.io import write_json
     from kd_core.runtime.run import hardware_summary
 
     if num_samples < 2 or repeats < 1:
@@ -225,9 +225,9 @@ def evaluate(source, checkpoint, num_samples, repeats, metrics, label_free, ince
         raise click.BadParameter(f"{source} does not exist (a run directory or a generator .safetensors file)",
                                  param_hint="'RUN_DIR|GENERATOR.safetensors'")
     path = Path(out_path) if out_path else (Path(source).parent if is_file else Path(source)) / EVALUATION_FILE
+    checked_output(path, "evaluation file")
     try:
         resolved = resolve_device(device)
-        check_writable_file(path, "evaluation file")
         generator, config, iteration = load_ema_generator(source, checkpoint)
         root = data_root or config["data_root"]
         subset = training_subset(source, config, root) if "memo" in metrics else None
@@ -278,12 +278,11 @@ def export(run_dir, out_path, checkpoint):
     Example: gan-kd export runs/fm10 --out fm10_best.safetensors && gan-kd evaluate fm10_best.safetensors --metrics suite
     """
     from gan_kd.snapshot import export_generator
-    from kd_core.runtime.io import check_writable_file
 
     if not str(out_path).endswith(".safetensors"):
         raise click.BadParameter(f"{out_path}: the generator file must end in .safetensors", param_hint="'--out'")
+    checked_output(out_path, "generator file")
     try:
-        check_writable_file(out_path, "generator file --out")
         written = export_generator(run_dir, out_path, checkpoint)
     except (ValueError, FileNotFoundError, OSError) as error:
         raise usage_error(error) from None
@@ -307,15 +306,14 @@ def sample(run_dir, out_path, checkpoint, rows, columns, seed, device):
     from gan_kd.snapshot import load_ema_generator
     from gan_kd.train import sample_grid
     from kd_core.runtime.distributed import resolve_device
-    from kd_core.runtime.io import check_writable_file
 
     if rows < 1 or columns < 1:
         raise click.UsageError(f"--rows and --columns must be >= 1, got {rows} and {columns}")
     path = Path(out_path) if out_path else Path(run_dir) / "samples" / f"{checkpoint}_grid.png"
+    checked_output(path, "sample grid")
     try:
         resolved = resolve_device(device)
         generator, config, _ = load_ema_generator(run_dir, checkpoint)
-        check_writable_file(path, "sample grid")
     except (ValueError, FileNotFoundError, OSError) as error:
         raise usage_error(error) from None
     sample_grid(generator, generator.num_classes, config["dim_z"], path, rows=rows, columns=columns, seed=seed, device=resolved)
@@ -333,11 +331,11 @@ def table(run_dirs, metric, out_path):
     Example: gan-kd table runs/c10_*_seed* --metric fid --out results/gan_cifar10.md
     """
     from gan_kd.report import build_table, provenance
-    from kd_core.runtime.io import check_writable_file, write_text
+    from kd_core.runtime.io import write_text
 
+    if out_path:
+        checked_output(out_path, "table file")
     try:
-        if out_path:
-            check_writable_file(out_path, "table file --out")
         text = build_table([Path(d) for d in run_dirs], metric) + "\n" + provenance([Path(d) for d in run_dirs])
     except (ValueError, FileNotFoundError, KeyError) as error:
         raise usage_error(error) from None

@@ -9,6 +9,9 @@ Two kinds, chosen by a spec string (``--teacher``):
   ``--teacher-arch``); its pooled penultimate feature is the teacher feature. This is how runs are made
   offline here.
 
+The same classes load the ``--fd-features`` classifier of the evaluator (``role="FD network"``): every error
+names the role the network plays, so a missing evaluator file is not reported as a missing teacher.
+
 Preprocessing. ``kd-dlgan`` (default) is what KD-DLGAN did and VkD kept (``shared/reference/gan.md`` §6): the
 DiffAugmented D inputs in [-1, 1] are upsampled by nearest neighbour to the teacher's resolution and given to
 the teacher as they are, without the teacher's mean/std. ``native`` does what the teacher was trained with:
@@ -47,13 +50,14 @@ class FrozenTeacher(nn.Module):
     feature_dim: int
     description: str
 
-    def __init__(self, network: nn.Module, preprocessing: str, bf16: bool):
+    def __init__(self, network: nn.Module, preprocessing: str, bf16: bool, role: str = "teacher"):
         super().__init__()
+        self.role = role  # what the network is for, in every message: "teacher" or "FD network"
         if preprocessing not in PREPROCESSING:
-            raise TeacherError(f"unknown teacher preprocessing {preprocessing!r}; allowed: {', '.join(PREPROCESSING)}")
+            raise TeacherError(f"unknown {role} preprocessing {preprocessing!r}; allowed: {', '.join(PREPROCESSING)}")
         bad = first_non_finite(network)
         if bad is not None:
-            raise TeacherError(f"the teacher network has non-finite weights ({bad}); it cannot teach")
+            raise TeacherError(f"the {role} network has non-finite weights ({bad}); it cannot be used")
         self.network = network.eval().requires_grad_(False)
         self.preprocessing = preprocessing
         self.bf16 = bf16
@@ -171,18 +175,19 @@ def clip_text_embeddings(model: nn.Module, model_name: str, class_names: Sequenc
 class ClassifierTeacher(FrozenTeacher):
     """A ``classifier_kd`` checkpoint; features are its ``forward_features`` (pooled penultimate embedding)."""
 
-    def __init__(self, path: str | os.PathLike, arch: str | None = None, preprocessing: str = "kd-dlgan", bf16: bool = False):
+    def __init__(self, path: str | os.PathLike, arch: str | None = None, preprocessing: str = "kd-dlgan", bf16: bool = False,
+                 role: str = "teacher"):
         from classifier_kd.models.checkpoint import load_classifier, read_input_spec
 
         path = Path(path)
         if not path.is_file():
-            raise TeacherError(f"teacher checkpoint not found: {path}")
+            raise TeacherError(f"{role} checkpoint not found: {path}")
         try:
             network = load_classifier(path, arch=arch)
             spec = read_input_spec(path)
         except (ValueError, KeyError, RuntimeError) as error:
-            raise TeacherError(f"could not load teacher checkpoint {path}: {error}") from error
-        super().__init__(network, preprocessing, bf16)
+            raise TeacherError(f"could not load {role} checkpoint {path}: {error}") from error
+        super().__init__(network, preprocessing, bf16, role)
         self.input_spec = spec
         self.feature_dim = int(network.feature_dim)
         self.description = f"ckpt:{path} ({getattr(network, 'arch', type(network).__name__)})"
@@ -203,7 +208,7 @@ class ClassifierTeacher(FrozenTeacher):
         try:
             return self.network.class_embeddings()
         except (AttributeError, ValueError) as error:
-            raise TeacherError(f"teacher {self.description} has no class embeddings: {error}") from error
+            raise TeacherError(f"{self.role} {self.description} has no class embeddings: {error}") from error
 
 
 def _load_clip(model_name: str, pretrained: str | None, weights: Path | None) -> nn.Module:
@@ -260,20 +265,21 @@ def _first_line(error: BaseException) -> str:
     return text[:300] if text else type(error).__name__
 
 
-def parse_teacher_spec(spec: str) -> tuple[str, str]:
-    """``clip:ViT-B-32`` -> ("clip", "ViT-B-32"); ``ckpt:PATH`` -> ("ckpt", "PATH"); errors name the forms."""
+def parse_teacher_spec(spec: str, role: str = "teacher") -> tuple[str, str]:
+    """``clip:ViT-B-32`` -> ("clip", "ViT-B-32"); ``ckpt:PATH`` -> ("ckpt", "PATH"); errors name the role and forms."""
     kind, sep, value = spec.partition(":")
     if not sep or kind not in ("clip", "ckpt") or not value:
-        raise TeacherError(f"bad teacher {spec!r}; expected clip:<open_clip model> (e.g. clip:ViT-B-32) or ckpt:<path>")
+        raise TeacherError(f"bad {role} {spec!r}; expected clip:<open_clip model> (e.g. clip:ViT-B-32) or ckpt:<path>")
     return kind, value
 
 
 def build_teacher(spec: str, *, pretrained: str | None = None, weights: str | None = None, arch: str | None = None,
                   preprocessing: str = "kd-dlgan", bf16: bool = False,
-                  class_names: Sequence[str] | None = None) -> FrozenTeacher:
+                  class_names: Sequence[str] | None = None, role: str = "teacher") -> FrozenTeacher:
     """A frozen teacher from a ``--teacher`` spec and its options. ``class_names``: encode these classes with a
-    CLIP teacher's text tower, for :meth:`FrozenTeacher.class_embeddings` (a classifier uses its own head)."""
-    kind, value = parse_teacher_spec(spec)
+    CLIP teacher's text tower, for :meth:`FrozenTeacher.class_embeddings` (a classifier uses its own head).
+    ``role``: what the network is for, named in every error (``"FD network"`` for the evaluator's classifier)."""
+    kind, value = parse_teacher_spec(spec, role)
     if kind == "clip":
         if arch is not None:
             raise TeacherError("--teacher-arch applies to ckpt: teachers only")
@@ -281,4 +287,4 @@ def build_teacher(spec: str, *, pretrained: str | None = None, weights: str | No
                            class_names=class_names)
     if pretrained is not None or weights is not None:
         raise TeacherError("--teacher-pretrained/--teacher-weights apply to clip: teachers; a ckpt: teacher is the file itself")
-    return ClassifierTeacher(value, arch=arch, preprocessing=preprocessing, bf16=bf16)
+    return ClassifierTeacher(value, arch=arch, preprocessing=preprocessing, bf16=bf16, role=role)

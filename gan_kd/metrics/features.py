@@ -146,7 +146,7 @@ def random_vgg16(seed: int = 0, width: float = 1.0) -> VGG16Trunk:
 def vgg16_from_file(path: str | Path, name: str | None = None) -> VGG16Trunk:
     """A VGG-16 trunk with the weights of a local torchvision VGG-16 state dict (safe loader, strict)."""
     try:
-        state = load_weights_file(path, "VGG-16 weights")
+        state = load_weights_file(path, "label-free VGG-16 weights")
     except CheckpointError as error:
         raise FeatureSpaceError(str(error)) from error
     trunk_state = {key[len("features."):]: value for key, value in state.items() if key.startswith("features.")}
@@ -155,7 +155,7 @@ def vgg16_from_file(path: str | Path, name: str | None = None) -> VGG16Trunk:
         trunk.load_state_dict(trunk_state, strict=True)
     except RuntimeError as error:
         detail = " ".join(str(error).split())[:200]
-        raise FeatureSpaceError(f"VGG-16 weights {path} do not fit torchvision's VGG-16 trunk "
+        raise FeatureSpaceError(f"label-free VGG-16 weights {path} do not fit torchvision's VGG-16 trunk "
                                 f"(features.* keys): {detail}") from error
     return VGG16Trunk(name or f"vgg16:{Path(path).name}", trunk)
 
@@ -194,7 +194,8 @@ class ClassifierSpace(FeatureSpace):
         super().__init__()
         from gan_kd.teacher import build_teacher
 
-        self.extractor = build_teacher(spec, arch=arch, preprocessing="native")  # TeacherError: a ValueError
+        # TeacherError (a ValueError) naming the role: "FD network checkpoint not found: ..."
+        self.extractor = build_teacher(spec, arch=arch, preprocessing="native", role="FD network")
         network = self.extractor.network
         self.name = getattr(network, "arch", type(network).__name__)
         self.head = self.extractor.class_embeddings() if with_head else None

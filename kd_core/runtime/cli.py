@@ -1,5 +1,5 @@
-"""What both command-line interfaces share: one-line errors (exit code 2), the data-fraction option check and the
-``--data-root`` rule (:func:`checked_data_root`).
+"""What both command-line interfaces share: one-line errors (exit code 2), the data-fraction option check, the
+``--data-root`` rule (:func:`checked_data_root`) and the check of every output (:func:`checked_output`).
 
 ``gan-kd`` and ``classifier-kd`` are click groups of class :class:`OneLineErrorGroup`: every usage error, their
 own or a command's, prints as ``Error: <message>`` on one line, without click's usage block, and exits with 2.
@@ -84,3 +84,17 @@ def data_root_option(ctx: click.Context, param: click.Parameter, value: str | No
     if value is not None:
         checked_data_root(value)
     return value
+
+
+def checked_output(path: str | os.PathLike, what: str, *, directory: bool = False, option: str = "--out") -> Path:
+    """An output ``path`` a command will write, checked before any work: ``BadParameter`` on ``option`` (one line,
+    exit 2, naming ``what`` the file is and why it cannot be written) when it is unusable; nothing is created.
+
+    ``directory``: ``path`` is a directory (a run directory) rather than a file.
+    """
+    from kd_core.runtime.io import OutputNotWritable, check_writable_dir, check_writable_file
+
+    try:
+        return (check_writable_dir if directory else check_writable_file)(path, what)
+    except OutputNotWritable as error:
+        raise click.BadParameter(one_line(error), param_hint=f"'{option}'") from None

@@ -5,6 +5,9 @@ A reader (a resumed run, a table script, a second rank) must see either the old 
 one, never half of it: :func:`write_text` writes a hidden temporary file in the same directory, fsyncs it
 and renames it over the target. :func:`check_writable_dir` / :func:`check_writable_file` let a command
 refuse an unusable ``--out`` in one line *before* training or evaluating, instead of failing at the end.
+They do not trust ``os.access`` alone (it says yes to root everywhere, and to file systems that accept no new
+file, such as ``/proc``): the directory that would receive the output gets a hidden probe file, created and
+removed at once, which is exactly what :func:`atomic_writer` will need to do.
 """
 from __future__ import annotations
 
@@ -116,9 +119,10 @@ def write_json(path: str | os.PathLike, record: Any) -> Path:
 
 
 def check_writable_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
-    """Refuse (``OutputNotWritable``) a directory that is a file, lies under a file, or cannot be created/written.
+    """Refuse (``OutputNotWritable``) a directory that is a file, lies under a file or cannot be created/written.
 
-    Nothing is created: the deepest existing ancestor must be a directory this process may write into.
+    Nothing is left behind: the deepest existing ancestor must be a directory this process may write into, which
+    a hidden probe file, created and removed at once, confirms (see the module docstring).
     """
     path = Path(path)
     if path.exists():
@@ -126,19 +130,21 @@ def check_writable_dir(path: str | os.PathLike, what: str = "output directory") 
             raise OutputNotWritable(f"{what} {path} exists and is not a directory")
         if not os.access(path, os.W_OK | os.X_OK):
             raise OutputNotWritable(f"{what} {path} is not writable")
+        _probe(path, f"{what} {path} is not writable")
         return path
     _check_creatable(path, what)
     return path
 
 
 def check_writable_file(path: str | os.PathLike, what: str = "output file") -> Path:
-    """Refuse a file path that is a directory, or whose directory cannot be created/written (nothing is created)."""
+    """Refuse a file path that is a directory, or whose directory cannot be created/written (nothing is left)."""
     path = Path(path)
     if path.is_dir():
         raise OutputNotWritable(f"{what} {path} is a directory")
     if path.exists():
         if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK | os.X_OK):
             raise OutputNotWritable(f"{what} {path} is not writable")
+        _probe(path.parent, f"{what} {path} is not writable")  # atomic_writer writes beside it, then renames
         return path
     _check_creatable(path, what)
     return path
@@ -153,3 +159,18 @@ def _check_creatable(path: Path, what: str) -> None:
         raise OutputNotWritable(f"cannot create {what} {path}: {ancestor} is a file, not a directory")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise OutputNotWritable(f"cannot create {what} {path}: {ancestor} is not writable")
+    _probe(ancestor, f"cannot create {what} {path}: {ancestor} does not accept new files")
+
+
+def _probe(directory: Path, problem: str) -> None:
+    """Create and remove a hidden file in ``directory``; ``OutputNotWritable(problem (reason))`` if that fails."""
+    probe = temp_name(directory / ".write-probe")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as error:
+        raise OutputNotWritable(f"{problem} ({error.strerror or type(error).__name__})") from None
+    os.close(fd)
+    try:
+        os.unlink(probe)
+    except OSError:
+        pass

@@ -323,7 +323,8 @@ def test_distill_teacher_checkpoint_errors(cifar10_root, cifar10_resnet20, tmp_p
     # A RepDistiller file records no architecture: --teacher is needed, and must fit the weights.
     assert_refused(distill(cifar10_root, repdistiller, out), "--teacher NAME")
     assert_refused(distill(cifar10_root, repdistiller, out, "--teacher", "resnet32"), "--teacher-ckpt", "resnet32")
-    assert_refused(distill(cifar10_root, tmp_path / "absent.pt", out), "absent.pt")
+    assert_refused(distill(cifar10_root, tmp_path / "absent.pt", out), "'--teacher-ckpt'",
+                   f"teacher checkpoint not found: {tmp_path / 'absent.pt'}")
     assert_refused(invoke("distill", *DISTILL, "--data-root", cifar10_root, "--out", out), "--teacher-ckpt")
     assert not out.exists()
     result = distill(cifar10_root, repdistiller, out, "--teacher", "resnet20")  # with the name it loads
@@ -419,6 +420,28 @@ def test_outputs_and_data_root_are_checked_before_any_work(cifar10_root, cifar10
     assert not missing.exists() and not (tmp_path / "run").exists()
     assert_refused(invoke("train-teacher", *TINY, "--dataset", "cifar10", "--data-root", cifar10_root, "--out",
                           a_file / "run"), "is a file, not a directory")
+
+
+def test_every_output_refuses_an_unwritable_path_in_one_line_before_any_work(cifar10_root, cifar10_resnet20, tmp_path):
+    """Issue 28 item 6: /proc takes no new file, not even from root. Every command that writes says so in one line,
+    exit 2, naming --out and the role of the file, before loading data or models, and writes nothing."""
+    run_dir = tmp_path / "finished"
+    run_dir.mkdir()
+    (run_dir / "result.json").write_text("{}")
+    data = ["--dataset", "cifar10", "--data-root", cifar10_root]
+    cases = [
+        ("run directory", ["train-teacher", *TINY, *data, "--out", "/proc/x"]),
+        ("run directory", ["train-teacher", *TINY, *data, "--out", "/proc/x/deeper"]),
+        ("run directory", ["distill", *TINY[2:], *data, "--student", "resnet8x4", "--teacher-ckpt", cifar10_resnet20,
+                           "--out", "/proc/x"]),
+        ("result file", ["evaluate", cifar10_resnet20, "--data-root", cifar10_root, "--device", "cpu",
+                         "--out", "/proc/x.json"]),
+        ("table file", ["table", run_dir, "--out", "/proc/x.md"]),
+    ]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for role, args in cases:
+        assert_refused(invoke(*args), "'--out'", role, "/proc/x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and list(run_dir.iterdir()) == [run_dir / "result.json"]
 
 
 @pytest.mark.slow

@@ -181,7 +181,7 @@ def test_second_process_is_refused_and_a_killed_run_resumes_from_saved_iteration
     (["--preset", "da", "--dataset", "cifar100"], "CIFAR-100 not found"),
     (["--preset", "vkd", "--teacher", "clip:ViT-B-32", "--teacher-weights", "/nonexistent/clip.pt"], "not found"),
     (["--preset", "vkd"], "--teacher"),
-    (["--teacher", "ckpt:/nonexistent.pt"], "not found"),
+    (["--teacher", "ckpt:/nonexistent.pt"], "teacher checkpoint not found: /nonexistent.pt"),
     (["--teacher", "resnet"], "clip:<open_clip model>"),
     (["--diffaug", "flip"], "flip"),
     (["--preset", "da", "--eval-every", "2", "--metrics", "fd"], "--fd-features"),
@@ -303,6 +303,28 @@ def finished_run(cifar10_root, tmp_path):
     run(["train", "--out", out, "--preset", "da", "--data-root", cifar10_root, "--iterations", 2,
          "--checkpoint-every", 1, "--sample-every", 0, *TINY])
     return out
+
+
+def test_every_output_refuses_an_unwritable_path_in_one_line_before_any_work(finished_run, cifar10_root):
+    """Issue 28 item 6: /proc takes no new file, not even from root. Every command that writes says so in one line,
+    exit 2, naming the option and the role of the file, and touches nothing."""
+    cases = {
+        "run directory": ["train", "--preset", "da", "--data-root", cifar10_root, "--iterations", 1, *TINY,
+                          "--out", "/proc/x"],
+        "evaluation file": ["evaluate", finished_run, "--checkpoint", "last", "--metrics", "colour", "--out",
+                            "/proc/x/evaluation.json"],
+        "generator file": ["export", finished_run, "--checkpoint", "last", "--out", "/proc/x.safetensors"],
+        "sample grid": ["sample", finished_run, "--out", "/proc/x.png"],
+        "table file": ["table", finished_run, "--out", "/proc/x.md"],
+    }
+    before = {p: p.stat().st_mtime_ns for p in finished_run.rglob("*")}
+    for role, args in cases.items():
+        result = CliRunner().invoke(main, [str(a) for a in args])
+        assert result.exit_code == 2, (role, result.output)
+        line = one_error_line(result)
+        assert "'--out'" in line and role in line and "/proc/x" in line, line
+        assert "Traceback" not in result.output
+    assert {p: p.stat().st_mtime_ns for p in finished_run.rglob("*")} == before
 
 
 def test_every_file_option_refuses_a_code_running_file(finished_run, malicious_checkpoint, cifar10_root,

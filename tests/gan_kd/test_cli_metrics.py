@@ -74,8 +74,12 @@ def test_export_then_evaluate_the_file_equals_evaluating_the_run(trained, cifar1
     (["--metrics", "dc", "--num-samples", 5], "too few for the dc metric: it needs at least 6"),
     (["--metrics", "icfd_vgg", "--num-samples", 50], "too few for the icfd_vgg metric: it needs at least 100"),
     (["--metrics", "fd_vgg", "--label-free-features", "vgg17"], "unknown label-free features 'vgg17'"),
-    (["--metrics", "fd_vgg", "--label-free-features", "vgg16:missing.pt"], "VGG-16 weights file missing.pt does not exist"),
+    (["--metrics", "fd_vgg", "--label-free-features", "vgg16:missing.pt"],
+     "label-free VGG-16 weights file missing.pt does not exist"),
     (["--metrics", "icfd"], "icfd metric needs --fd-features"),
+    # issue 28 item 6: the evaluator's classifier is named as what it is, not as a teacher
+    (["--metrics", "fd", "--fd-features", "ckpt:missing.pt"], "FD network checkpoint not found: missing.pt"),
+    (["--metrics", "fd", "--fd-features", "missing.pt"], "bad FD network 'missing.pt'"),
 ])
 def test_evaluate_bad_input_one_line_exit_2_nothing_written(trained, args, message):
     result = run(["evaluate", trained, *args], expect=2)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,6 +52,22 @@ def test_check_writable_dir_and_file_refuse_without_creating(tmp_path):
     assert check_writable_dir(tmp_path / "new" / "run") == tmp_path / "new" / "run"
     assert check_writable_file(tmp_path / "new" / "r.json") == tmp_path / "new" / "r.json"
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_directory_that_accepts_no_new_file_is_refused_even_for_root(tmp_path):
+    """Issue 28 item 6: os.access says yes to root everywhere, and /proc takes no new file even from root; the probe
+    file catches both. Where writing works, the probe leaves nothing behind."""
+    for check, path in ((check_writable_dir, "/proc/x"), (check_writable_file, "/proc/x.png"),
+                        (check_writable_dir, "/proc/x/run"), (check_writable_dir, "/proc")):
+        with pytest.raises(OutputNotWritable) as info:
+            check(path, "the output")
+        assert str(path) in str(info.value) and "the output" in str(info.value)
+    existing = tmp_path / "existing.json"
+    existing.write_text("{}")
+    assert check_writable_dir(tmp_path) == tmp_path and check_writable_file(existing) == existing
+    assert check_writable_file(tmp_path / "new.json") == tmp_path / "new.json"
+    assert [p.name for p in tmp_path.iterdir()] == ["existing.json"]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write into read-only directories")
