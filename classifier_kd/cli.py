@@ -39,10 +39,10 @@ from classifier_kd.train import (
 )
 from kd_core.runtime.checkpoint import load_checkpoint
 from kd_core.runtime.datasets import DEFAULT_DATA_ROOT
-from kd_core.runtime.cli import (OneLineErrorGroup, checked_data_root, checked_output, fraction_option, one_line,
-                                 usage_error)
+from kd_core.runtime.cli import (OneLineErrorGroup, RunDiverged, checked_data_root, checked_output, divergence_option,
+                                 fraction_option, one_line, usage_error)
 from kd_core.runtime.distributed import cleanup_distributed, init_distributed
-from kd_core.runtime.finite import first_non_finite
+from kd_core.runtime.finite import divergence_message, first_non_finite
 from kd_core.runtime.io import replace_block, write_json, write_text
 from kd_core.runtime.precision import resolve_precision
 from kd_core.runtime.progress import format_duration
@@ -140,6 +140,7 @@ def _training_options(command):
         click.option("--max-steps-per-epoch", type=click.IntRange(min=1), default=None,
                      help="Cap the optimisation steps per epoch (tiny CPU runs and smoke tests)."),
         click.option("--log-every", type=click.IntRange(min=1), default=50, show_default=True, help="Steps between progress lines."),
+        divergence_option,
         click.option("--out", required=True, type=click.Path(file_okay=False),
                      help="Run directory; re-run the same command on it to resume (--epochs, --device, --workers may change)."),
     ]
@@ -176,9 +177,12 @@ def _fit(target, train_set, test_set, config: TrainConfig, spec: dict, ctx) -> d
 
 
 def _report(result: dict) -> None:
+    """The result line; then exit code 3 if the run's losses passed --divergence-threshold."""
     click.echo(f"best top-1 {result['best_top1']:.2f} (epoch {result['best_epoch']}), final top-1 "
                f"{result['final_top1']:.2f} top-5 {result['final_top5']:.2f}, {result['wall_time']}; "
                f"best checkpoint {result['best_checkpoint']}")
+    if result.get("diverged"):
+        raise RunDiverged(f"{divergence_message(result['diverged'], 'epoch')}; result.json records it")
 
 
 def _build_model(name: str, num_classes: int, image_size: int, pretrained: bool = False):

@@ -232,7 +232,7 @@ def train_config(model: str, options: dict[str, Any], used: dict[str, Any], extr
         model=model, dataset=options["dataset"], num_classes=NUM_CLASSES[options["dataset"]], out=options["out"],
         **loop_values, channels_last=options["channels_last"], compile=options.get("compile", False), seed=options["seed"], device=options["device"],
         workers=options["workers"], precision=options["precision"], max_steps_per_epoch=options["max_steps_per_epoch"],
-        log_every=options["log_every"],
+        log_every=options["log_every"], divergence_threshold=options["divergence_threshold"],
         extra={"data_root": options["data_root"], "download": options["download"],
                "data_fraction": options["data_fraction"], "recipe": options["recipe"],
                "label_smoothing": used["label_smoothing"], "augment": used["augment"],

@@ -18,6 +18,11 @@ after every epoch), ``checkpoints/best.pt`` (the classifier with the best test t
 per epoch) and ``result.json``. Re-running the same command on the same directory resumes from
 ``last.pt``; options listed in :data:`RESUMABLE_KEYS` may change (e.g. more epochs).
 
+A logged training loss term (``train/loss``, ``train/loss_<term>``, per epoch) whose absolute value exceeds
+``divergence_threshold`` flags the run as diverged (:func:`kd_core.runtime.finite.first_divergence`; a NaN/Inf
+stops it instead): a warning when the epoch is logged, ``"diverged"`` in ``result.json`` (from ``metrics.jsonl``,
+so a resumed run says the same), and the command exits with code 3 once the run has finished.
+
 Under ``torchrun`` every rank trains on its ``DistributedSampler`` shard, the target is wrapped in DDP,
 metrics are averaged over ranks and only rank 0 writes files. On CUDA the forward pass runs under
 autocast precision of ``precision`` (:mod:`kd_core.runtime.precision`: ``auto`` is bf16 or float16 with a gradient
@@ -45,7 +50,10 @@ from classifier_kd.models.checkpoint import save_classifier
 from kd_core.runtime.checkpoint import CheckpointError
 from kd_core.runtime.compiling import CompileClock, compile_modules, missing_compiler
 from kd_core.runtime.distributed import DistributedContext, all_reduce_mean, barrier, init_distributed
-from kd_core.runtime.finite import TrainingDiverged, first_non_finite, format_terms
+from kd_core.runtime.finite import (DIVERGED_EXIT_CODE, DIVERGENCE_THRESHOLD, TrainingDiverged,
+                                   check_divergence_threshold, divergence_message, first_divergence, first_non_finite,
+                                   format_terms)
+from kd_core.runtime.metrics import read_metrics
 from kd_core.runtime.run import Run, RunInterrupted, hardware_summary, interrupted_message
 from kd_core.runtime.io import write_npy
 from kd_core.runtime.precision import Precision, resolve_precision, slow_precision_warning
@@ -70,11 +78,16 @@ __all__ = [
 # Options that may differ when a run directory is resumed: they change where and how fast the run goes,
 # or how long it is, not what the finished epochs computed.
 RESUMABLE_KEYS = ("epochs", "device", "workers", "download", "data_root", "out", "log_every", "precision", "amp",
-                  "compile")
+                  "compile", "divergence_threshold")
 
 _LAST_KEYS = ("target", "optimizer", "scaler", "epoch", "best_top1", "best_epoch", "rng", "wall_time")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine")
+
+
+def is_loss_term(name: str) -> bool:
+    """Whether a metrics.jsonl name is a training loss term that ``divergence_threshold`` watches."""
+    return name == "train/loss" or name.startswith("train/loss_")
 
 
 class RunSetupError(ValueError):
@@ -128,6 +141,7 @@ class TrainConfig:
     precision: str = "auto"
     max_steps_per_epoch: int | None = None
     log_every: int = 50
+    divergence_threshold: float = DIVERGENCE_THRESHOLD  # on |logged train/loss* terms|; 0 = off
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -374,6 +388,10 @@ def _check(target: nn.Module, train_set: Dataset, config: TrainConfig, ctx: Dist
         raise RunSetupError(missing_compiler())
     if config.warmup_epochs < 0 or config.warmup_epochs > config.epochs:
         raise RunSetupError(f"warmup_epochs must be between 0 and epochs ({config.epochs}), got {config.warmup_epochs}")
+    try:
+        check_divergence_threshold(config.divergence_threshold)
+    except ValueError as err:
+        raise RunSetupError(str(err)) from err
     return precision, steps_per_epoch
 
 
@@ -472,6 +490,7 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
     compile_clock = CompileClock() if config.compile else None
     compile_time = float(state.get("compile_time", 0.0)) if state is not None else 0.0
     test_metrics: dict[str, float] = {}
+    warned_divergence = False
 
     def last_state(epochs_done: int, **position) -> dict:
         """What last.pt holds: everything to resume after ``epochs_done`` epochs (plus ``position`` inside the
@@ -557,6 +576,12 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
             metrics.log(epoch + 1, {"lr": epoch_lr, **train_metrics, "test/top1": test_metrics["top1"],
                                     "test/top5": test_metrics["top5"], "test/loss": test_metrics["loss"],
                                     "epoch_time_s": epoch_time})
+            passed = first_divergence([{"step": epoch + 1, **train_metrics}], config.divergence_threshold,
+                                      is_loss_term, "epoch")
+            if passed is not None and not warned_divergence:  # said once a session, when it happens; the run goes on
+                log.warning("%s; the run goes on to epoch %d, then exits with code %d",
+                            divergence_message(passed, "epoch"), config.epochs, DIVERGED_EXIT_CODE)
+                warned_divergence = True
             if is_best:
                 save_classifier(run.best_path, target.model, config.model, config.num_classes,
                                 input_spec=input_spec, dataset=config.dataset, epoch=epoch + 1,
@@ -592,6 +617,13 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
         "torch_version": torch.__version__,
         "config": config.to_dict(),
     }
+    # the whole run's metrics.jsonl (cut back to last.pt on resume): what an uninterrupted run would say
+    diverged = (first_divergence(read_metrics(run_dir), config.divergence_threshold, is_loss_term, "epoch")
+                if is_main else None)
+    if diverged is not None:
+        result["diverged"] = diverged
+        log.warning("%s; recorded in result.json (\"diverged\"), exit code %d", divergence_message(diverged, "epoch"),
+                    DIVERGED_EXIT_CODE)
     run.finish(result)
     if is_main:
         log.info("done: best top-1 %.2f (epoch %d), final top-1 %.2f, %s", best_top1, best_epoch,

@@ -21,8 +21,8 @@ from gan_kd.snapshot import is_generator_file
 from gan_kd.presets import DEFAULT_PRESET, PRESET_HELP, PRESETS, expand_preset
 from kd_core.projectors import ORTHOGONAL_MAPS
 from kd_core.runtime.datasets import DEFAULT_DATA_ROOT
-from kd_core.runtime.cli import (OneLineErrorGroup, checked_data_root, checked_output, fraction_option, one_line,
-                                 usage_error)
+from kd_core.runtime.cli import (OneLineErrorGroup, RunDiverged, checked_data_root, checked_output, divergence_option,
+                                 fraction_option, one_line, usage_error)
 
 REGISTERED = kd_core.available()  # {"projectors": [...], "normalizers": [...], "losses": [...]}
 
@@ -129,6 +129,7 @@ def main():
 @click.option("--checkpoint-every", type=int, default=500, show_default=True, help="Save checkpoints/last.pt every N iterations (and at the end).")
 @click.option("--log-every", type=int, default=50, show_default=True, help="Progress and a metrics.jsonl row every N iterations.")
 @click.option("--skip-nonfinite", type=int, default=0, show_default=True, help="Skip up to N D/G steps whose loss is NaN/Inf (their optimiser step is not taken); one more stops the run (exit 1).")
+@divergence_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, noise and data order.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True, help="Autocast precision: bf16 (CPU or CUDA; the teacher too), fp16 (CUDA, with grad scaling), fp32; auto = bf16/fp16 on CUDA, fp32 on the CPU.")
@@ -148,7 +149,7 @@ def train(ctx, out, **options):
     """
     from gan_kd.train import TrainConfig, Trainer
     from kd_core.runtime.distributed import cleanup_distributed
-    from kd_core.runtime.finite import TrainingDiverged
+    from kd_core.runtime.finite import TrainingDiverged, divergence_message
     from kd_core.runtime.run import RunInterrupted
 
     given = {key for key in options if ctx.get_parameter_source(key) == click.core.ParameterSource.COMMANDLINE}
@@ -172,6 +173,8 @@ def train(ctx, out, **options):
         raise SystemExit(error.exit_code) from None
     finally:
         cleanup_distributed()
+    if trainer.diverged is not None:  # finished, but past --divergence-threshold: exit code 3
+        raise RunDiverged(f"{divergence_message(trainer.diverged)}; result.json records it")
 
 
 def training_subset(source: str | Path, config: dict, data_root: str) -> np.ndarray:

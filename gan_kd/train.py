@@ -18,6 +18,9 @@ The loss terms are defined in :mod:`gan_kd.objectives`, the presets in :mod:`gan
 the D steps), each under its own name: ``d/loss_hinge``, ``d/loss_lecam`` (with ``--lecam``), ``d/loss_kd``
 (when distilling; before ``kd_weight``), ``d/total`` (what D's optimiser minimised), ``d/logit_real`` and
 ``d/logit_fake`` (D's mean logit on the augmented real and fake images), ``g/loss_hinge`` and ``g/total``.
+A logged ``d/`` or ``g/`` term (``d/kd_ratio`` aside) whose absolute value exceeds ``divergence_threshold``
+flags the run as diverged (:func:`kd_core.runtime.finite.first_divergence`): a warning when the row is
+logged, ``"diverged"`` in ``result.json``, and ``gan-kd train`` exits with code 3 once the run has finished.
 
 Under torchrun each rank takes ``batch_size / world_size`` of every batch (the global batch stays 50),
 G and the critic are DDP-wrapped, rank 0 does all I/O, and per-rank RNG states are saved for resume.
@@ -52,10 +55,12 @@ from kd_core.runtime.checkpoint import CheckpointError, NonFiniteCheckpoint
 from kd_core.runtime.compiling import CompileClock, compile_modules, missing_compiler
 from kd_core.runtime.distributed import (DistributedContext, all_reduce_mean, barrier, cleanup_distributed,
                                          init_distributed)
-from kd_core.runtime.finite import TrainingDiverged, all_finite, all_ranks_true, format_terms
+from kd_core.runtime.finite import (DIVERGED_EXIT_CODE, DIVERGENCE_THRESHOLD, TrainingDiverged, all_finite,
+                                   all_ranks_true, check_divergence_threshold, divergence_message, first_divergence,
+                                   format_terms)
 from kd_core.runtime.io import atomic_writer
 from kd_core.runtime.precision import PRECISIONS, resolve_precision, slow_precision_warning
-from kd_core.runtime.metrics import MetricsLogger, metric_curves
+from kd_core.runtime.metrics import MetricsLogger, metric_curves, read_metrics
 from kd_core.runtime.progress import Progress
 from kd_core.runtime.run import Run, RunInterrupted, hardware_summary, interrupted_message
 from kd_core.runtime.seed import capture_rng_state, check_fraction, restore_rng_state, seed_everything
@@ -70,7 +75,7 @@ ADDED_KEYS = {"distill_loss": "vkd", "label_free": LABEL_FREE_DEFAULT}
 RESUMABLE_KEYS = ("iterations", "eval_every", "sample_every", "checkpoint_every", "log_every", "device",
                   "num_workers", "threads", "eval_samples", "skip_nonfinite", "precision", "channels_last", "compile",
                   "amp",  # amp: the option --precision replaced; runs that recorded it stay resumable
-                  "overfit_probe")
+                  "overfit_probe", "divergence_threshold")
 
 # metrics.jsonl names of the loss terms before they were named per step; a last.pt written then holds its partial
 # metrics window under these names, which a resume renames (:func:`rename_legacy_window`).
@@ -135,6 +140,7 @@ class TrainConfig:
     log_every: int = 50
     overfit_probe: int = 500
     skip_nonfinite: int = 0
+    divergence_threshold: float = DIVERGENCE_THRESHOLD  # on |logged d/ and g/ terms|; 0 = off (kd_core.runtime.finite)
     # runtime
     seed: int = 0
     device: str = "auto"
@@ -158,6 +164,11 @@ class TrainConfig:
         ``ValueError`` where the CLI refuses, e.g. a teacher option with the teacher-less ``da``.
         """
         return cls(**expand_preset(name, overrides))
+
+
+def is_loss_term(name: str) -> bool:
+    """Whether a metrics.jsonl name is one of the trainer's logged terms that ``divergence_threshold`` watches."""
+    return name.startswith(("d/", "g/")) and name != "d/kd_ratio"  # a ratio is no loss: small hinge, large ratio
 
 
 class NonFiniteStep(Exception):
@@ -234,6 +245,7 @@ def validate_config(config: TrainConfig) -> None:
                  "overfit_probe"):
         if getattr(config, name) < 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(config, name)}")
+    check_divergence_threshold(config.divergence_threshold)
     if not 0 <= config.ema_decay < 1:
         raise ValueError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
     if config.lecam < 0 or config.kd_weight < 0:
@@ -408,6 +420,7 @@ class Trainer:
         self.skipped_nonfinite = 0
         self.wall_before, self.session_start = 0.0, None  # training seconds of earlier sessions; this one's start
         self.compile_time = 0.0  # --compile: seconds spent compiling, over every session (part of the wall time)
+        self.diverged: dict | None = None  # result.json's "diverged", set at the end (from metrics.jsonl)
         self.best: dict = {}
         self._rng_to_restore = None
         # The loss averages of the metrics row being accumulated (saved in last.pt, so that a resumed run logs
@@ -616,6 +629,7 @@ class Trainer:
             logger.info("resuming from %s at iteration %d", out / "checkpoints" / "last.pt", self.start_iteration)
         if self.start_iteration >= config.iterations:
             logger.info("nothing to do: the run already has %d iterations", self.start_iteration)
+            self._flag_divergence(logger)  # the exit code says again what result.json says
             return self.best
 
         if context.distributed:
@@ -636,6 +650,7 @@ class Trainer:
         compile_clock = CompileClock() if config.compile else None
         running = self.window_sums  # filled in place: last.pt saves it
         interrupted = None
+        warned_divergence = False
         for iteration in range(self.start_iteration + 1, config.iterations + 1):
             self.generator.requires_grad_(False)
             self.critic.requires_grad_(True)
@@ -671,6 +686,13 @@ class Trainer:
                 averages = all_reduce_mean({name: total / count for name, total in running.items()})
                 averages.update(distillation_ratio(averages, config.kd_weight))
                 metrics_log.log(iteration, averages)
+                if not warned_divergence:  # said once a session, when it happens; the run goes on
+                    passed = first_divergence([{"step": iteration, **averages}], config.divergence_threshold,
+                                              is_loss_term)
+                    if passed is not None:
+                        logger.warning("%s; the run goes on to iteration %d, then exits with code %d",
+                                       divergence_message(passed), config.iterations, DIVERGED_EXIT_CODE)
+                        warned_divergence = True
                 if context.is_main:
                     progress.update(iteration, **{k: averages[k] for k in PROGRESS_METRICS if k in averages})
                 running.clear()
@@ -709,10 +731,23 @@ class Trainer:
             if self.evaluator is not None:  # how each metric's number was measured, and what names it in a table
                 summary["evaluation"] = {**self.evaluator.describe(), "labels": self.evaluator.labels(),
                                          "selected_by": self.evaluator.selection_metric()}
+            if self._flag_divergence(logger):
+                summary["diverged"] = self.diverged
             self.run_dir.finish(summary)
             logger.info("done: %d iterations; best %s", config.iterations, self.best or "not evaluated")
         barrier()
         return self.best
+
+    def _flag_divergence(self, logger) -> bool:
+        """Rank 0: the first logged term of the whole run past ``divergence_threshold`` (metrics.jsonl, so a resumed
+        run says what an uninterrupted one would) into ``self.diverged``, with a warning; True if there is one."""
+        if not self.context.is_main:
+            return False
+        self.diverged = first_divergence(read_metrics(self.out), self.config.divergence_threshold, is_loss_term)
+        if self.diverged is not None:
+            logger.warning("%s; recorded in result.json (\"diverged\"), exit code %d", divergence_message(self.diverged),
+                           DIVERGED_EXIT_CODE)
+        return self.diverged is not None
 
     def _evaluate(self, iteration: int, metrics_log: MetricsLogger, logger) -> None:
         if self.probe is not None:

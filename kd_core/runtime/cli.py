@@ -98,3 +98,24 @@ def checked_output(path: str | os.PathLike, what: str, *, directory: bool = Fals
         return (check_writable_dir if directory else check_writable_file)(path, what)
     except OutputNotWritable as error:
         raise click.BadParameter(one_line(error), param_hint=f"'{option}'") from None
+
+
+def divergence_option(command):
+    """The ``--divergence-threshold`` option of both trainers (see :mod:`kd_core.runtime.finite`)."""
+    from kd_core.runtime.finite import DIVERGED_EXIT_CODE, DIVERGENCE_THRESHOLD
+
+    return click.option(
+        "--divergence-threshold", type=click.FloatRange(min=0), default=DIVERGENCE_THRESHOLD, show_default=True,
+        help=f"Flag the run as diverged when a logged loss term's absolute value exceeds this (finite values; NaN/Inf "
+             f"stop the run anyway): a warning in the log, 'diverged' in result.json and exit code "
+             f"{DIVERGED_EXIT_CODE} at the end. 0 = off.")(command)
+
+
+class RunDiverged(click.ClickException):
+    """A finished run whose losses passed ``--divergence-threshold``: ``Error: <message>``, exit code 3."""
+
+    def __init__(self, message: str) -> None:
+        from kd_core.runtime.finite import DIVERGED_EXIT_CODE
+
+        super().__init__(one_line(message))
+        self.exit_code = DIVERGED_EXIT_CODE

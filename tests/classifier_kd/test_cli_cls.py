@@ -409,6 +409,27 @@ def test_divergence_in_the_first_epoch_says_no_checkpoint_exists(cifar10_root, t
     assert not (out / "checkpoints").exists()
 
 
+def test_a_run_past_the_divergence_threshold_is_flagged_and_the_check_can_be_turned_off(cifar10_root, tmp_path):
+    """Issue 28 item 6: a training loss term past --divergence-threshold (here 0.5, below the ~2.3 cross-entropy of
+    10 classes) flags the finished run: a warning in log.txt, "diverged" in result.json, exit code 3 in one line,
+    checkpoints kept. A resume with --divergence-threshold 0 (off) finishes with exit code 0 and no record."""
+    out = tmp_path / "run"
+    base = ["train-teacher", *TINY, "--dataset", "cifar10", "--data-root", cifar10_root, "--out", out]
+    result = invoke(*base, "--epochs", "1", "--divergence-threshold", "0.5")
+    assert result.exit_code == 3, (result.output, result.exception)
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("Error: the run diverged: train/loss reached") and "at epoch 1" in line
+    assert "best top-1" in result.stdout  # the result is reported first
+    diverged = json.loads((out / "result.json").read_text())["diverged"]
+    loss = read_metrics(out)[0]["train/loss"]
+    assert diverged == {"epoch": 1, "term": "train/loss", "value": loss, "threshold": 0.5} and loss > 0.5
+    assert "WARNING" in (out / "log.txt").read_text() and (out / "checkpoints" / "best.pt").is_file()
+
+    result = invoke(*base, "--epochs", "2", "--divergence-threshold", "0")
+    assert result.exit_code == 0, result.output
+    assert "resuming from" in result.stderr and "diverged" not in json.loads((out / "result.json").read_text())
+
+
 def test_outputs_and_data_root_are_checked_before_any_work(cifar10_root, cifar10_resnet20, tmp_path):
     a_file = tmp_path / "somefile"
     a_file.write_text("x")

@@ -514,6 +514,45 @@ def test_a_run_that_saved_nothing_can_be_taken_over_by_a_corrected_command(cifar
     assert json.loads((out / "config.json").read_text())["lr_d"] == 2e-4
 
 
+def test_a_run_whose_losses_explode_but_stay_finite_is_flagged(cifar10_root, tmp_path):
+    """Issue 28 item 6: --lr-d/--lr-g 1e6 give finite losses of ~1e8. The run goes to its end, keeps its
+    checkpoints, and is flagged: a warning in log.txt, "diverged" in result.json, exit code 3 (one line). A resume
+    says the same (from metrics.jsonl); --divergence-threshold 0 turns the check off, also on resume and for a run
+    whose config.json predates the option."""
+    common = ["train", "--preset", "da", "--data-root", cifar10_root, "--sample-every", 0, "--checkpoint-every", 1,
+              *TINY, "--lr-d", "1e6", "--lr-g", "1e6"]
+    out = tmp_path / "exploded"
+    result = CliRunner().invoke(main, [str(a) for a in [*common, "--iterations", 2, "--out", out]])
+    assert result.exit_code == 3, result.output
+    line = one_error_line(result)
+    assert "the run diverged" in line and "beyond the divergence threshold 10000" in line
+    diverged = json.loads((out / "result.json").read_text())["diverged"]
+    assert set(diverged) == {"iteration", "term", "value", "threshold"} and diverged["threshold"] == 1e4
+    row = next(r for r in read_metrics(out) if int(r["step"]) == diverged["iteration"])
+    assert float(row[diverged["term"]]) == diverged["value"] and abs(diverged["value"]) > 1e4
+    assert diverged["term"].startswith(("d/", "g/")) and diverged["iteration"] == 1
+    log = (out / "log.txt").read_text()
+    assert "WARNING" in log and f"{diverged['term']} reached" in log and "the run goes on to iteration 2" in log
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["iteration"] == 2
+
+    # resumed for one more iteration: the same record, from the whole run's metrics.jsonl
+    result = CliRunner().invoke(main, [str(a) for a in [*common, "--iterations", 3, "--out", out]])
+    assert result.exit_code == 3 and "at iteration 2" in result.output
+    assert json.loads((out / "result.json").read_text())["diverged"] == diverged
+
+    off = tmp_path / "off"
+    run([*common, "--iterations", 2, "--out", off, "--divergence-threshold", 0])
+    assert "diverged" not in json.loads((off / "result.json").read_text())
+    assert "the run diverged" not in (off / "log.txt").read_text()
+    config = json.loads((off / "config.json").read_text())
+    del config["divergence_threshold"]  # a run recorded before the option existed still resumes
+    (off / "config.json").write_text(json.dumps(config))
+    result = run([*common, "--iterations", 3, "--out", off, "--divergence-threshold", 0])
+    assert "at iteration 2" in result.output and "diverged" not in json.loads((off / "result.json").read_text())
+    result = CliRunner().invoke(main, [str(a) for a in [*common, "--iterations", 3, "--out", off]])  # the default
+    assert result.exit_code == 3 and "nothing to do" in result.output  # the check may be turned on afterwards
+
+
 def test_table_names_what_a_classifier_run_is(tmp_path):
     run_dir = tmp_path / "cls"
     run_dir.mkdir()
