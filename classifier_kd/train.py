@@ -52,8 +52,7 @@ from kd_core.runtime.compiling import CompileClock, compile_modules, missing_com
 from kd_core.runtime.distributed import DistributedContext, all_reduce_mean, barrier, init_distributed
 from kd_core.runtime.finite import (DIVERGED_EXIT_CODE, DIVERGENCE_THRESHOLD, TrainingDiverged,
                                    check_divergence_threshold, divergence_message, first_divergence, first_non_finite,
-                                   format_terms)
-from kd_core.runtime.metrics import read_metrics
+                                   format_terms, run_divergence)
 from kd_core.runtime.run import Run, RunInterrupted, hardware_summary, interrupted_message
 from kd_core.runtime.io import write_npy
 from kd_core.runtime.precision import Precision, resolve_precision, slow_precision_warning
@@ -618,8 +617,7 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
         "config": config.to_dict(),
     }
     # the whole run's metrics.jsonl (cut back to last.pt on resume): what an uninterrupted run would say
-    diverged = (first_divergence(read_metrics(run_dir), config.divergence_threshold, is_loss_term, "epoch")
-                if is_main else None)
+    diverged = run_divergence(run_dir, config.divergence_threshold, is_loss_term, "epoch") if is_main else None
     if diverged is not None:
         result["diverged"] = diverged
         log.warning("%s; recorded in result.json (\"diverged\"), exit code %d", divergence_message(diverged, "epoch"),

@@ -57,12 +57,12 @@ from kd_core.runtime.distributed import (DistributedContext, all_reduce_mean, ba
                                          init_distributed)
 from kd_core.runtime.finite import (DIVERGED_EXIT_CODE, DIVERGENCE_THRESHOLD, TrainingDiverged, all_finite,
                                    all_ranks_true, check_divergence_threshold, divergence_message, first_divergence,
-                                   format_terms)
+                                   format_terms, run_divergence)
 from kd_core.runtime.io import atomic_writer
 from kd_core.runtime.precision import PRECISIONS, resolve_precision, slow_precision_warning
-from kd_core.runtime.metrics import MetricsLogger, metric_curves, read_metrics
+from kd_core.runtime.metrics import MetricsLogger, metric_curves
 from kd_core.runtime.progress import Progress
-from kd_core.runtime.run import Run, RunInterrupted, hardware_summary, interrupted_message
+from kd_core.runtime.run import Run, RunInterrupted, hardware_summary, interrupted_message, load_run
 from kd_core.runtime.seed import capture_rng_state, check_fraction, restore_rng_state, seed_everything
 
 # What a last.pt must hold to be resumed from.
@@ -629,7 +629,12 @@ class Trainer:
             logger.info("resuming from %s at iteration %d", out / "checkpoints" / "last.pt", self.start_iteration)
         if self.start_iteration >= config.iterations:
             logger.info("nothing to do: the run already has %d iterations", self.start_iteration)
-            self._flag_divergence(logger)  # the exit code says again what result.json says
+            self._flag_divergence(logger)  # with this threshold; result.json and the exit code agree
+            if context.is_main and self.run_dir.result_path.is_file():
+                summary = load_run(out, finished=False)["result"]
+                if summary.get("diverged") != self.diverged:
+                    summary.pop("diverged", None)
+                    self.run_dir.finish({**summary, **({"diverged": self.diverged} if self.diverged else {})})
             return self.best
 
         if context.distributed:
@@ -743,7 +748,7 @@ class Trainer:
         run says what an uninterrupted one would) into ``self.diverged``, with a warning; True if there is one."""
         if not self.context.is_main:
             return False
-        self.diverged = first_divergence(read_metrics(self.out), self.config.divergence_threshold, is_loss_term)
+        self.diverged = run_divergence(self.out, self.config.divergence_threshold, is_loss_term)
         if self.diverged is not None:
             logger.warning("%s; recorded in result.json (\"diverged\"), exit code %d", divergence_message(self.diverged),
                            DIVERGED_EXIT_CODE)

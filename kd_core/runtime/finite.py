@@ -84,6 +84,17 @@ def first_divergence(rows: Iterable[Mapping[str, float]], threshold: float, watc
     return None
 
 
+def run_divergence(run_dir, threshold: float, watched: Callable[[str], bool], unit: str = "iteration") -> dict | None:
+    """:func:`first_divergence` over everything a run directory's ``metrics.jsonl`` holds (None without one)."""
+    from kd_core.runtime.metrics import read_metrics
+
+    try:
+        rows = read_metrics(run_dir)
+    except FileNotFoundError:
+        return None
+    return first_divergence(rows, threshold, watched, unit)
+
+
 def divergence_message(record: Mapping, unit: str = "iteration") -> str:
     """One line for the log and the exit message of a :func:`first_divergence` record."""
     return (f"the run diverged: {record['term']} reached {record['value']:.4g} at {unit} {record[unit]}, beyond "

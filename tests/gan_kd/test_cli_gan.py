@@ -550,7 +550,8 @@ def test_a_run_whose_losses_explode_but_stay_finite_is_flagged(cifar10_root, tmp
     result = run([*common, "--iterations", 3, "--out", off, "--divergence-threshold", 0])
     assert "at iteration 2" in result.output and "diverged" not in json.loads((off / "result.json").read_text())
     result = CliRunner().invoke(main, [str(a) for a in [*common, "--iterations", 3, "--out", off]])  # the default
-    assert result.exit_code == 3 and "nothing to do" in result.output  # the check may be turned on afterwards
+    assert result.exit_code == 3 and "nothing to do" in result.output  # the check may be turned on afterwards,
+    assert json.loads((off / "result.json").read_text())["diverged"]["threshold"] == 1e4  # and result.json agrees
 
 
 def test_table_names_what_a_classifier_run_is(tmp_path):
