@@ -29,6 +29,8 @@ def through_cli(monkeypatch, tmp_path, preset: str, overrides: dict):
     built = []
 
     class Capture:
+        diverged = None  # what `gan-kd train` reads after run() (issue 28: exit code 3 when set)
+
         def __init__(self, config, out):
             built.append(config)
 
