@@ -97,7 +97,8 @@ def choose_regime(pilot: list[dict]) -> tuple[tuple | None, str]:
            f"{max(v['control_over_da'] for v in signals.values()):.2f}×, threshold {CONTROL_WORSE:g}×), so DiffAugment's "
            f"own claim is not reproduced here; this regime has the largest DA gap ({s['da_gap']:+.2f})")
     turned = (f"DA's label-free FD ends {s['da_rise']:+.0%} above its best, the control's {s['control_rise']:+.0%}.")
-    return key, f"Chosen regime: {describe(key)}: {why}. {turned}"
+    complete = f"{len(signals)} regime{'s' if len(signals) > 1 else ''} with both rows finished"
+    return key, f"Chosen regime (of {complete}): {describe(key)}: {why}. {turned}"
 
 
 def search_figures(pilot: list[dict], figures: Path) -> list[str]:

@@ -401,7 +401,8 @@ def test_regime_search_table_and_the_choice_rule(tmp_path):
     assert len(searched) == 5 and all(run["row"] in ("da", "no-da") for run in searched)
     key, sentence = search.choose_regime(searched)
     assert key == (0.001, 8, 16, 300)
-    assert sentence.startswith("Chosen regime: 60 images, width 8, batch 16, 300 iterations: DA's D ends with the "
+    assert sentence.startswith("Chosen regime (of 2 regimes with both rows finished): 60 images, width 8, batch 16, "
+                               "300 iterations: DA's D ends with the "
                                "largest train − held-out logit gap (+1.50)")
     assert "(its best label-free FD 1.50× DA's)" in sentence and "ends +10% above its best, the control's +50%" in sentence
     table = search.search_table(searched)
@@ -415,7 +416,7 @@ def test_regime_search_table_and_the_choice_rule(tmp_path):
     assert search.choose_regime([])[0] is None
 
     text = study.write_report(pilot, tmp_path / "none", tmp_path / "report.md", tmp_path / "figures", rows=["da"])
-    assert "## 1b. Regime search" in text and "Chosen regime: 60 images, width 8" in text
+    assert "## 1b. Regime search" in text and "): 60 images, width 8" in text
     assert "| 0.01 | 600 | 8 | 50 | 300 |" in text  # the first pilot's table keeps its DA-only run, and only it
     assert text.count("| 0.001 |") == 0
     for name in ("search_fd_vgg.png", "search_gap.png"):
