@@ -1,4 +1,5 @@
-"""scripts/bench.py (``make bench``): the --quick run writes every section and header field, and no NaN."""
+"""scripts/bench.py (``make bench``): the --quick run writes every section and header field, and no NaN; the modes
+tables (eager / compile / channels_last / bf16) and the peak every fraction is of (no fraction above 100%)."""
 from __future__ import annotations
 
 import importlib.util
@@ -43,6 +44,7 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     # targets are verdicts computed by the script, one per target of the issue
     targets = text.split("## Targets")[1]
     for target in ("channels_last fp32 ≤ 0.80×", "bf16+channels_last ≤ 0.40×", "CPU study config",
+                   "the study's iteration (issue 26: width 2, batch 4, 4 D + 1 G + EMA",
                    "except the teacher forward ≤ 10%", "≤ 25 ms", "≤ 60 ms", "whitening ≤ 2%",
                    "every metric but GAN-train accuracy ≤ 90 s", "GAN-train accuracy ≤ 3 min"):
         assert target in targets, target
@@ -54,9 +56,36 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
                      "avx512_bf16: "):
         assert fragment in metrics, fragment
     assert re.search(r"\*\*(met|missed|unreachable here)\*\*", targets)
+    check_modes_and_peak(text.split("## 1. GAN iteration")[1].split("## 2.")[0])
     for row in targets.splitlines():  # a missed target says what bounds it (issue 10)
         if "**missed**" in row or "**unreachable here**" in row:
             assert "bounded" in row, row
+
+
+def check_modes_and_peak(gan: str) -> None:
+    """Section 1 of a --quick run: both modes tables with every mode, the fastest-mode sentences, the peak."""
+    from kd_core.runtime.precision import cpu_has_native_bf16
+
+    study = gan.split("### Modes at the study's size (width 2, batch 4)")[1].split("### Modes at width 4")[0]
+    large = gan.split("### Modes at width 4 (batch 2)")[1]
+    for block in (study, large):
+        for mode in ("eager fp32", "eager channels_last", "compile", "compile+channels_last", "eager bf16",
+                     "compile+bf16+channels_last"):
+            assert f"| da | {mode} |" in block and f"| vkd-whiten | {mode} |" in block, mode
+        assert "| da | compile | — | not timed: --quick does not compile" in block  # said, not silently dropped
+        if not cpu_has_native_bf16():
+            assert "| da | eager bf16 | — | not timed: no native bf16 on this CPU |" in block
+    assert "| da | eager fp32 | 2 |" in study and "| da | eager fp32 | 1 |" in large  # QUICK's repetitions
+    sentence = re.search(r"\*\*Fastest mode at the study's size: da `[^`]+` at [0-9.]+× eager fp32 \((meets|misses) "
+                         r"≤ 0\.70×\); vkd-whiten `[^`]+` at [0-9.]+× eager fp32 \((meets|misses) ≤ 0\.70×\)\.\*\*", study)
+    assert sentence, study
+    assert re.search(r"\*\*Fastest mode at width 4: da `[^`]+` at [0-9.]+× eager fp32; vkd-whiten", large)
+    assert "Compilation: " in large and "on a cold cache" in large
+    # the peak: what it is, the sweep, and every fraction of it at most 100%
+    assert re.search(r"\*\*Peak\*\* \(the denominator of every .*\): \*\*[0-9.]+ GFLOP/s, ", gan)
+    assert "Theoretical peak: " in gan and "| fp32 peak sweep |" in gan and "| matmul 64×64 @ 64×64 |" in gan
+    fractions = [float(value) for value in re.findall(r"([0-9.]+)% of peak", gan)]
+    assert len(fractions) >= 20 and max(fractions) <= 100.0, (len(fractions), max(fractions))
 
 
 def test_sections_subset_and_bad_section(tmp_path: Path) -> None:
@@ -118,3 +147,72 @@ def test_synthetic_fashion_mnist_is_read_by_the_loader(tmp_path: Path, monkeypat
         split = load_fashion_mnist(tmp_path, train, system_dir=tmp_path / "no-system-copy")
         assert split.images.shape == (n, 28, 28) and sorted(set(split.labels.tolist())) == list(range(10))
         assert split.images[:, :2].max() == 0 and split.images[:, 2:-2, 2:-2].max() > 0  # black 2-pixel border
+
+
+def test_theoretical_peak_from_flags_and_fractions_never_above_100(monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = load_bench(monkeypatch)
+    assert bench.fma_flops_per_cycle({"avx2", "fma", "avx512f", "avx512_bf16"})[0] == 64
+    assert bench.fma_flops_per_cycle({"avx2", "fma"})[0] == 32
+    assert bench.fma_flops_per_cycle({"fma"}) is None and bench.fma_flops_per_cycle(set()) is None
+    peak, how = bench.fma_peak()  # this machine: flags and a clock from lscpu or /proc/cpuinfo
+    assert peak is None or (peak > 0 and "FLOPs/cycle" in how and "MHz" in how), how
+    # a measurement above the theoretical peak (turbo, bf16) becomes the denominator: nothing exceeds 100%
+    candidates = {"the theoretical fp32 FMA peak": 100.0, "the measured fp32 matmul n=64": 130.0, "an iteration": 40.0}
+    what, value = peak = bench.peak_denominator(candidates)
+    assert (what, value) == ("the measured fp32 matmul n=64", 130.0)
+    assert [bench.of_peak(v, peak) for v in candidates.values()] == ["76.9% of peak", "100.0% of peak", "30.8% of peak"]
+    with pytest.raises(ValueError, match="exceed the peak"):
+        bench.of_peak(131.0, peak)
+    with pytest.raises(ValueError):
+        bench.peak_denominator({})
+
+
+def test_variant_parts_and_mode_skips(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kd_core.runtime.compiling import missing_compiler
+
+    bench = load_bench(monkeypatch)
+    assert bench.variant_parts("fp32") == ("fp32", False, False)
+    assert bench.variant_parts("compile+bf16+channels_last") == ("bf16", True, True)
+    assert bench.variant_parts("compile+channels_last") == ("fp32", True, True)
+    ctx = types.SimpleNamespace(native_bf16=False, sizes=bench.QUICK)
+    assert bench.mode_skip(ctx, "fp32") is None and bench.mode_skip(ctx, "channels_last") is None
+    assert bench.mode_skip(ctx, "bf16") == bench.mode_skip(ctx, "compile+bf16") == "no native bf16 on this CPU"
+    assert bench.mode_skip(ctx, "compile").startswith("--quick does not compile")
+    ctx = types.SimpleNamespace(native_bf16=True, sizes=bench.FULL)  # the full run times every mode it can
+    for mode in bench.MODES:
+        assert bench.mode_skip(ctx, mode) == (missing_compiler() if "compile" in mode else None), mode
+
+
+def test_warm_compiled_calls_until_nothing_compiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from torch import nn
+
+    bench = load_bench(monkeypatch)
+    module = nn.Linear(3, 2)
+    module.compile(dynamic=False, backend="eager")  # dynamo's tracing without inductor: seconds, not minutes
+    x = torch.randn(4, 3)
+    seconds, calls, quiet = bench.warm_compiled(lambda: module(x).sum().backward())
+    assert seconds > 0 and calls == 2 and quiet
+    with pytest.raises(RuntimeError, match="compiled nothing"):
+        bench.warm_compiled(lambda: None)
+
+
+@pytest.mark.slow  # dynamo traces a real trainer's modules (the eager backend: no inductor kernels to build)
+def test_modes_measure_times_a_compiled_trainer_side_by_side(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from torch import nn
+
+    bench = load_bench(monkeypatch)
+    original = nn.Module.compile
+    monkeypatch.setattr(nn.Module, "compile", lambda self, **kwargs: original(self, **kwargs, backend="eager"))
+    monkeypatch.setattr(bench, "MODES", ("fp32", "channels_last", "compile+channels_last"))
+    sizes = dataclasses.replace(bench.QUICK, modes_compile=True)
+    ctx = bench.Context(sizes, tmp_path, lambda message: None)
+    bench.modes_measure(ctx, "da", 2, 4, reps=2)
+    for mode in bench.MODES:
+        assert ctx.modes[("da", 2, 4, mode)].reps == 2
+    seconds, calls, quiet = ctx.mode_compile[("da", 2, 4, "compile+channels_last")]
+    assert seconds > 0 and calls == 2 and quiet  # one iteration compiles every graph; the second compiles none
+    assert ctx.mode_recompile[("da", 2, 4)] == 0  # nothing compiled during the timed repetitions
+    assert ("da", 2, 4, "fp32") not in ctx.mode_compile
