@@ -23,8 +23,11 @@ test: install
 test-fast: install
 	$(PY) -m pytest -m "not slow"
 
-# Benchmarks of this machine (one thread; sections 1-6 about 10 minutes, 7 (the evaluation metrics at 10,000
-# samples) about 13 more) -> results/benchmarks.md.
+# Benchmarks of this machine (one thread; sections 1-6 about 10 minutes, plus about 7 for section 1's modes tables
+# (about 15 with native bf16, which doubles the modes), 7 (the evaluation metrics at 10,000 samples) about 13 more)
+# -> results/benchmarks.md. The modes tables time eager and --compile side by side; each compiled mode compiles for
+# minutes on a cold inductor cache (the first run on a machine: it can add an hour), for seconds on a warm one
+# (/tmp/torchinductor_$USER); section 1 states the seconds. Estimates: scaled from a 2-core AVX2 machine's run.
 bench: install
 	$(PY) scripts/bench.py --out results/benchmarks.md
 
