@@ -629,10 +629,10 @@ def fma_peak() -> tuple[float | None, str]:
     derived: FLOPs per cycle from the SIMD flags times the clock."""
     per_cycle = fma_flops_per_cycle(cpu_flags())
     if per_cycle is None:
-        return None, "no theoretical peak: the CPU flags name neither AVX-512F nor AVX2 + FMA"
+        return None, "the CPU flags name neither AVX-512F nor AVX2 + FMA"
     mhz, source = cpu_clock_mhz()
     if mhz is None:
-        return None, f"no theoretical peak: {source}"
+        return None, source
     return per_cycle[0] * mhz / 1e3, (f"{per_cycle[0]} fp32 FLOPs/cycle ({per_cycle[1]}; a core with one such "
                                       f"unit, or one that splits 512-bit operations into two 256-bit halves as AMD "
                                       f"Zen 4 does, peaks at half this) × {mhz:.0f} MHz, from {source}")
@@ -953,10 +953,10 @@ def peak_lines(ctx: Context) -> list[str]:
              f"sweep of sizes: fp32 3×3 convolutions C→C at 32×32, forward + backward, in both memory formats; "
              f"fp32 n×n matrix products) and every GFLOP/s this file reports (D's conv, every iteration), so that "
              f"no fraction exceeds 100%. Theoretical peak: "
-             + (f"{fmt(theory)} GFLOP/s = {how}." if theory is not None else f"{how}.")
-             + (" It lies above everything measured." if what == "the theoretical fp32 FMA peak" else
-                " A measurement exceeds it (a turbo clock above the one read, or bf16 kernels), so the measurement "
-                "is the denominator."), ""]
+             + (f"none ({how})." if theory is None else f"{fmt(theory)} GFLOP/s = {how}. "
+                + ("It lies above everything measured." if what == "the theoretical fp32 FMA peak" else
+                   "A measurement exceeds it (a turbo clock above the one read, or bf16 kernels), so the "
+                   "measurement is the denominator.")), ""]
     rows = []
     for (kind, size, layout), (gflops, batch, reps) in ctx.sweep.items():
         shape = (f"3×3 conv {size}→{size} at 32×32, fwd + bwd, {layout}, batch {batch}" if kind == "conv"
