@@ -1686,7 +1686,7 @@ def section_targets(ctx: Context, ran: tuple[str, ...]) -> list[str]:
         if ratio > 0.80:
             conv_fp, conv_cl = ctx.d_conv[(large, "fp32")][0], ctx.d_conv[(large, "channels_last")][0]
             flops = ctx.gan_flops[("da", large, batch)]
-            reached = f"{pct(flops / cl.median / 1e9 / conv_cl)} of that conv's speed"
+            reached = f"{flops / cl.median / 1e9 / conv_cl:.2f}× that conv's GFLOP/s"
             conv_text = (f"at width {large}'s shapes (batch {ctx.d_conv[(large, 'channels_last')][1]}) the 3×3 conv "
                          f"runs at {fmt(conv_cl)} GFLOP/s in channels_last vs {fmt(conv_fp)} contiguous "
                          f"({conv_cl / conv_fp:.2f}× the speed)")
@@ -1707,7 +1707,7 @@ def section_targets(ctx: Context, ran: tuple[str, ...]) -> list[str]:
             if ratio > 0.40:  # native bf16, and still missed: the convolutions, or what lies around them?
                 conv_fp, conv_bf = ctx.d_conv[(large, "fp32")][0], ctx.d_conv[(large, "bf16+channels_last")][0]
                 flops = ctx.gan_flops[("da", large, batch)]
-                reached = f"{pct(flops / bf.median / 1e9 / conv_bf)} of that conv's speed"
+                reached = f"{flops / bf.median / 1e9 / conv_bf:.2f}× that conv's GFLOP/s"
                 conv_text = (f"at width {large}'s shapes (batch {ctx.d_conv[(large, 'bf16+channels_last')][1]}) the 3×3 "
                              f"conv runs at {fmt(conv_bf)} GFLOP/s in bf16+channels_last vs {fmt(conv_fp)} in fp32 "
                              f"({conv_bf / conv_fp:.2f}× the speed)")
