@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gan_kd import study  # noqa: E402
-from gan_kd.study import calibration  # noqa: E402
+from gan_kd.study import calibration, modes  # noqa: E402
 from kd_core.runtime.cli import checked_data_root  # noqa: E402
 from kd_core.runtime.io import write_json, write_text  # noqa: E402
 
@@ -51,6 +51,8 @@ PILOT_RESULTS = "results/runs/gan_fmnist_pilot"
 STUDY_RESULTS = "results/runs/gan_fmnist"
 PRECISION_RESULTS = "results/runs/gan_fmnist_precision"
 CALIBRATION_RESULTS = "results/runs/gan_fmnist_calibration"
+MODE_RESULTS = "results/runs/gan_fmnist_mode"
+MODE_REPORT = "results/gan_modes.md"
 CALIBRATION_REPORT = "results/gan_calibration"  # .md (the table) and .json (records and chosen weights)
 
 
@@ -117,9 +119,9 @@ def _rows(ctx, param, value: str) -> list[str]:
     return rows
 
 
-def regime(fraction, width, iterations, eval_every, batch_size) -> study.Regime:
-    return study.Regime(fraction=fraction, width=width, iterations=iterations, eval_every=eval_every,
-                        batch_size=batch_size)
+def regime(fraction, width, iterations, eval_every, batch_size, mode="eager") -> study.Regime:
+    return modes.with_mode(study.Regime(fraction=fraction, width=width, iterations=iterations, eval_every=eval_every,
+                                        batch_size=batch_size), mode)
 
 
 common = [
@@ -133,6 +135,10 @@ common = [
                       "dataset-fashion-mnist is then read; any other root must exist."),
     click.option("--runs", default="runs/gan_fmnist", show_default=True, help="Run directories (checkpoints)."),
 ]
+mode_option = click.option(
+    "--mode", type=click.Choice(list(modes.MODES)), default=modes.STUDY_MODE, show_default=True,
+    help="How the runs execute (gan-kd train --compile / --channels-last); the default is the mode "
+         "results/gan_modes.md admits (gan_kd.study.modes.STUDY_MODE). Part of each run's name.")
 
 
 def with_common(function):
@@ -143,7 +149,7 @@ def with_common(function):
 
 def with_selection(function):
     """``--fraction``, ``--seeds``, ``--rows`` (one regime's runs) and the common options: ``run``, ``status`` and ``rescore``."""
-    function = with_common(function)
+    function = mode_option(with_common(function))
     for option in reversed([
             click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), required=True),
             click.option("--seeds", default="0-4", show_default=True, callback=_seeds, help="e.g. 0-4 or 0,2."),
@@ -162,8 +168,9 @@ def main():
 @click.option("--rows", default="da,no-da", show_default=True, callback=_rows,
               help="DA and its no-DiffAugment control (issue 25), or any rows.")
 @click.option("--seeds", default="0", show_default=True, callback=_seeds, help="e.g. 0 or 0-2.")
+@mode_option
 @with_common
-def pilot(fractions, rows, seeds, width, batch_size, iterations, eval_every, data_root, runs):
+def pilot(fractions, rows, seeds, width, batch_size, iterations, eval_every, data_root, runs, mode):
     """DA and the no-DiffAugment control at each fraction: the FD curves and D's overfitting signals."""
     os.chdir(ROOT)
     checked_data_root(data_root)  # only the default 'data' may be missing (Debian's copy is read then)
@@ -171,18 +178,18 @@ def pilot(fractions, rows, seeds, width, batch_size, iterations, eval_every, dat
     for seed in seeds:
         for fraction in fractions:
             for row in rows:
-                study.execute(row, regime(fraction, width, iterations, eval_every, batch_size), seed, runs=Path(runs),
+                study.execute(row, regime(fraction, width, iterations, eval_every, batch_size, mode), seed, runs=Path(runs),
                               results=Path(PILOT_RESULTS), assets=assets, gan_kd=str(BIN / "gan-kd"), log=click.echo)
 
 
 @main.command()
 @with_selection
-def run(fraction, seeds, rows, width, batch_size, iterations, eval_every, data_root, runs):
+def run(fraction, seeds, rows, width, batch_size, iterations, eval_every, data_root, runs, mode):
     """Every row for every seed at one regime, seed by seed (so rows fill up evenly)."""
     os.chdir(ROOT)
     checked_data_root(data_root)  # only the default 'data' may be missing (Debian's copy is read then)
     assets = train_classifiers(data_root)
-    chosen = regime(fraction, width, iterations, eval_every, batch_size)
+    chosen = regime(fraction, width, iterations, eval_every, batch_size, mode)
     for seed in seeds:
         for row in rows:
             pilot_copy = ROOT / PILOT_RESULTS / study.run_name(row, chosen, seed)
@@ -228,8 +235,9 @@ def write_precision_section() -> None:
 @main.command()
 @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), required=True)
 @click.option("--rows", default=",".join(calibration.DISTILLATION_ROWS), show_default=True, callback=_rows)
+@mode_option
 @with_common
-def calibrate(fraction, rows, width, batch_size, iterations, eval_every, data_root, runs):
+def calibrate(fraction, rows, width, batch_size, iterations, eval_every, data_root, runs, mode):
     """Each distillation row's weight at one regime (issue 25), by gan_kd.study.calibration's rule.
 
     Probes every row at weight 1 (seed 0), sweeps three weights around the one bringing its term to ~0.3x D's
@@ -240,7 +248,7 @@ def calibrate(fraction, rows, width, batch_size, iterations, eval_every, data_ro
     os.chdir(ROOT)
     checked_data_root(data_root)  # only the default 'data' may be missing (Debian's copy is read then)
     assets = train_classifiers(data_root)
-    chosen = regime(fraction, width, iterations, eval_every, batch_size)
+    chosen = regime(fraction, width, iterations, eval_every, batch_size, mode)
     results = Path(CALIBRATION_RESULTS)
 
     def run(row: str, weight: float, seed: int) -> None:
@@ -295,17 +303,59 @@ def precision_report():
 
 
 @main.command()
+@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), required=True)
+@click.option("--seeds", default="0-2", show_default=True, callback=_seeds, help="e.g. 0-2 (at least 3 for the verdict).")
+@click.option("--row", default="da", show_default=True, type=click.Choice(list(study.ROWS)))
+@click.option("--candidate", default="compile+channels_last", show_default=True,
+              type=click.Choice([mode for mode in modes.MODES if mode != modes.REFERENCE]),
+              help="The mode compared with eager fp32.")
+@with_common
+def mode(fraction, seeds, row, candidate, width, batch_size, iterations, eval_every, data_root, runs):
+    """The same run eager and in --candidate for each seed -> results/gan_modes.md (issue 26, item 4).
+
+    A finished pilot run of the same row and regime is the eager arm of its seed (the same command): it is
+    copied, not re-run. The runs go to <runs>_mode/, their copies to results/runs/gan_fmnist_mode/.
+    """
+    os.chdir(ROOT)
+    checked_data_root(data_root)  # only the default 'data' may be missing (Debian's copy is read then)
+    assets = train_classifiers(data_root)
+    for seed in seeds:
+        for arm in (modes.REFERENCE, candidate):
+            chosen = regime(fraction, width, iterations, eval_every, batch_size, arm)
+            name = study.run_name(row, chosen, seed)
+            if study.is_finished(ROOT / PILOT_RESULTS, name) and not study.is_finished(ROOT / MODE_RESULTS, name):
+                study.copy_small_files(ROOT / PILOT_RESULTS / name, ROOT / MODE_RESULTS / name)
+                click.echo(f"{name}: the pilot's finished copy reused")
+            study.execute(row, chosen, seed, runs=Path(runs + "_mode"), results=Path(MODE_RESULTS), assets=assets,
+                          gan_kd=str(BIN / "gan-kd"), log=click.echo)
+            write_mode_report()
+
+
+def write_mode_report() -> None:
+    os.chdir(ROOT)
+    write_text(Path(MODE_REPORT), modes.mode_report(Path(MODE_RESULTS), "python scripts/gan_fmnist_study.py mode-report",
+                                                    "runs/gan_fmnist_mode"))
+
+
+@main.command("mode-report")
+def mode_report():
+    """Regenerate results/gan_modes.md from the mode comparison's run copies."""
+    write_mode_report()
+    click.echo(f"wrote {MODE_REPORT}")
+
+
+@main.command()
 @with_selection
-def status(fraction, seeds, rows, width, batch_size, iterations, eval_every, data_root, runs):
+def status(fraction, seeds, rows, width, batch_size, iterations, eval_every, data_root, runs, mode):
     """Which runs of one regime are done, partial (resumable from their checkpoint) or missing; trains nothing."""
     os.chdir(ROOT)
-    chosen = regime(fraction, width, iterations, eval_every, batch_size)
+    chosen = regime(fraction, width, iterations, eval_every, batch_size, mode)
     click.echo(study.status_table(chosen, rows, seeds, runs=Path(runs), results=Path(STUDY_RESULTS)), nl=False)
 
 
 @main.command()
 @with_selection
-def rescore(fraction, seeds, rows, width, batch_size, iterations, eval_every, data_root, runs):
+def rescore(fraction, seeds, rows, width, batch_size, iterations, eval_every, data_root, runs, mode):
     """Add the class scores (GAN-test accuracy, IS on the FD network) to finished runs evaluated without them.
 
     Re-runs `gan-kd evaluate --metrics fd,cls` on each run's best.pt (about 2.5 min of one core per run) and
@@ -314,7 +364,7 @@ def rescore(fraction, seeds, rows, width, batch_size, iterations, eval_every, da
     os.chdir(ROOT)
     checked_data_root(data_root)
     assets = train_classifiers(data_root)
-    chosen = regime(fraction, width, iterations, eval_every, batch_size)
+    chosen = regime(fraction, width, iterations, eval_every, batch_size, mode)
     failed = []
     for seed in seeds:
         for row in rows:

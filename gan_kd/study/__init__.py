@@ -16,9 +16,14 @@ The modules, each importing only those above it:
 * :mod:`~gan_kd.study.reading`: the committed run copies read into numbers;
 * :mod:`~gan_kd.study.tables`: the report's markdown tables and generated sentences;
 * :mod:`~gan_kd.study.report`: ``results/gan_fmnist.md``, its plots and README's generated GAN result lines;
-* :mod:`~gan_kd.study.precision`: the bf16-vs-fp32 section of ``results/benchmarks.md``.
+* :mod:`~gan_kd.study.modes`: the execution modes (eager, compiled, channels_last) and ``results/gan_modes.md``;
+* :mod:`~gan_kd.study.precision`: the bf16-vs-fp32 section of ``results/benchmarks.md``;
+* :mod:`~gan_kd.study.regime`: the regime search's table and the rule that picks the study's regime;
+* :mod:`~gan_kd.study.calibration`: each distillation row's weight at that regime.
 
-Every public name of these modules is importable from ``gan_kd.study`` itself.
+Every public name of ``rows``, ``runner``, ``reading``, ``tables``, ``report`` and ``precision`` is importable from
+``gan_kd.study`` itself; ``modes``, ``regime`` and ``calibration`` are used as modules
+(``from gan_kd.study import modes``).
 """
 from gan_kd.study.rows import (
     CLAIMS,

@@ -56,12 +56,14 @@ class Regime:
     batch_size: int = 16
     precision: str = "fp32"       # gan-kd train --precision (fp32 = the CPU's auto)
     channels_last: bool = False
+    compile: bool = False         # gan-kd train --compile (gan_kd.study.modes)
 
     def tag(self) -> str:
         batch = "" if self.batch_size == 50 else f"_b{self.batch_size}"  # 50: the pilot's first runs
         precision = "" if self.precision == "fp32" else f"_{self.precision}"
+        compiled = "_c" if self.compile else ""
         memory = "_cl" if self.channels_last else ""
-        return f"f{self.fraction:g}_w{self.width}{batch}_i{self.iterations}{precision}{memory}"
+        return f"f{self.fraction:g}_w{self.width}{batch}_i{self.iterations}{precision}{compiled}{memory}"
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,8 @@ def train_command(row: str, regime: Regime, seed: int, out: Path, assets: Assets
         command += ["--precision", regime.precision]  # were recorded without them and must resume unchanged
     if regime.channels_last:
         command += ["--channels-last"]
+    if regime.compile:
+        command += ["--compile"]
     return command
 
 
@@ -135,4 +139,4 @@ def regime_of(config: dict) -> Regime:
                   eval_every=config["eval_every"], eval_samples=config["eval_samples"], ema_decay=config["ema_decay"],
                   ema_start=config["ema_start"], batch_size=config["batch_size"],
                   precision="fp32" if config.get("precision", "auto") == "auto" else config["precision"],
-                  channels_last=bool(config.get("channels_last", False)))
+                  channels_last=bool(config.get("channels_last", False)), compile=bool(config.get("compile", False)))

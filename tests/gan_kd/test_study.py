@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from gan_kd import study
+from gan_kd.study import modes
 from gan_kd.cli import main as gan_cli
 from gan_kd.train import TrainConfig
 from kd_core.stats import bootstrap_mean_ci, compare, mean_std, verdict_line
@@ -68,6 +69,48 @@ def test_precision_options_reach_the_command_only_when_they_differ_from_the_defa
     assert study.run_name("da", bf16, 1).endswith("_i300_bf16_cl_s1") and study.run_name("da", REGIME, 1).endswith("_i300_s1")
 
 
+def test_modes_set_compile_and_channels_last_and_name_the_run(tmp_path):
+    """--mode reaches gan-kd train as --compile / --channels-last; eager runs keep their earlier names and commands."""
+    assert study.train_command("da", REGIME, 0, tmp_path / "run", ASSETS) == \
+        study.train_command("da", modes.with_mode(REGIME, "eager"), 0, tmp_path / "run", ASSETS)
+    for mode, fields in modes.MODES.items():
+        chosen = modes.with_mode(replace(REGIME, channels_last=True), mode)  # a mode replaces both fields
+        assert modes.mode_of(chosen) == mode and (chosen.compile, chosen.channels_last) == \
+            (fields.get("compile", False), fields.get("channels_last", False))
+        command = study.train_command("vkd-whiten", chosen, 0, tmp_path / "run", ASSETS)
+        context = gan_cli.commands["train"].make_context("train", command[2:])
+        assert (context.params["compile"], context.params["channels_last"]) == (chosen.compile, chosen.channels_last)
+        config = TrainConfig(compile=chosen.compile, channels_last=chosen.channels_last, data_fraction=0.01, g_ch=8,
+                             iterations=300, eval_every=100).to_dict()
+        assert modes.mode_of(study.regime_of(config)) == mode  # the mode read back from a run's config.json
+    assert study.run_name("da", modes.with_mode(REGIME, "compile+channels_last"), 2).endswith("_i300_c_cl_s2")
+    with pytest.raises(ValueError, match="unknown mode 'jit'; allowed: eager, channels_last, compile"):
+        modes.with_mode(REGIME, "jit")
+
+
+def mode_copies(results: Path, eager: list[float], compiled: list[float]) -> None:
+    for seed, (a, b) in enumerate(zip(eager, compiled)):
+        fake_copy(results, "da", seed, 5.0, [5.0], [0.1], fd_vgg=a)
+        fake_copy(results, "da", seed, 5.0 + seed, [5.0], [0.1], fd_vgg=b,
+                  regime=modes.with_mode(REGIME, "compile+channels_last"))
+
+
+def test_mode_report_admits_a_mode_only_within_seed_noise_of_eager_at_three_seeds(tmp_path):
+    mode_copies(tmp_path / "near", [3.0, 3.4, 3.2], [3.1, 3.3, 3.3])
+    text = modes.mode_report(tmp_path / "near", "cmd", "runs/x")
+    assert "| eager | 0, 1, 2 | 3.00, 3.40, 3.20 | 3.20 ± 0.20 | 5.00 ± 0.00 | 601 s | 0 s |" in text
+    assert "| compile+channels_last | 0, 1, 2 | 3.10, 3.30, 3.30 | 3.23 ± 0.12 | 6.00 ± 1.00 |" in text
+    assert "**compile+channels_last is within seed noise of eager**" in text.split("**classifier FD**")[0]
+    assert "Modes admitted here: eager, compile+channels_last." in text
+    commands = text.split("```")[1].splitlines()  # the reproducing commands: the compiled arm's say so
+    assert sum("--compile" in line and "--channels-last" in line for line in commands) == 3
+    mode_copies(tmp_path / "apart", [3.0, 3.1, 3.2], [4.0, 4.1, 4.2])
+    text = modes.mode_report(tmp_path / "apart", "cmd", "runs/x")
+    assert "**compile+channels_last is not within seed noise of eager**" in text and "Modes admitted here: eager." in text
+    mode_copies(tmp_path / "two", [3.0, 3.4], [3.1, 3.3])  # within noise, but fewer than 3 seeds: not admitted
+    assert "Modes admitted here: eager." in modes.mode_report(tmp_path / "two", "cmd", "runs/x")
+
+
 def precision_copies(results: Path, fp32: list[float], bf16: list[float]) -> None:
     for seed, (a, b) in enumerate(zip(fp32, bf16)):
         fake_copy(results, "vkd-whiten", seed, a, [a], [0.1], regime=replace(REGIME, channels_last=True))
@@ -93,7 +136,8 @@ def test_precision_section_rewrites_only_its_part_of_benchmarks_md(tmp_path):
 
 
 def fake_copy(results: Path, row: str, seed: int, fd: float, curve: list[float], gap: list[float],
-              regime: study.Regime = REGIME, scores: tuple[float, float] | None = None) -> Path:
+              regime: study.Regime = REGIME, scores: tuple[float, float] | None = None,
+              fd_vgg: float | None = None) -> Path:
     """A run copy as study.copy_small_files leaves it (the numbers are made up for the report's plumbing)."""
     folder = results / study.run_name(row, regime, seed)
     folder.mkdir(parents=True)
@@ -101,11 +145,13 @@ def fake_copy(results: Path, row: str, seed: int, fd: float, curve: list[float],
                          eval_every=100, eval_samples=2000, ema_decay=0.99, ema_start=100, seed=seed,
                          preset="da" if row == "da" else "vkd-whiten", distill=row != "da",
                          precision="auto" if regime.precision == "fp32" else regime.precision,
-                         channels_last=regime.channels_last).to_dict()
+                         channels_last=regime.channels_last, compile=regime.compile).to_dict()
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "result.json").write_text(json.dumps({"wall_time_s": 600.0 + seed}))
     evaluation = {"metrics": {"fd": {"mean": fd, "std": 0.1, "values": [fd - 0.1, fd + 0.1]}}, "labels": {"fd": "FD (resnet32)"},
                   "iteration": 200, "num_samples": 10000, "repeats": 2, "hardware": "test CPU"}
+    if fd_vgg is not None:
+        evaluation["metrics"]["fd_vgg"] = {"mean": fd_vgg, "std": 0.1, "values": [fd_vgg - 0.1, fd_vgg + 0.1]}
     if scores is not None:  # as `gan-kd evaluate --metrics fd,cls` writes them
         for key, value in zip(("cls_acc", "cls_is"), scores):
             evaluation["metrics"][key] = {"mean": value, "std": 0.0, "values": [value, value]}
