@@ -192,11 +192,9 @@ def run(fraction, seeds, rows, width, batch_size, iterations, eval_every, data_r
     chosen = regime(fraction, width, iterations, eval_every, batch_size, mode)
     for seed in seeds:
         for row in rows:
-            pilot_copy = ROOT / PILOT_RESULTS / study.run_name(row, chosen, seed)
-            if row == "da" and study.is_finished(pilot_copy.parent, pilot_copy.name):
-                # the pilot's DA run at the chosen regime is the same command: reuse it
-                if not study.is_finished(ROOT / STUDY_RESULTS, pilot_copy.name):
-                    study.copy_small_files(pilot_copy, ROOT / STUDY_RESULTS / pilot_copy.name)
+            # a finished run of the same name in the pilot or the mode comparison is the same command: reuse it
+            if study.reuse(study.run_name(row, chosen, seed), [ROOT / PILOT_RESULTS, ROOT / MODE_RESULTS],
+                           ROOT / STUDY_RESULTS, log=click.echo):
                 continue
             study.execute(row, chosen, seed, runs=Path(runs), results=Path(STUDY_RESULTS), assets=assets,
                           gan_kd=str(BIN / "gan-kd"), log=click.echo)
@@ -323,9 +321,7 @@ def mode(fraction, seeds, row, candidate, width, batch_size, iterations, eval_ev
         for arm in (modes.REFERENCE, candidate):
             chosen = regime(fraction, width, iterations, eval_every, batch_size, arm)
             name = study.run_name(row, chosen, seed)
-            if study.is_finished(ROOT / PILOT_RESULTS, name) and not study.is_finished(ROOT / MODE_RESULTS, name):
-                study.copy_small_files(ROOT / PILOT_RESULTS / name, ROOT / MODE_RESULTS / name)
-                click.echo(f"{name}: the pilot's finished copy reused")
+            study.reuse(name, [ROOT / PILOT_RESULTS], ROOT / MODE_RESULTS, log=click.echo)
             study.execute(row, chosen, seed, runs=Path(runs + "_mode"), results=Path(MODE_RESULTS), assets=assets,
                           gan_kd=str(BIN / "gan-kd"), log=click.echo)
             write_mode_report()

@@ -51,6 +51,7 @@ from gan_kd.study.runner import (
     has_class_scores,
     is_finished,
     rescore,
+    reuse,
     run_state,
     status_table,
 )
@@ -83,7 +84,7 @@ __all__ = [
     "accuracies", "asset_digests", "call_logged", "claim_results", "class_score_section", "class_score_table",
     "commands", "copy_small_files", "evaluate_command", "execute", "hardware", "has_class_scores", "is_finished",
     "len_subset", "load_runs", "overfitting_summary", "pilot_reading", "pilot_table", "plot_rows",
-    "precision_section", "readme_block", "regime_of", "rescore", "run_name", "run_state", "status_table",
+    "precision_section", "readme_block", "regime_of", "rescore", "reuse", "run_name", "run_state", "status_table",
     "study_table", "suite_table", "train_command", "split_row", "weighted", "update_precision_section", "update_readme", "verdicts",
     "write_report",
 ]

@@ -40,6 +40,23 @@ def execute(row: str, regime: Regime, seed: int, *, runs: Path, results: Path, a
     return results / name
 
 
+def reuse(name: str, sources: list[Path], results: Path, log=print) -> bool:
+    """Copy the finished copy of run ``name`` from the first of ``sources`` (other studies' results folders) that
+    has one into ``results``, file by file, ``evaluation.json`` last; whether one was found. The same name is the same
+    command (row, regime, mode and seed), so another study's finished run is this study's run too."""
+    if is_finished(results, name):
+        return True
+    for source in sources:
+        if is_finished(source, name):
+            files = sorted((path for path in (source / name).iterdir() if path.is_file()),
+                           key=lambda path: path.name == EVALUATION_FILE)
+            for path in files:
+                write_bytes(results / name / path.name, path.read_bytes())
+            log(f"{name}: the finished copy in {source} reused")
+            return True
+    return False
+
+
 def call_logged(command: list[str], name: str, runs: Path) -> None:
     """Run one ``gan-kd`` command of run ``name`` on one thread, appending it and its output to
     ``<runs>/<name>.log``; a ``RuntimeError`` when it fails."""

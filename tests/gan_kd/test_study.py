@@ -471,3 +471,19 @@ def test_regime_search_table_and_the_choice_rule(tmp_path):
 
 def regime_key_is(run: dict, fraction: float, width: int) -> bool:
     return run["config"]["data_fraction"] == fraction and run["config"]["g_ch"] == width
+
+
+def test_reuse_copies_another_studys_finished_copy_whole_and_nothing_unfinished(tmp_path):
+    pilot, mode, results = tmp_path / "pilot", tmp_path / "mode", tmp_path / "study"
+    source = fake_copy(pilot, "da", 0, 5.0, [5.0], [0.1])
+    (source / "final.png").write_bytes(b"png")  # a copy's files sit at its top level, samples included
+    unfinished = fake_copy(mode, "da", 1, 5.0, [5.0], [0.1])
+    (unfinished / "evaluation.json").unlink()
+    name = source.name
+    assert study.reuse(name, [mode, pilot], results, log=lambda _: None)
+    assert sorted(p.name for p in (results / name).iterdir()) == sorted(p.name for p in source.iterdir())
+    assert (results / name / "final.png").read_bytes() == b"png"
+    assert not study.reuse(unfinished.name, [mode, pilot], results, log=lambda _: None)
+    assert not (results / unfinished.name).exists()
+    (source / "final.png").unlink()  # already finished here: nothing is copied again
+    assert study.reuse(name, [pilot], results, log=lambda _: None) and (results / name / "final.png").is_file()
