@@ -48,6 +48,8 @@ def arm_comparison(values: dict[str, dict[int, float]], candidate: str, referenc
     """Two markdown paragraphs: the candidate arm minus the reference arm with its bootstrap interval and the
     within-seed-noise verdict, then the differences paired by seed. ``values``: arm -> seed -> metric."""
     a, b = list(values[candidate].values()), list(values[reference].values())
+    if min(len(a), len(b)) < 2:
+        return [f"{candidate} − {reference}: too few seeds for an interval ({len(a)} and {len(b)}); no verdict yet."]
     result = compare(a, b)
     low, high = result["ci"]
     within = not result["exceeds_spread"] and low <= 0 <= high
