@@ -111,7 +111,7 @@ def test_mode_report_admits_a_mode_only_within_seed_noise_of_eager_at_three_seed
     assert "Modes admitted here: eager." in modes.mode_report(tmp_path / "two", "cmd", "runs/x")
     mode_copies(tmp_path / "one", [3.0], [3.1])  # one seed: no interval, no verdict
     text = modes.mode_report(tmp_path / "one", "cmd", "runs/x")
-    assert "too few seeds for an interval (1 and 1); no verdict yet." in text and "is within seed noise" not in text
+    assert "too few seeds for an interval (1 and 1); no verdict yet." in text and "seed noise of eager**" not in text
 
 
 def precision_copies(results: Path, fp32: list[float], bf16: list[float]) -> None:
