@@ -34,11 +34,9 @@ def mean_band(curves: Sequence[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return np.array(common), values.mean(axis=0), values.min(axis=0), values.max(axis=0)
 
 
-def curve_plot(groups: Mapping[str, Sequence[Curve]], path: str | Path, *, ylabel: str, title: str = "",
-               xlabel: str = "iteration") -> Path:
-    """One line per group (the mean of its curves at their common steps) with a min–max band when n > 1."""
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
+def draw_curves(axes, groups: Mapping[str, Sequence[Curve]], *, ylabel: str, title: str = "",
+                xlabel: str = "iteration") -> None:
+    """On ``axes``: one line per group (the mean of its curves at their common steps) with a min–max band when n > 1."""
     for label, curves in groups.items():
         curves = [curve for curve in curves if curve]
         if not curves:
@@ -54,8 +52,22 @@ def curve_plot(groups: Mapping[str, Sequence[Curve]], path: str | Path, *, ylabe
         axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
-    figure.tight_layout()
+
+
+def save_figure(figure, path: str | Path, **metadata: str) -> Path:
+    """Write a matplotlib figure as a PNG (atomically; ``metadata``: PNG text chunks) and close it."""
+    plt = _pyplot()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    figure.savefig(buffer, format="png", metadata=metadata or None)
     plt.close(figure)
     return write_bytes(path, buffer.getvalue())
+
+
+def curve_plot(groups: Mapping[str, Sequence[Curve]], path: str | Path, *, ylabel: str, title: str = "",
+               xlabel: str = "iteration") -> Path:
+    """:func:`draw_curves` on a figure of its own, written to ``path``."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
+    draw_curves(axes, groups, ylabel=ylabel, title=title, xlabel=xlabel)
+    figure.tight_layout()
+    return save_figure(figure, path)

@@ -63,11 +63,17 @@ def load_ema_generator(source: str | Path, which: str = "best") -> tuple[Generat
 
 def export_generator(run_dir: str | Path, out: str | Path, which: str = "best") -> Path:
     """Write the EMA generator of ``RUN_DIR/checkpoints/<which>.pt`` as a small safetensors file (atomically)."""
+    generator, config, iteration = load_ema_generator(run_dir, which)
+    return save_generator_file(generator, config, iteration, out, which)
+
+
+def save_generator_file(generator: Generator, config: dict, iteration: int, out: str | Path, which: str = "best") -> Path:
+    """``generator``'s tensors with ``config`` (a run's config.json), the iteration and the class count as metadata,
+    as :func:`load_generator_file` reads them (atomically)."""
     from safetensors.torch import save
 
     from kd_core.runtime.io import write_bytes
 
-    generator, config, iteration = load_ema_generator(run_dir, which)
     metadata = {"format": GENERATOR_FORMAT, "config": json.dumps(config, sort_keys=True), "iteration": str(iteration),
                 "num_classes": str(generator.num_classes), "checkpoint": which}
     tensors = {name: value.detach().cpu().contiguous() for name, value in generator.state_dict().items()}

@@ -325,13 +325,20 @@ def grid_labels(num_classes: int, rows: int, columns: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+def grid_samples(generator: nn.Module, labels: torch.Tensor, dim_z: int, *, seed: int = 0,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """Images in [-1, 1] for ``labels``, one batch, latents drawn from ``seed``, from a copy of ``generator`` in
+    train mode (batch statistics, as in eval): the same seed and labels give every generator the same latents."""
+    z = torch.randn(labels.shape[0], dim_z, generator=torch.Generator().manual_seed(seed))
+    sampler = copy.deepcopy(generator).to(device).train()
+    return sampler(z.to(device), labels.to(device)).float().cpu()
+
+
+@torch.no_grad()
 def sample_grid(generator: nn.Module, num_classes: int, dim_z: int, path: Path, *, rows: int = 10, columns: int = 10,
                 seed: int = 0, device: torch.device | str = "cpu") -> Path:
     """A PNG with one row per class, from a copy of ``generator`` in train mode (batch statistics, as in eval)."""
-    labels = grid_labels(num_classes, rows, columns)
-    z = torch.randn(labels.shape[0], dim_z, generator=torch.Generator().manual_seed(seed))
-    sampler = copy.deepcopy(generator).to(device).train()
-    images = sampler(z.to(device), labels.to(device)).float().cpu()
+    images = grid_samples(generator, grid_labels(num_classes, rows, columns), dim_z, seed=seed, device=device)
     with atomic_writer(path) as stream:
         save_image(images, stream, format="png", nrow=columns, normalize=True, value_range=(-1, 1))
     return path
