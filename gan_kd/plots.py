@@ -16,7 +16,7 @@ class PlotsUnavailable(RuntimeError):
     """matplotlib is not installed."""
 
 
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
     except ImportError as error:
@@ -56,7 +56,7 @@ def draw_curves(axes, groups: Mapping[str, Sequence[Curve]], *, ylabel: str, tit
 
 def save_figure(figure, path: str | Path, **metadata: str) -> Path:
     """Write a matplotlib figure as a PNG (atomically; ``metadata``: PNG text chunks) and close it."""
-    plt = _pyplot()
+    plt = pyplot()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", metadata=metadata or None)
     plt.close(figure)
@@ -66,7 +66,7 @@ def save_figure(figure, path: str | Path, **metadata: str) -> Path:
 def curve_plot(groups: Mapping[str, Sequence[Curve]], path: str | Path, *, ylabel: str, title: str = "",
                xlabel: str = "iteration") -> Path:
     """:func:`draw_curves` on a figure of its own, written to ``path``."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
     draw_curves(axes, groups, ylabel=ylabel, title=title, xlabel=xlabel)
     figure.tight_layout()

@@ -13,8 +13,13 @@ The modules, each importing only those above it:
 
 * :mod:`~gan_kd.study.rows`: the rows, the claims, the regime and the ``gan-kd`` commands of a run;
 * :mod:`~gan_kd.study.runner`: running, resuming and re-scoring runs, copying their small files, their state;
-* :mod:`~gan_kd.study.reading`: the committed run copies read into numbers;
-* :mod:`~gan_kd.study.tables`: the report's markdown tables and generated sentences;
+* :mod:`~gan_kd.study.rescoring`: the final evaluation's metrics a copy lacks, from its committed generator file;
+* :mod:`~gan_kd.study.reading`: the committed run copies read into numbers, grouped by row;
+* :mod:`~gan_kd.study.families`: the metrics in families with their better direction, one table per family;
+* :mod:`~gan_kd.study.agreement`: the verdicts that need agreement between the families, and their rule;
+* :mod:`~gan_kd.study.figure`: the figure a reader looks at first (samples per row, label-free FD curves);
+* :mod:`~gan_kd.study.tables`: the pilot's table and generated sentence;
+* :mod:`~gan_kd.study.ablation`: the report's ablation section (rows, family tables, verdicts, curves, grids);
 * :mod:`~gan_kd.study.report`: ``results/gan_fmnist.md``, its plots and README's generated GAN result lines;
 * :mod:`~gan_kd.study.modes`: the execution modes (eager, compiled, channels_last) and ``results/gan_modes.md``;
 * :mod:`~gan_kd.study.precision`: the bf16-vs-fp32 section of ``results/benchmarks.md``;
@@ -22,11 +27,11 @@ The modules, each importing only those above it:
 * :mod:`~gan_kd.study.calibration`: each distillation row's weight at that regime.
 
 Every public name of ``rows``, ``runner``, ``reading``, ``tables``, ``report`` and ``precision`` is importable from
-``gan_kd.study`` itself; ``modes``, ``regime`` and ``calibration`` are used as modules
-(``from gan_kd.study import modes``).
+``gan_kd.study`` itself; the others are used as modules (``from gan_kd.study import agreement, families``).
 """
 from gan_kd.study.rows import (
     CLAIMS,
+    Claim,
     FINAL_METRICS,
     ROWS,
     TEACHERLESS_ROWS,
@@ -55,23 +60,13 @@ from gan_kd.study.runner import (
     run_state,
     status_table,
 )
-from gan_kd.study.reading import accuracies, claim_results, len_subset, load_runs, overfitting_summary
-from gan_kd.study.tables import (
-    SUITE_COLUMNS,
-    class_score_section,
-    class_score_table,
-    pilot_reading,
-    pilot_table,
-    study_table,
-    suite_table,
-    verdicts,
-)
+from gan_kd.study.reading import kd_weight, len_subset, load_runs, overfitting_summary, row_label, row_runs
+from gan_kd.study.tables import pilot_reading, pilot_table
 from gan_kd.study.report import (
     README_BEGIN,
     README_END,
     commands,
     hardware,
-    plot_rows,
     readme_block,
     update_readme,
     write_report,
@@ -79,12 +74,11 @@ from gan_kd.study.report import (
 from gan_kd.study.precision import PRECISION_BEGIN, PRECISION_END, precision_section, update_precision_section
 
 __all__ = [
-    "ASSETS_FILE", "Assets", "CLAIMS", "FINAL_METRICS", "PRECISION_BEGIN", "PRECISION_END", "README_BEGIN",
-    "README_END", "ROWS", "Regime", "SMALL_FILES", "SUITE_COLUMNS", "TEACHERLESS_ROWS", "TRAINING_METRICS", "WEIGHT_MARK",
-    "accuracies", "asset_digests", "call_logged", "claim_results", "class_score_section", "class_score_table",
-    "commands", "copy_small_files", "evaluate_command", "execute", "hardware", "has_class_scores", "is_finished",
-    "len_subset", "load_runs", "overfitting_summary", "pilot_reading", "pilot_table", "plot_rows",
-    "precision_section", "readme_block", "regime_of", "rescore", "reuse", "run_name", "run_state", "status_table",
-    "study_table", "suite_table", "train_command", "split_row", "weighted", "update_precision_section", "update_readme", "verdicts",
+    "ASSETS_FILE", "Assets", "CLAIMS", "Claim", "FINAL_METRICS", "PRECISION_BEGIN", "PRECISION_END", "README_BEGIN",
+    "README_END", "ROWS", "Regime", "SMALL_FILES", "TEACHERLESS_ROWS", "TRAINING_METRICS", "WEIGHT_MARK",
+    "asset_digests", "call_logged", "commands", "copy_small_files", "evaluate_command", "execute", "hardware",
+    "has_class_scores", "is_finished", "kd_weight", "len_subset", "load_runs", "overfitting_summary", "pilot_reading",
+    "pilot_table", "precision_section", "readme_block", "regime_of", "rescore", "reuse", "row_label", "row_runs", "run_name",
+    "run_state", "status_table", "train_command", "split_row", "weighted", "update_precision_section", "update_readme",
     "write_report",
 ]

@@ -1,4 +1,4 @@
-"""Reading the committed run copies into numbers: the runs, their curves and FD, overfitting, accuracies, claims."""
+"""Reading the committed run copies into numbers: the runs, their rows, curves and FD, overfitting."""
 from __future__ import annotations
 
 import json
@@ -6,10 +6,9 @@ import math
 from pathlib import Path
 
 from gan_kd.report import EVALUATION_FILE, load_run
-from gan_kd.study.rows import CLAIMS
+from gan_kd.study.rows import ROWS, split_row
 from gan_kd.study.runner import ASSETS_FILE
 from kd_core.runtime.metrics import metric_curves
-from kd_core.stats import compare
 
 
 def load_runs(results: Path) -> list[dict]:
@@ -22,6 +21,20 @@ def load_runs(results: Path) -> list[dict]:
         runs.append({**load_run(folder), "name": folder.name, "dir": folder, "row": row,
                      "assets": json.loads(assets.read_text()) if assets.is_file() else {}, "curves": _curves(folder)})
     return runs
+
+
+def row_runs(runs: list[dict], row: str) -> list[dict]:
+    """The runs of ``row`` by seed: those named for it, at the preset's or an explicit weight (``vkd@kd0.3``)."""
+    return sorted((r for r in runs if split_row(r["row"])[0] == row), key=lambda r: r["config"]["seed"])
+
+
+def row_label(row: str) -> str:
+    return ROWS[row][0] if row in ROWS else row
+
+
+def kd_weight(config: dict) -> float | None:
+    """The distillation term's weight a run used (its config.json); None for a run without a teacher."""
+    return config.get("kd_weight", 1.0) if config.get("distill") else None
 
 
 def _curves(folder: Path) -> dict[str, list[tuple[int, float]]]:
@@ -56,21 +69,3 @@ def len_subset(config: dict) -> int:
     from gan_kd.data import subset_indices
 
     return len(subset_indices(60_000, config["data_fraction"], config.get("subset_seed", 0)))
-
-
-def accuracies(runs: list[dict], row: str) -> list[float]:
-    """The GAN-test accuracies (in percent) of ``row``'s scored runs."""
-    return [r["result"]["metrics"]["cls_acc"]["mean"] * 100 for r in runs
-            if r["row"] == row and "cls_acc" in r["result"]["metrics"]]
-
-
-def claim_results(runs: list[dict]) -> list[dict]:
-    """Each claim of :data:`CLAIMS` tested on ``runs``: the rows' FDs and :func:`kd_core.stats.compare`
-    (``None`` when a row has fewer than 2 finished seeds)."""
-    results = []
-    for claim, candidate, baseline in CLAIMS:
-        a = [_fd(r) for r in runs if r["row"] == candidate]
-        b = [_fd(r) for r in runs if r["row"] == baseline]
-        results.append({"claim": claim, "candidate": candidate, "baseline": baseline, "n": (len(a), len(b)),
-                        "compare": compare(a, b) if len(a) >= 2 and len(b) >= 2 else None})
-    return results

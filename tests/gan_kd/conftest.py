@@ -11,9 +11,13 @@ The expensive ones are session-scoped and built lazily (only when a test asks fo
 
 ``no_network`` makes every connection / DNS attempt raise and records it, so a test can assert that none
 was made even when the code under test swallows the error.
+
+``fake_copy`` writes a study run copy with made-up numbers (:func:`write_fake_copy`), for the study's report.
 """
 from __future__ import annotations
 
+import csv
+import json
 import socket
 import urllib.request
 from pathlib import Path
@@ -119,3 +123,55 @@ def classifier_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("classifier") / f"{CLASSIFIER_ARCH}.pt"
     save_classifier(path, model, CLASSIFIER_ARCH, 10, input_spec=CLASSIFIER_INPUT_SPEC)
     return path
+
+
+FAKE_REGIME = dict(fraction=0.01, width=8, iterations=300, eval_every=100)  # the study regime of the fake copies
+
+
+def write_fake_copy(results: Path, row: str, seed: int, fd: float, curve: list[float], gap: list[float],
+                    regime=None, scores: tuple[float, float] | None = None, fd_vgg: float | None = None,
+                    metrics: dict[str, float] | None = None, kd_weight: float = 1.0,
+                    fd_vgg_curve: list[float] | None = None) -> Path:
+    """A run copy as ``gan_kd.study.copy_small_files`` leaves it (the numbers are made up for the report's
+    plumbing): ``fd`` (and ``fd_vgg``, the ``cls`` ``scores``, any other ``metrics`` by key) as the evaluation's
+    means; ``curve`` / ``fd_vgg_curve`` / ``gap`` logged every 100 iterations. ``row`` ``da``/``no-da``: no teacher."""
+    from gan_kd import study
+    from gan_kd.train import TrainConfig
+
+    regime = regime or study.Regime(**FAKE_REGIME)
+    folder = results / study.run_name(row, regime, seed)
+    folder.mkdir(parents=True)
+    teacherless = study.split_row(row)[0] in study.TEACHERLESS_ROWS
+    config = TrainConfig(dataset="fashion_mnist", data_fraction=regime.fraction, g_ch=8, d_ch=8, iterations=300,
+                         eval_every=100, eval_samples=2000, ema_decay=0.99, ema_start=100, seed=seed,
+                         preset="da" if teacherless else "vkd-whiten", distill=not teacherless, kd_weight=kd_weight,
+                         precision="auto" if regime.precision == "fp32" else regime.precision,
+                         channels_last=regime.channels_last, compile=regime.compile).to_dict()
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "result.json").write_text(json.dumps({"wall_time_s": 600.0 + seed}))
+    evaluation = {"metrics": {"fd": {"mean": fd, "std": 0.1, "values": [fd - 0.1, fd + 0.1]}}, "labels": {"fd": "FD (resnet32)"},
+                  "iteration": 200, "num_samples": 10000, "repeats": 2, "seeds": [0, 1], "hardware": "test CPU"}
+    if fd_vgg is not None:
+        evaluation["metrics"]["fd_vgg"] = {"mean": fd_vgg, "std": 0.1, "values": [fd_vgg - 0.1, fd_vgg + 0.1]}
+    if scores is not None:  # as `gan-kd evaluate --metrics fd,cls` writes them
+        for key, value in zip(("cls_acc", "cls_is"), scores):
+            evaluation["metrics"][key] = {"mean": value, "std": 0.0, "values": [value, value]}
+        evaluation["labels"].update({"cls_acc": "GAN-test accuracy (resnet32)", "cls_is": "IS (resnet32)"})
+        evaluation["reference_scores"] = {"cls_acc": 0.9, "cls_is": 9.5}
+    for key, value in (metrics or {}).items():
+        evaluation["metrics"][key] = {"mean": value, "std": 0.0, "values": [value, value]}
+    (folder / "evaluation.json").write_text(json.dumps(evaluation))
+    fd_vgg_curve = fd_vgg_curve or [""] * len(curve)
+    with open(folder / "metrics.csv", "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["step", "d_loss", "eval/fd", "eval/fd_vgg", "probe/d_gap", "probe/rt"])
+        for i, (value, free, g) in enumerate(zip(curve, fd_vgg_curve, gap)):
+            writer.writerow([50 * (2 * i + 1), 1.0, "", "", "", ""])
+            writer.writerow([100 * (i + 1), "", value, free, g, 0.5])
+    return folder
+
+
+@pytest.fixture
+def fake_copy():
+    """:func:`write_fake_copy`."""
+    return write_fake_copy

@@ -1,7 +1,6 @@
 """gan_kd.study (the CPU study driver and its report) and kd_core.stats, on run copies written here."""
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 from dataclasses import replace
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 
 from gan_kd import study
-from gan_kd.study import modes
+from gan_kd.study import agreement, modes
 from gan_kd.cli import main as gan_cli
 from gan_kd.train import TrainConfig
 from kd_core.stats import bootstrap_mean_ci, compare, mean_std, verdict_line
@@ -88,15 +87,15 @@ def test_modes_set_compile_and_channels_last_and_name_the_run(tmp_path):
         modes.with_mode(REGIME, "jit")
 
 
-def mode_copies(results: Path, eager: list[float], compiled: list[float]) -> None:
+def mode_copies(fake_copy, results: Path, eager: list[float], compiled: list[float]) -> None:
     for seed, (a, b) in enumerate(zip(eager, compiled)):
         fake_copy(results, "da", seed, 5.0, [5.0], [0.1], fd_vgg=a)
         fake_copy(results, "da", seed, 5.0 + seed, [5.0], [0.1], fd_vgg=b,
                   regime=modes.with_mode(REGIME, "compile+channels_last"))
 
 
-def test_mode_report_admits_a_mode_only_within_seed_noise_of_eager_at_three_seeds(tmp_path):
-    mode_copies(tmp_path / "near", [3.0, 3.4, 3.2], [3.1, 3.3, 3.3])
+def test_mode_report_admits_a_mode_only_within_seed_noise_of_eager_at_three_seeds(fake_copy, tmp_path):
+    mode_copies(fake_copy, tmp_path / "near", [3.0, 3.4, 3.2], [3.1, 3.3, 3.3])
     text = modes.mode_report(tmp_path / "near", "cmd", "runs/x")
     assert "| eager | 0, 1, 2 | 3.00, 3.40, 3.20 | 3.20 ± 0.20 | 5.00 ± 0.00 | 601 s | 0 s |" in text
     assert "| compile+channels_last | 0, 1, 2 | 3.10, 3.30, 3.30 | 3.23 ± 0.12 | 6.00 ± 1.00 |" in text
@@ -104,25 +103,25 @@ def test_mode_report_admits_a_mode_only_within_seed_noise_of_eager_at_three_seed
     assert "Modes admitted here: eager, compile+channels_last." in text
     commands = text.split("```")[1].splitlines()  # the reproducing commands: the compiled arm's say so
     assert sum("--compile" in line and "--channels-last" in line for line in commands) == 3
-    mode_copies(tmp_path / "apart", [3.0, 3.1, 3.2], [4.0, 4.1, 4.2])
+    mode_copies(fake_copy, tmp_path / "apart", [3.0, 3.1, 3.2], [4.0, 4.1, 4.2])
     text = modes.mode_report(tmp_path / "apart", "cmd", "runs/x")
     assert "**compile+channels_last is not within seed noise of eager**" in text and "Modes admitted here: eager." in text
-    mode_copies(tmp_path / "two", [3.0, 3.4], [3.1, 3.3])  # within noise, but fewer than 3 seeds: not admitted
+    mode_copies(fake_copy, tmp_path / "two", [3.0, 3.4], [3.1, 3.3])  # within noise, but fewer than 3 seeds: not admitted
     assert "Modes admitted here: eager." in modes.mode_report(tmp_path / "two", "cmd", "runs/x")
     mode_copies(tmp_path / "one", [3.0], [3.1])  # one seed: no interval, no verdict
     text = modes.mode_report(tmp_path / "one", "cmd", "runs/x")
     assert "too few seeds for an interval (1 and 1); no verdict yet." in text and "seed noise of eager**" not in text
 
 
-def precision_copies(results: Path, fp32: list[float], bf16: list[float]) -> None:
+def precision_copies(fake_copy, results: Path, fp32: list[float], bf16: list[float]) -> None:
     for seed, (a, b) in enumerate(zip(fp32, bf16)):
         fake_copy(results, "vkd-whiten", seed, a, [a], [0.1], regime=replace(REGIME, channels_last=True))
         fake_copy(results, "vkd-whiten", seed, b, [b], [0.1], regime=replace(REGIME, precision="bf16", channels_last=True))
 
 
-def test_precision_section_rewrites_only_its_part_of_benchmarks_md(tmp_path):
+def test_precision_section_rewrites_only_its_part_of_benchmarks_md(fake_copy, tmp_path):
     results, markdown = tmp_path / "precision", tmp_path / "benchmarks.md"
-    precision_copies(results, [10.0, 11.0, 10.5], [10.3, 10.6, 10.8])
+    precision_copies(fake_copy, results, [10.0, 11.0, 10.5], [10.3, 10.6, 10.8])
     markdown.write_text("# Benchmarks\n\nmeasured by make bench\n")
     study.update_precision_section(markdown, results, "cmd")
     text = study.update_precision_section(markdown, results, "cmd")  # again: replaced, not appended twice
@@ -134,43 +133,11 @@ def test_precision_section_rewrites_only_its_part_of_benchmarks_md(tmp_path):
     assert text.count("--precision bf16 --channels-last") == 3
 
     apart = tmp_path / "apart"
-    precision_copies(apart, [10.0, 10.1, 10.2], [14.0, 14.1, 14.2])
+    precision_copies(fake_copy, apart, [10.0, 10.1, 10.2], [14.0, 14.1, 14.2])
     assert "**bf16 is not within seed noise of fp32**" in study.precision_section(apart, "cmd")
 
 
-def fake_copy(results: Path, row: str, seed: int, fd: float, curve: list[float], gap: list[float],
-              regime: study.Regime = REGIME, scores: tuple[float, float] | None = None,
-              fd_vgg: float | None = None) -> Path:
-    """A run copy as study.copy_small_files leaves it (the numbers are made up for the report's plumbing)."""
-    folder = results / study.run_name(row, regime, seed)
-    folder.mkdir(parents=True)
-    config = TrainConfig(dataset="fashion_mnist", data_fraction=regime.fraction, g_ch=8, d_ch=8, iterations=300,
-                         eval_every=100, eval_samples=2000, ema_decay=0.99, ema_start=100, seed=seed,
-                         preset="da" if row == "da" else "vkd-whiten", distill=row != "da",
-                         precision="auto" if regime.precision == "fp32" else regime.precision,
-                         channels_last=regime.channels_last, compile=regime.compile).to_dict()
-    (folder / "config.json").write_text(json.dumps(config))
-    (folder / "result.json").write_text(json.dumps({"wall_time_s": 600.0 + seed}))
-    evaluation = {"metrics": {"fd": {"mean": fd, "std": 0.1, "values": [fd - 0.1, fd + 0.1]}}, "labels": {"fd": "FD (resnet32)"},
-                  "iteration": 200, "num_samples": 10000, "repeats": 2, "hardware": "test CPU"}
-    if fd_vgg is not None:
-        evaluation["metrics"]["fd_vgg"] = {"mean": fd_vgg, "std": 0.1, "values": [fd_vgg - 0.1, fd_vgg + 0.1]}
-    if scores is not None:  # as `gan-kd evaluate --metrics fd,cls` writes them
-        for key, value in zip(("cls_acc", "cls_is"), scores):
-            evaluation["metrics"][key] = {"mean": value, "std": 0.0, "values": [value, value]}
-        evaluation["labels"].update({"cls_acc": "GAN-test accuracy (resnet32)", "cls_is": "IS (resnet32)"})
-        evaluation["reference_scores"] = {"cls_acc": 0.9, "cls_is": 9.5}
-    (folder / "evaluation.json").write_text(json.dumps(evaluation))
-    with open(folder / "metrics.csv", "w", newline="") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["step", "d_loss", "eval/fd", "probe/d_gap", "probe/rt"])
-        for i, (value, g) in enumerate(zip(curve, gap)):
-            writer.writerow([50 * (2 * i + 1), 1.0, "", "", ""])
-            writer.writerow([100 * (i + 1), "", value, g, 0.5])
-    return folder
-
-
-def test_report_tables_verdicts_and_plots_come_from_the_copies(tmp_path):
+def test_report_tables_verdicts_and_plots_come_from_the_copies(fake_copy, tmp_path):
     pilot, results = tmp_path / "pilot", tmp_path / "study"
     fake_copy(pilot, "da", 0, 20.0, [30.0, 20.0, 25.0], [0.1, 0.8, 2.0])
     for seed in range(5):
@@ -183,19 +150,25 @@ def test_report_tables_verdicts_and_plots_come_from_the_copies(tmp_path):
     pilot_row = next(line for line in text.splitlines() if line.startswith("| 0.01 |"))
     assert "| 600 | 8 | 50 | 300 | 20.00 (200) | 25.00 | +25.0% | +25.0% | +0.100 → +2.000 | +0.50 | 600 s |" in pilot_row
     assert "DA's FD turned upward in: fraction 0.01, batch 50 (best 20.00 at iteration 200, +25.0% by the end)." in text
-    vkd_whiten = next(line for line in text.splitlines() if line.startswith("| DA + VkD w/ whitening"))
-    assert "15.20 ± 0.16 " in vkd_whiten and "| 5 |" in vkd_whiten and "-5.00 [" in vkd_whiten
-    assert "| DA + linear + whitening (linear, no normaliser" not in text
-    assert "| DA + linear + whitening | (missing) | | 0 of 5 |" in text
-    assert "| 1 (4 missing) |" in next(line for line in text.splitlines() if line.startswith("| DA + VkD (orth"))
-    assert "**(c) distillation (VkD w/ whitening) improves on DA**: yes — vkd-whiten is 5.00 FD lower (better)" in text
-    assert "**(a) whitening improves on VkD without it**: not resolved — too few finished seeds (5 vkd-whiten, 1 vkd)" in text
+    classifier = text[text.index("#### classifier space"):text.index("#### k-NN")]
+    vkd_whiten = next(line for line in classifier.splitlines() if "| DA + VkD w/ whitening" in line)
+    assert "| 15.2 ± 0.16 | [15.08, 15.32] | 5 of 5 | -5 [" in vkd_whiten and vkd_whiten.endswith("] better |")
+    assert "| DA + linear + whitening | | (missing) 0 of 5 | |" in text  # the rows table: kd weight, seeds
+    assert "| DA + VkD (orthogonal, no normaliser) | 1 | 0 (4 missing) | 600–600 s |" in text
+    assert "| DA (baseline) | — (no teacher) | 0, 1, 2, 3, 4 | 600–604 s |" in text
+    assert "kd weight 1." not in text and "| fd_vgg ↓ | every row | — | — | 0 of 11 runs | — |" in text
+    assert "| FD (resnet32) ↓ | DA (baseline) | 20.2 ± 0.16 |" in classifier
+    assert text.index(agreement.RULE) < text.index("- **(c) distillation (VkD w/ whitening) improves on DA** (VkD's claim): "
+                                                   "**not resolved** — too few seeds with the label-free FD (0 vkd-whiten, "
+                                                   "0 da; at least 2 each); better: fd (classifier space); not scored:")
+    assert "- **(0) DA improves on the no-DiffAugment control** (DiffAugment's claim: the sanity check, not VkD's)" in text
+    assert "(No first figure for regime f0.01_w8_i300:" in text  # no generator file, no label-free curve
     for name in ("pilot_fd.png", "pilot_gap.png", "study_fd.png", "study_gap.png"):
         assert (tmp_path / "figures" / name).stat().st_size > 1000 and f"figures/{name})" in text
     assert text.count("gan-kd train --out runs/gan_fmnist/") == 12
 
 
-def test_execute_skips_a_finished_copy_and_copies_a_fresh_run(tmp_path, monkeypatch):
+def test_execute_skips_a_finished_copy_and_copies_a_fresh_run(fake_copy, tmp_path, monkeypatch):
     results, runs = tmp_path / "results", tmp_path / "runs"
     fake_copy(results, "da", 0, 20.0, [30.0], [0.1])
     monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail("a finished run was started again"))
@@ -232,7 +205,7 @@ def test_execute_skips_a_finished_copy_and_copies_a_fresh_run(tmp_path, monkeypa
     assert not (results / study.run_name("da-kd", REGIME, 0)).exists()
 
 
-def test_pilot_reading_says_when_no_run_turned_upward(tmp_path):
+def test_pilot_reading_says_when_no_run_turned_upward(fake_copy, tmp_path):
     fake_copy(tmp_path, "da", 0, 12.0, [30.0, 20.0, 15.0, 12.0], [0.1, 0.2, 0.3, 0.4])
     runs = study.load_runs(tmp_path)
     text = study.pilot_reading(runs)
@@ -258,7 +231,7 @@ def test_study_script_refuses_bad_options_in_one_line_before_any_work(args, frag
     assert not (tmp_path / "runs").exists()
 
 
-def test_runs_from_before_one_result_file_name_still_load(tmp_path):
+def test_runs_from_before_one_result_file_name_still_load(fake_copy, tmp_path):
     """Older run directories hold training.json (training) + result.json (evaluation); newer ones result.json
     (training) + evaluation.json. gan_kd.report.load_run reads both the same way."""
     from gan_kd.report import load_run
@@ -272,12 +245,12 @@ def test_runs_from_before_one_result_file_name_still_load(tmp_path):
         assert run["result"]["metrics"]["fd"]["mean"] == 12.5 and run["training"]["wall_time_s"] == 600.0
 
 
-def test_readme_block_is_regenerated_between_its_markers_from_the_copies(tmp_path):
+def test_readme_block_is_regenerated_between_its_markers_from_the_copies(fake_copy, tmp_path):
     pilot, results = tmp_path / "pilot", tmp_path / "study"
     fake_copy(pilot, "da", 0, 12.0, [30.0, 20.0, 12.0], [0.1, 0.2, 0.3])  # still falling: the caveat is added
     for seed in range(5):
-        fake_copy(results, "da", seed, 20.0 + 0.1 * seed, [30.0, 20.0], [0.1, 0.8])
-        fake_copy(results, "vkd-whiten", seed, 15.0 + 0.1 * seed, [28.0, 15.0], [0.1, 0.3])
+        fake_copy(results, "da", seed, 20.0 + 0.1 * seed, [30.0, 20.0], [0.1, 0.8], fd_vgg=40.0 + seed)
+        fake_copy(results, "vkd-whiten", seed, 15.0 + 0.1 * seed, [28.0, 15.0], [0.1, 0.3], fd_vgg=30.0 + seed)
     readme = tmp_path / "README.md"
     readme.write_text(f"# title\n\nbefore\n{study.README_BEGIN}\nstale line\n{study.README_END}\nafter\n")
     text = study.update_readme(readme, pilot, results, rows=list(study.ROWS))
@@ -289,8 +262,10 @@ def test_readme_block_is_regenerated_between_its_markers_from_the_copies(tmp_pat
     claim_lines = [line for line in block.splitlines() if line.startswith("  * (")]
     assert len(claim_lines) == len(study.CLAIMS)
     c_line = next(line for line in claim_lines if line.startswith("  * (c) "))
-    assert "**yes**, -5.00 FD" in c_line and "n = 5 vs 5" in c_line and "larger than the seed spread" in c_line
-    assert "**not resolved** (too few seeds: 5 vkd-whiten, 0 vkd)" in claim_lines[0]
+    assert c_line == ("  * (c) distillation (VkD w/ whitening) improves on DA: **yes** — label-free FD vkd-whiten − da "
+                      "= -10 [-11.8, -8.2] (n = 5 vs 5); agree (better): fd (classifier space); contradict (worse): none.")
+    assert claim_lines[1] == ("  * (a) whitening improves on VkD without it: **not resolved** — too few seeds with the "
+                              "label-free FD (5 vkd-whiten, 0 vkd; at least 2 each).")
     assert study.update_readme(readme, pilot, results, rows=list(study.ROWS)) == text  # idempotent
 
     readme.write_text("# no markers\n")
@@ -299,13 +274,14 @@ def test_readme_block_is_regenerated_between_its_markers_from_the_copies(tmp_pat
     assert readme.read_text() == "# no markers\n"
 
 
-def test_readme_block_adds_the_accuracy_line_once_runs_are_scored(tmp_path):
-    for seed in range(3):
-        fake_copy(tmp_path, "da", seed, 20.0, [20.0], [0.1], scores=(0.30 + 0.01 * seed, 3.0))
-        fake_copy(tmp_path, "vkd-whiten", seed, 19.0, [19.0], [0.1], scores=(0.50 + 0.01 * seed, 4.0))
+def test_readme_block_names_the_metric_that_contradicts_the_label_free_fd(fake_copy, tmp_path):
+    for seed in range(3):  # label-free FD better, GAN-test accuracy clearly worse
+        fake_copy(tmp_path, "da", seed, 20.0, [20.0], [0.1], scores=(0.50 + 0.01 * seed, 3.0), fd_vgg=40.0 + seed)
+        fake_copy(tmp_path, "vkd-whiten", seed, 19.0, [19.0], [0.1], scores=(0.30 + 0.01 * seed, 4.0), fd_vgg=30.0 + seed)
     block = study.readme_block([], study.load_runs(tmp_path), list(study.ROWS), 5)
-    line = next(line for line in block.splitlines() if "GAN-test accuracy" in line)
-    assert "VkD w/ whitening vs DA: **yes**, +20.00 points" in line and "n = 3 vs 3" in line
+    line = next(line for line in block.splitlines() if line.startswith("  * (c) "))
+    assert "**contradicted (by cls_acc, classifier space)** — label-free FD vkd-whiten − da = -10 [" in line
+    assert "contradict (worse): cls_acc (classifier space)" in line and "not scored" not in line  # README: short
 
 
 def test_the_readme_has_the_generated_block():
@@ -313,7 +289,7 @@ def test_the_readme_has_the_generated_block():
     assert readme.count(study.README_BEGIN) == 1 and readme.count(study.README_END) == 1
 
 
-def test_status_says_done_partial_started_or_missing(tmp_path):
+def test_status_says_done_partial_started_or_missing(fake_copy, tmp_path):
     results, runs = tmp_path / "results", tmp_path / "runs"
     fake_copy(results, "da", 0, 20.0, [30.0], [0.1])
     partial = runs / study.run_name("vkd", REGIME, 0)
@@ -329,28 +305,7 @@ def test_status_says_done_partial_started_or_missing(tmp_path):
     assert "1 of 4 runs done; 3 to go (f0.01_w8_b16_i300)." in table
 
 
-def test_class_score_table_reports_scored_seeds_and_the_real_ceiling(tmp_path):
-    fake_copy(tmp_path, "da", 0, 20.0, [20.0], [0.1], scores=(0.5, 4.0))
-    fake_copy(tmp_path, "da", 1, 20.0, [20.0], [0.1], scores=(0.7, 6.0))
-    fake_copy(tmp_path, "da", 2, 20.0, [20.0], [0.1])  # evaluated before the scores existed
-    fake_copy(tmp_path, "vkd", 0, 19.0, [19.0], [0.1])
-    for seed, accuracy in ((0, 0.9), (1, 0.92)):
-        fake_copy(tmp_path, "vkd-whiten", seed, 15.0, [15.0], [0.1], scores=(accuracy, 8.0))
-    table = study.class_score_table(study.load_runs(tmp_path), ["da", "vkd", "vkd-whiten", "pkd"])
-    lines = table.splitlines()
-    assert lines[0] == ("| row | GAN-test accuracy (resnet32) ↑, mean ± std | Δ accuracy vs DA (95% CI) "
-                        "| IS (resnet32) ↑, mean ± std | seeds scored |")
-    assert lines[2] == "| DA (baseline) | 60.00% ± 14.14 | — | 5.00 ± 1.41 | 2 of 3 (seeds 0, 1) |"
-    assert lines[3] == "| DA + VkD (orthogonal, no normaliser) | (not scored) | | | 0 of 1 |"
-    assert lines[4].startswith("| DA + VkD w/ whitening (orthogonal) | 91.00% ± 1.41 | +31.00 [")  # 91 − 60 points
-    assert lines[5].startswith("| DA + PKD") and "0 of 0" in lines[5]
-    assert lines[6] == "| *real test set (ceiling)* | 90.00% | | 9.50 | |"
-    report = study.write_report(tmp_path / "none", tmp_path, tmp_path / "r.md", tmp_path / "figures", rows=["da", "vkd"])
-    assert "### Class scores of the same samples" in report and lines[2] in report
-    assert study.class_score_table([r for r in study.load_runs(tmp_path) if r["row"] == "vkd"], ["vkd"]) == ""
-
-
-def test_rescore_adds_class_scores_only_when_the_fd_is_reproduced(tmp_path, monkeypatch):
+def test_rescore_adds_class_scores_only_when_the_fd_is_reproduced(fake_copy, tmp_path, monkeypatch):
     results, runs = tmp_path / "results", tmp_path / "runs"
     (tmp_path / "t.pt").write_bytes(b"teacher")
     (tmp_path / "f.pt").write_bytes(b"fd network")
@@ -432,7 +387,7 @@ def search_copy(results: Path, row: str, fraction: float, width: int, fd_vgg: li
     return folder
 
 
-def test_regime_search_table_and_the_choice_rule(tmp_path):
+def test_regime_search_table_and_the_choice_rule(fake_copy, tmp_path):
     from gan_kd.study import regime as search
 
     pilot = tmp_path / "pilot"

@@ -1,0 +1,196 @@
+"""The study report's metric families, agreement verdicts and first figure (gan_kd.study.families, .agreement,
+.figure), on synthetic run copies."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from gan_kd import study
+from gan_kd.metrics.evaluator import RESULT_KEYS, parse_metrics
+from gan_kd.study import agreement, families, figure
+from kd_core.stats import bootstrap_mean_ci, compare, mean_std
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+
+# A row's evaluation when nothing differs from DA: every metric of the families, a 1% spread over the seeds.
+BASE = {"fd_vgg": 40.0, "kid_vgg_mean": 0.05, "fd": 10.0, "icfd": 20.0, "cls_acc": 0.5, "precision": 0.6,
+        "recall": 0.5, "density": 0.9, "coverage": 0.5, "icfd_vgg": 60.0, "gan_train_acc": 0.6, "memorised": 0.01,
+        "nn_ratio": 1.0, "channel_spread": 1.0}
+SEEDS = 5
+
+
+def seeded(value: float) -> list[float]:
+    return [value * (1 + 0.01 * (seed - 2)) for seed in range(SEEDS)]
+
+
+def scored_row(fake_copy, results: Path, row: str, **values: float | list[float]) -> list[Path]:
+    """SEEDS copies of ``row``: :data:`BASE` but for ``values`` (a number: spread like BASE; a list: per seed)."""
+    metrics = {key: seeded(value) for key, value in BASE.items()}
+    metrics.update({key: value if isinstance(value, list) else seeded(value) for key, value in values.items()})
+    return [fake_copy(results, row, seed, metrics["fd"][seed], [30.0, 20.0], [0.1, 0.2],
+                      metrics={key: value[seed] for key, value in metrics.items() if key != "fd"})
+            for seed in range(len(metrics["fd"]))]
+
+
+def verdict(runs: list[dict], candidate: str = "vkd-whiten", baseline: str = "da") -> dict:
+    return agreement.claim_verdict(runs, study.Claim("claim", candidate, baseline))
+
+
+def test_every_family_metric_is_a_key_of_the_final_evaluation_with_one_direction():
+    final = {key for metric in parse_metrics(",".join(study.FINAL_METRICS)) for key in RESULT_KEYS[metric]}
+    keys = [key for family in families.FAMILIES for key, _ in family.metrics]
+    assert set(keys) <= final and len(keys) == len(set(keys)) == len(BASE)
+    assert set(families.DIRECTIONS.values()) == {families.LOWER, families.HIGHER, families.CLOSEST_TO_ONE}
+    assert {k for k, d in families.DIRECTIONS.items() if d == families.CLOSEST_TO_ONE} == {"density", "nn_ratio"}
+    for key in keys:  # the rule above the verdicts is generated from the same list
+        assert f"`{key}` {families.DIRECTIONS[key]}" in agreement.RULE or key == agreement.PRIMARY
+    sanity = [claim for claim in study.CLAIMS if claim.source != "VkD"]
+    assert [(c.candidate, c.baseline, c.source) for c in sanity] == [("da", "no-da", "DiffAugment")]
+
+
+def test_better_label_free_fd_with_collapsed_recall_is_contradicted_by_recall(fake_copy, tmp_path):
+    scored_row(fake_copy, tmp_path, "da")
+    scored_row(fake_copy, tmp_path, "vkd-whiten", fd_vgg=30.0, recall=0.1)
+    item = verdict(study.load_runs(tmp_path))
+    assert item["primary"]["verdict"] == "yes" and item["worse"] == ["recall"]
+    assert item["verdict"] == "contradicted (by recall, k-NN fidelity and diversity (label-free))"
+    line = agreement.describe(item)
+    assert "agree (better): none" in line and "contradict (worse): recall (k-NN fidelity and diversity (label-free))" in line
+    # the same collapse with the label-free FD worse is no contradiction: nothing says better
+    scored_row(fake_copy, tmp_path / "worse", "da")
+    scored_row(fake_copy, tmp_path / "worse", "vkd-whiten", fd_vgg=50.0, recall=0.1)
+    assert verdict(study.load_runs(tmp_path / "worse"))["verdict"] == "no"
+
+
+def test_agreement_everywhere_is_yes_and_names_the_metrics_that_agree(fake_copy, tmp_path):
+    scored_row(fake_copy, tmp_path, "da")
+    scored_row(fake_copy, tmp_path, "vkd-whiten", fd_vgg=30.0, recall=0.7, fd=8.0)
+    item = verdict(study.load_runs(tmp_path))
+    assert item["verdict"] == "yes" and item["better"] == ["fd", "recall"] and item["worse"] == []
+    line = agreement.describe(item)
+    assert line.startswith("**yes** — label-free FD vkd-whiten − da = -10 [") and "(n = 5 vs 5)" in line
+    assert "agree (better): fd (classifier space), recall (k-NN fidelity and diversity (label-free))" in line
+    assert "contradict (worse): none" in line and "not resolved: kid_vgg_mean, icfd, cls_acc" in line
+
+
+def test_worse_label_free_fd_contradicted_by_a_better_metric(fake_copy, tmp_path):
+    scored_row(fake_copy, tmp_path, "da")
+    scored_row(fake_copy, tmp_path, "vkd-whiten", fd_vgg=50.0, gan_train_acc=0.8)
+    item = verdict(study.load_runs(tmp_path))
+    assert item["verdict"] == "contradicted (by gan_train_acc, GAN-train accuracy)"
+
+
+def test_overlapping_label_free_fd_is_not_resolved_whatever_the_others_say(fake_copy, tmp_path):
+    scored_row(fake_copy, tmp_path, "da", fd_vgg=[40.0, 42.0, 38.0, 41.0, 39.0])
+    scored_row(fake_copy, tmp_path, "vkd-whiten", fd_vgg=[39.0, 41.0, 40.0, 42.0, 38.5], recall=0.7)
+    runs = study.load_runs(tmp_path)
+    item = verdict(runs)
+    assert item["primary"]["verdict"] == "not resolved" and item["verdict"] == "not resolved"
+    assert "; better: recall (k-NN fidelity and diversity (label-free))" in agreement.describe(item)
+    lines = agreement.verdict_lines(runs)
+    assert len(lines) == len(study.CLAIMS)
+    assert "**(0) DA improves on the no-DiffAugment control** (DiffAugment's claim: the sanity check, not VkD's): " \
+           "**not resolved** — too few seeds with the label-free FD (5 da, 0 no-da; at least 2 each)" in lines[0]
+
+
+def test_one_seed_is_too_few_and_a_metric_no_copy_holds_counts_neither_way(fake_copy, tmp_path):
+    scored_row(fake_copy, tmp_path, "da")
+    fake_copy(tmp_path, "vkd-whiten", 0, 5.0, [5.0], [0.1], fd_vgg=1.0)
+    item = verdict(study.load_runs(tmp_path))
+    assert item["verdict"] == "not resolved" and item["n"] == (1, 5) and item["primary"] is None
+    assert "too few seeds with the label-free FD (1 vkd-whiten, 5 da; at least 2 each)" in agreement.describe(item)
+    assert "recall" in item["unscored"] and item["better"] == item["worse"] == []
+
+
+def test_closest_to_one_metrics_compare_the_distance_to_one(fake_copy, tmp_path):
+    """Density 1.05 beats 0.7 (|x − 1| 0.05 < 0.3) though both would be 'higher'; 1.4 loses to 0.8 though higher."""
+    for name, candidate, expected in (("near", 1.05, "yes"), ("over", 1.4, "no")):
+        scored_row(fake_copy, tmp_path / name, "da", density=0.7 if name == "near" else 0.8)
+        scored_row(fake_copy, tmp_path / name, "vkd-whiten", density=candidate)
+        runs = study.load_runs(tmp_path / name)
+        c = families.compare_metric(study.row_runs(runs, "vkd-whiten"), study.row_runs(runs, "da"), "density")
+        assert c["verdict"] == expected
+        assert c["difference"] == pytest.approx(abs(candidate - 1) - abs((0.7 if name == "near" else 0.8) - 1), abs=1e-3)
+        assert ("density" in verdict(runs)["better" if expected == "yes" else "worse"])
+
+
+def test_family_tables_give_mean_std_intervals_seeds_and_delta_vs_da_from_compare(fake_copy, tmp_path):
+    scored_row(fake_copy, tmp_path, "da")
+    scored_row(fake_copy, tmp_path, "vkd-whiten", fd_vgg=30.0, density=1.2)
+    fake_copy(tmp_path, "vkd", 0, 9.0, [9.0], [0.1], fd_vgg=35.0)  # one seed, the label-free FD only
+    runs = study.load_runs(tmp_path)
+    rows = ["da", "no-da", "vkd", "vkd-whiten"]
+    table = families.family_table(runs, rows, families.FAMILIES[0]).splitlines()
+    da, cand = seeded(40.0), seeded(30.0)
+    c = compare(cand, da)
+    low, high = bootstrap_mean_ci(cand)
+    assert table[2] == f"| fd_vgg ↓ | DA (baseline) | {mean_std(da)[0]:.4g} ± {mean_std(da)[1]:.2g} " \
+                       f"| [{bootstrap_mean_ci(da)[0]:.4g}, {bootstrap_mean_ci(da)[1]:.4g}] | 5 of 5 | — |"
+    assert table[3] == "|  | DA + VkD (orthogonal, no normaliser) | 35 ± 0 | — | 1 of 1 | — |"  # no interval from one seed
+    assert table[4] == (f"|  | DA + VkD w/ whitening (orthogonal) | {mean_std(cand)[0]:.4g} ± {mean_std(cand)[1]:.2g} "
+                        f"| [{low:.4g}, {high:.4g}] | 5 of 5 | {c['difference']:+.3g} [{c['ci'][0]:+.3g}, {c['ci'][1]:+.3g}] better |")
+    assert not any("without DiffAugment" in line for line in table)  # a row without runs is left out
+    assert "|  | DA + VkD (orthogonal, no normaliser) | — | — | 0 of 1 | — |" in table  # its KID is missing
+    density = families.family_table(runs, rows, families.FAMILIES[2])
+    d = compare([abs(v - 1) for v in seeded(1.2)], [abs(v - 1) for v in seeded(0.9)])
+    assert "density (Δ of \\|x − 1\\|)" not in density and "| density → 1 (Δ of \\|x − 1\\|) | DA (baseline) |" in density
+    assert f"| 5 of 5 | {d['difference']:+.3g} [{d['ci'][0]:+.3g}, {d['ci'][1]:+.3g}] worse |" in density  # 0.2 > 0.1
+    everywhere = families.family_table([r for r in runs if r["row"] == "vkd"], ["vkd"], families.FAMILIES[3])
+    assert "| icfd_vgg ↓ | every row | — | — | 0 of 1 runs | — |" in everywhere
+
+
+def tiny_generator_file(path: Path, seed: int, **config) -> Path:
+    from gan_kd.models.biggan import Generator
+    from gan_kd.snapshot import save_generator_file
+    from gan_kd.train import TrainConfig
+
+    torch.manual_seed(seed)
+    generator = Generator(num_classes=10, g_ch=4)
+    return save_generator_file(generator, TrainConfig(g_ch=4, d_ch=4, **config).to_dict(), 10, path)
+
+
+def test_first_figure_has_a_sample_row_per_method_with_the_same_latents_and_labels(fake_copy, tmp_path):
+    from PIL import Image
+
+    copies = {(row, seed): fake_copy(tmp_path, row, seed, 5.0, [5.0, 4.0], [0.1, 0.2], fd_vgg_curve=[9.0 - seed, 8.0])
+              for row, seeds in (("da", (0, 1)), ("vkd-whiten", (0, 1)), ("vkd", (0,))) for seed in seeds}
+    for generator_seed, key in enumerate((("da", 0), ("da", 1), ("vkd-whiten", 1))):  # vkd-whiten's seed 0 has none
+        tiny_generator_file(copies[key] / "generator_ema.safetensors", generator_seed)
+    runs = study.load_runs(tmp_path)
+    samples = figure.sample_rows(runs, ["da", "vkd-whiten", "vkd"])
+    assert [(row, run["config"]["seed"]) for row, run in samples["rows"]] == [("da", 0), ("vkd-whiten", 1)]
+    assert samples["labels"].tolist() == list(range(10)) and samples["missing"] == ["vkd"]
+    assert samples["images"].shape == (2, 10, 3, 32, 32) and samples["images"].dtype == torch.uint8
+    assert not torch.equal(samples["images"][0], samples["images"][1])  # two generators, the same latents
+    again = figure.sample_rows(runs, ["vkd-whiten"])["images"][0]
+    assert torch.equal(again, samples["images"][1])  # a row does not depend on the rows above it
+
+    record = figure.first_figure(runs, ["da", "vkd-whiten", "vkd"], tmp_path / "overview.png")
+    image = Image.open(tmp_path / "overview.png")
+    assert json.loads(image.text["Description"]) == record
+    assert record["rows"] == [["da", 0], ["vkd-whiten", 1]] and record["labels"] == list(range(10))
+    assert record["curves"] == ["da", "vkd-whiten (kd 1)", "vkd (kd 1)"]
+    one = figure.first_figure(runs, ["da"], tmp_path / "one.png")
+    assert one["rows"] == [["da", 0]] and Image.open(tmp_path / "one.png").height < image.height  # a row per method
+
+    grey = torch.full((10, 3, 32, 32), 7, dtype=torch.uint8)
+    strip, options = figure._strip(grey)
+    assert strip.shape == (32, 340) and options["cmap"] == "gray"  # grayscale shown as grayscale
+    grey[0, 0] = 200
+    assert figure._strip(grey)[0].shape == (32, 340, 3)  # colour stays visible
+
+
+def test_report_puts_the_first_figure_first_and_the_rule_above_the_verdicts(fake_copy, tmp_path):
+    da = scored_row(fake_copy, tmp_path / "study", "da")
+    scored_row(fake_copy, tmp_path / "study", "vkd-whiten", fd_vgg=30.0, recall=0.1)
+    tiny_generator_file(da[0] / "generator_ema.safetensors", 0)
+    text = study.write_report(tmp_path / "none", tmp_path / "study", tmp_path / "report.md", tmp_path / "figures",
+                              rows=list(study.ROWS))
+    assert text.index("![overview.png](figures/overview.png)") < text.index("Generated by") < text.index("## 2.")
+    assert "Rows without a committed generator (not shown): vkd-whiten." in text
+    assert text.index(agreement.RULE) < text.index("- **(c) distillation (VkD w/ whitening) improves on DA** (VkD's "
+                                                   "claim): **contradicted (by recall, k-NN fidelity")
+    assert all(f"#### {family.name}" in text for family in families.FAMILIES)
