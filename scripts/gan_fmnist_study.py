@@ -12,6 +12,8 @@ results/runs/ holds evaluation.json):
     python scripts/gan_fmnist_study.py report
     # class scores for runs evaluated before `--metrics cls` existed (needs their checkpoints; FD must reproduce)
     python scripts/gan_fmnist_study.py rescore --fraction 0.005 --seeds 0-4
+    # metrics added to the final evaluation since a copy was scored, from its committed generator file
+    python scripts/gan_fmnist_study.py rescore-missing
     # bf16 vs fp32 (issue 10) -> a section of results/benchmarks.md
     python scripts/gan_fmnist_study.py precision --seeds 0-2 --iterations 300
 
@@ -372,6 +374,29 @@ def rescore(fraction, seeds, rows, width, batch_size, iterations, eval_every, da
                 failed.append(study.run_name(row, chosen, seed))
     if failed:
         raise click.ClickException(f"{len(failed)} run(s) not rescored: {', '.join(failed)}")
+
+
+@main.command("rescore-missing")
+@click.option("--results", default=STUDY_RESULTS, show_default=True, type=click.Path(file_okay=False, exists=True),
+              help="The run copies to complete (e.g. results/runs/gan_fmnist_pilot).")
+@click.option("--data-root", default="data", show_default=True,
+              help="Fashion-MNIST root (relative to the checkout); the default may be missing (Debian's copy is read).")
+@click.option("--runs", default="runs/gan_fmnist", show_default=True, help="Where each copy's <name>.log is appended.")
+def rescore_missing(results, data_root, runs):
+    """Add the final evaluation's metrics that a finished copy's evaluation.json lacks, from its committed generator.
+
+    Runs `gan-kd evaluate <copy>/generator_ema.safetensors` for the missing metrics only, with the recorded
+    sample count, repeats and sample seeds, and merges only the missing keys into the copy's evaluation.json;
+    refuses a copy whose assets.json records another FD network. Trains nothing.
+    """
+    from gan_kd.study import rescoring
+
+    os.chdir(ROOT)
+    checked_data_root(data_root)
+    assets = train_classifiers(data_root)
+    failed = rescoring.fill_all(Path(results), assets, runs=Path(runs), gan_kd=str(BIN / "gan-kd"), log=click.echo)
+    if failed:
+        raise click.ClickException(f"{len(failed)} copy(ies) not re-scored: {', '.join(failed)}")
 
 
 @main.command()

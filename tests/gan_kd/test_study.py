@@ -218,6 +218,7 @@ def test_pilot_reading_says_when_no_run_turned_upward(fake_copy, tmp_path):
     (["run", "--fraction", "0.1", "--rows", "da,bogus"], "unknown row(s) bogus"),
     (["pilot", "--fractions", "0,0.1"], "fractions in (0, 1]"),
     (["run", "--fraction", "0.1", "--data-root", "/nonexistent/x"], "data root /nonexistent/x does not exist"),
+    (["rescore-missing", "--results", "/nonexistent/x"], "Directory '/nonexistent/x' does not exist"),
 ])
 def test_study_script_refuses_bad_options_in_one_line_before_any_work(args, fragment, tmp_path):
     import sys

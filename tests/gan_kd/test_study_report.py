@@ -1,8 +1,9 @@
 """The study report's metric families, agreement verdicts and first figure (gan_kd.study.families, .agreement,
-.figure), on synthetic run copies."""
+.figure), and re-scoring copies from their generator files (gan_kd.study.rescoring), on synthetic run copies."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 from gan_kd import study
 from gan_kd.metrics.evaluator import RESULT_KEYS, parse_metrics
-from gan_kd.study import agreement, families, figure
+from gan_kd.study import agreement, families, figure, rescoring
 from kd_core.stats import bootstrap_mean_ci, compare, mean_std
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
@@ -194,3 +195,103 @@ def test_report_puts_the_first_figure_first_and_the_rule_above_the_verdicts(fake
     assert text.index(agreement.RULE) < text.index("- **(c) distillation (VkD w/ whitening) improves on DA** (VkD's "
                                                    "claim): **contradicted (by recall, k-NN fidelity")
     assert all(f"#### {family.name}" in text for family in families.FAMILIES)
+
+
+# ------------------------------------------------------------------------------ re-scoring from generator files
+
+
+def rescorable_copy(fake_copy, results: Path, cifar10_root: Path, fd_net: Path, row: str = "da") -> Path:
+    """A finished copy whose evaluation lacks ``fd`` and ``channel_spread`` (every other final key made up: 123),
+    scored on 30 samples x 2 repeats at sample seeds 5 and 6, with a tiny generator of the fixture's CIFAR-10."""
+    import hashlib
+
+    copy = fake_copy(results, row, 0, 1.0, [1.0], [0.1])
+    tiny_generator_file(copy / "generator_ema.safetensors", 0, dataset="cifar10", data_root=str(cifar10_root),
+                        data_fraction=0.5)
+    keys = {key for metric in parse_metrics(",".join(study.FINAL_METRICS)) for key in RESULT_KEYS[metric]}
+    evaluation = {"metrics": {key: {"mean": 123.0, "std": 0.0, "values": [123.0, 123.0]}
+                              for key in sorted(keys - {"fd", "channel_spread"})},
+                  "labels": {"fd_vgg": "FD (vgg16-half-random:0)"}, "num_samples": 30, "repeats": 2, "seeds": [5, 6]}
+    (copy / "evaluation.json").write_text(json.dumps(evaluation))
+    (copy / "assets.json").write_text(json.dumps({"fd_net_sha256": hashlib.sha256(fd_net.read_bytes()).hexdigest()}))
+    return copy
+
+
+def test_rescore_merges_only_the_missing_keys_drawn_as_recorded(fake_copy, tmp_path, cifar10_root, classifier_ckpt,
+                                                                monkeypatch):
+    from click.testing import CliRunner
+
+    from gan_kd.cli import main as gan_cli
+
+    def gan_kd_in_process(command, **kwargs):  # the fixture's CIFAR-10 passes torchvision's md5 check only in here
+        assert command[0] == "gan-kd"
+        return CliRunner().invoke(gan_cli, command[1:], catch_exceptions=False).exit_code
+
+    monkeypatch.setattr(subprocess, "call", gan_kd_in_process)
+    copy = rescorable_copy(fake_copy, tmp_path / "results", cifar10_root, classifier_ckpt)
+    before = json.loads((copy / "evaluation.json").read_text())
+    assert rescoring.missing_metrics(before) == ("fd", "colour")
+    assets = study.Assets(data_root=str(cifar10_root), teacher=str(classifier_ckpt), fd_net=str(classifier_ckpt))
+    added = rescoring.fill_missing(copy, assets, runs=tmp_path / "runs", log=lambda _: None)
+    after = json.loads((copy / "evaluation.json").read_text())
+    assert added == ["fd", "channel_spread"] and set(after["metrics"]) == set(before["metrics"]) | set(added)
+    assert {k: after["metrics"][k] for k in before["metrics"]} == before["metrics"]  # nothing recorded changes
+    assert after["labels"]["fd_vgg"] == "FD (vgg16-half-random:0)" and after["labels"]["fd"] == "FD (resnet8x4)"
+    assert after["rescored"][0]["keys"] == added and "--seed 5" in after["rescored"][0]["command"]
+    # the same numbers as scoring the file by hand with the recorded samples (30 x 2 at seeds 5, 6)
+    alone = tmp_path / "alone.json"
+    result = CliRunner().invoke(gan_cli, ["evaluate", str(copy / "generator_ema.safetensors"), "--metrics", "fd,colour",
+                                          "--num-samples", "30", "--repeats", "2", "--seed", "5", "--fd-features",
+                                          f"ckpt:{classifier_ckpt}", "--data-root", str(cifar10_root), "--device", "cpu",
+                                          "--out", str(alone)])
+    assert result.exit_code == 0, result.output
+    expected = json.loads(alone.read_text())["metrics"]
+    assert {k: after["metrics"][k] for k in added} == {k: expected[k] for k in added}
+
+    # a copy scored in a classifier space of another fingerprint is left as it was
+    odd = rescorable_copy(fake_copy, tmp_path / "odd", cifar10_root, classifier_ckpt)
+    recorded = {**json.loads((odd / "evaluation.json").read_text()), "feature_spaces": {"classifier": {"sha256_16": "0" * 16}}}
+    (odd / "evaluation.json").write_text(json.dumps(recorded))
+    with pytest.raises(RuntimeError, match="classifier feature space's fingerprint is [0-9a-f]{16}, the recorded "
+                                           "evaluation's 0000000000000000; its copy is left as it was"):
+        rescoring.fill_missing(odd, assets, runs=tmp_path / "runs", log=lambda _: None)
+    assert json.loads((odd / "evaluation.json").read_text()) == recorded
+
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail("a complete copy was evaluated again"))
+    assert rescoring.fill_missing(copy, assets, runs=tmp_path / "runs", log=lambda _: None) == []
+
+
+def test_rescore_refuses_another_fd_network_and_a_copy_without_its_generator(fake_copy, tmp_path, cifar10_root,
+                                                                             classifier_ckpt, monkeypatch):
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail("gan-kd evaluate ran"))
+    copy = rescorable_copy(fake_copy, tmp_path / "results", cifar10_root, classifier_ckpt)
+    other = tmp_path / "other.pt"
+    other.write_bytes(classifier_ckpt.read_bytes() + b"\0")
+    before = (copy / "evaluation.json").read_bytes()
+    assets = study.Assets(data_root=str(cifar10_root), teacher=str(other), fd_net=str(other))
+    with pytest.raises(RuntimeError, match=r"the FD network .*other\.pt .* is not the one its assets\.json records"):
+        rescoring.fill_missing(copy, assets, runs=tmp_path / "runs", log=lambda _: None)
+    assert (copy / "evaluation.json").read_bytes() == before
+
+    bare = rescorable_copy(fake_copy, tmp_path / "bare", cifar10_root, classifier_ckpt)
+    (bare / "generator_ema.safetensors").unlink()
+    logged = []
+    same = study.Assets(data_root=str(cifar10_root), teacher=str(classifier_ckpt), fd_net=str(classifier_ckpt))
+    assert rescoring.fill_all(tmp_path / "bare", same, runs=tmp_path / "runs", log=logged.append) == [bare.name]
+    assert logged == [f"error: {bare.name}: lacks fd, colour but holds no generator_ema.safetensors to re-score"]
+
+
+def test_rescore_command_draws_the_recorded_samples_and_refuses_seeds_it_cannot_draw(tmp_path):
+    assets = study.Assets(data_root="data", teacher="t.pt", fd_net="f.pt")
+    evaluation = {"metrics": {}, "num_samples": 10000, "repeats": 2, "seeds": [3, 4],
+                  "feature_spaces": {"label_free": {"name": "vgg16-half-random:0"}}}
+    command = rescoring.rescore_command(tmp_path, evaluation, ("fd", "fd_vgg"), assets, tmp_path / "out.json")
+    assert command[:3] == ["gan-kd", "evaluate", str(tmp_path / "generator_ema.safetensors")]
+    options = dict(zip(command[3::2], command[4::2]))
+    assert options == {"--metrics": "fd,fd_vgg", "--num-samples": "10000", "--repeats": "2", "--seed": "3",
+                       "--data-root": "data", "--device": "cpu", "--out": str(tmp_path / "out.json"),
+                       "--label-free-features": "vgg16-half-random:0", "--fd-features": "ckpt:f.pt"}
+    assert "--fd-features" not in rescoring.rescore_command(tmp_path, evaluation, ("colour",), assets, tmp_path / "o")
+    assert rescoring.recorded_seeds({"repeats": 2}) == [0, 1]  # evaluations from before seeds were recorded
+    with pytest.raises(ValueError, match=r"recorded sample seeds \[3, 9\] are not 2 consecutive seeds"):
+        rescoring.rescore_command(tmp_path, {**evaluation, "seeds": [3, 9]}, ("fd",), assets, tmp_path / "o")
