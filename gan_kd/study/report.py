@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gan_kd.study import regime as search
 from gan_kd.study.ablation import ablation_section, overview
-from gan_kd.study.agreement import claim_verdict, describe
+from gan_kd.study.agreement import claim_verdict, describe, whose
 from gan_kd.study.reading import len_subset, load_runs, overfitting_summary, row_runs
 from gan_kd.study.rows import CLAIMS, FINAL_METRICS, Regime, regime_of
 from gan_kd.study.runner import ASSETS_FILE
@@ -43,7 +43,8 @@ def readme_block(pilot: list[dict], study: list[dict], rows: list[str], min_seed
     if searched:
         lines.append(f"  * Regime search (DA and the no-DiffAugment control): {search.choose_regime(searched)[1]}")
     for claim in CLAIMS:
-        lines.append(f"  * {claim.claim}: {describe(claim_verdict(study, claim), full=False)}.")
+        source = "" if claim.source == "VkD" else f" ({whose(claim)})"
+        lines.append(f"  * {claim.claim}{source}: {describe(claim_verdict(study, claim), full=False)}.")
     lines.append(README_END)
     return "\n".join(lines)
 

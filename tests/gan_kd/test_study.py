@@ -265,6 +265,8 @@ def test_readme_block_is_regenerated_between_its_markers_from_the_copies(fake_co
     c_line = next(line for line in claim_lines if line.startswith("  * (c) "))
     assert c_line == ("  * (c) distillation (VkD w/ whitening) improves on DA: **yes** — label-free FD vkd-whiten − da "
                       "= -10 [-11.8, -8.2] (n = 5 vs 5); agree (better): fd (classifier space); contradict (worse): none.")
+    assert claim_lines[0].startswith("  * (0) DA improves on the no-DiffAugment control (DiffAugment's claim: the sanity "
+                                     "check, not VkD's): **not resolved**")
     assert claim_lines[1] == ("  * (a) whitening improves on VkD without it: **not resolved** — too few seeds with the "
                               "label-free FD (5 vkd-whiten, 0 vkd; at least 2 each).")
     assert study.update_readme(readme, pilot, results, rows=list(study.ROWS)) == text  # idempotent
