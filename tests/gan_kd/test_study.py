@@ -434,7 +434,7 @@ def regime_key_is(run: dict, fraction: float, width: int) -> bool:
     return run["config"]["data_fraction"] == fraction and run["config"]["g_ch"] == width
 
 
-def test_reuse_copies_another_studys_finished_copy_whole_and_nothing_unfinished(tmp_path):
+def test_reuse_copies_another_studys_finished_copy_whole_and_nothing_unfinished(fake_copy, tmp_path):
     pilot, mode, results = tmp_path / "pilot", tmp_path / "mode", tmp_path / "study"
     source = fake_copy(pilot, "da", 0, 5.0, [5.0], [0.1])
     (source / "final.png").write_bytes(b"png")  # a copy's files sit at its top level, samples included
