@@ -108,7 +108,7 @@ def test_mode_report_admits_a_mode_only_within_seed_noise_of_eager_at_three_seed
     assert "**compile+channels_last is not within seed noise of eager**" in text and "Modes admitted here: eager." in text
     mode_copies(fake_copy, tmp_path / "two", [3.0, 3.4], [3.1, 3.3])  # within noise, but fewer than 3 seeds: not admitted
     assert "Modes admitted here: eager." in modes.mode_report(tmp_path / "two", "cmd", "runs/x")
-    mode_copies(tmp_path / "one", [3.0], [3.1])  # one seed: no interval, no verdict
+    mode_copies(fake_copy, tmp_path / "one", [3.0], [3.1])  # one seed: no interval, no verdict
     text = modes.mode_report(tmp_path / "one", "cmd", "runs/x")
     assert "too few seeds for an interval (1 and 1); no verdict yet." in text and "seed noise of eager**" not in text
 
