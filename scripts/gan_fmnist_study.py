@@ -26,10 +26,7 @@ committed); the small files go to results/runs/.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -39,16 +36,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gan_kd import study  # noqa: E402
-from gan_kd.study import calibration, modes  # noqa: E402
+from gan_kd.study import calibration, classifiers, modes  # noqa: E402
 from kd_core.runtime.cli import checked_data_root  # noqa: E402
 from kd_core.runtime.io import write_json, write_text  # noqa: E402
 
 BIN = Path(sys.executable).parent
-TEACHERS = {  # role -> (model, seed, run dir, committed file under results/teachers/)
-    "teacher": ("resnet20", 0, "runs/teachers/fmnist_resnet20", "fmnist_resnet20.pt"),
-    "fd_net": ("resnet32", 1, "runs/teachers/fmnist_resnet32", "fmnist_resnet32.pt"),
-}
-COMMITTED_TEACHERS = "results/teachers"  # the files, with teachers.json: SHA-256, command and test accuracy
 PILOT_RESULTS = "results/runs/gan_fmnist_pilot"
 STUDY_RESULTS = "results/runs/gan_fmnist"
 PRECISION_RESULTS = "results/runs/gan_fmnist_precision"
@@ -58,34 +50,12 @@ MODE_REPORT = "results/gan_modes.md"
 CALIBRATION_REPORT = "results/gan_calibration"  # .md (the table) and .json (records and chosen weights)
 
 
-def committed_classifier(file: str) -> str | None:
-    """``results/teachers/<file>`` if it is there and its SHA-256 is the one teachers.json records, else None."""
-    path, record = ROOT / COMMITTED_TEACHERS / file, ROOT / COMMITTED_TEACHERS / "teachers.json"
-    if not (path.is_file() and record.is_file()):
-        return None
-    expected = json.loads(record.read_text()).get(file, {}).get("sha256")
-    return str(path) if expected == hashlib.sha256(path.read_bytes()).hexdigest() else None
-
-
 def train_classifiers(data_root: str) -> study.Assets:
     """The committed teacher and FD network (results/teachers/, hash-checked); each one that is missing or does
-    not match its recorded hash is trained instead (~2 passes over the 60k images), unless already trained."""
-    paths = {}
-    for role, (model, seed, out, file) in TEACHERS.items():
-        committed = committed_classifier(file)
-        if committed:
-            paths[role] = committed
-            continue
-        out = ROOT / out
-        if not (out / "result.json").is_file():
-            click.echo(f"training the {role} ({model}, seed {seed}) into {out}")
-            subprocess.run([str(BIN / "classifier-kd"), "train-teacher", "--model", model, "--dataset", "fashion_mnist",
-                            "--data-root", data_root, "--epochs", "6", "--max-steps-per-epoch", "160",
-                            "--milestones", "4,5", "--batch-size", "128", "--lr", "0.1", "--workers", "0",
-                            "--device", "cpu", "--seed", str(seed), "--out", str(out)],
-                           check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        paths[role] = str(out / "checkpoints" / "best.pt")
-    return study.Assets(data_root=data_root, teacher=paths["teacher"], fd_net=paths["fd_net"])
+    not match its recorded hash is trained instead into runs/teachers/ (~20 minutes of one core), unless already
+    trained (gan_kd.study.classifiers, shared with make demo)."""
+    return classifiers.ensure_classifiers(data_root, committed=ROOT / classifiers.COMMITTED, runs=ROOT / classifiers.RUNS,
+                                          classifier_kd=str(BIN / "classifier-kd"), log=click.echo)
 
 
 def _seeds(ctx, param, value: str) -> list[int]:
