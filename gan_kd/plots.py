@@ -71,3 +71,49 @@ def curve_plot(groups: Mapping[str, Sequence[Curve]], path: str | Path, *, ylabe
     draw_curves(axes, groups, ylabel=ylabel, title=title, xlabel=xlabel)
     figure.tight_layout()
     return save_figure(figure, path)
+
+
+def samples_and_curves(grids: Mapping[str, np.ndarray], panels: Mapping[str, Mapping[str, Curve]], path: str | Path,
+                       *, titles: Mapping[str, str] | None = None, row_labels: Sequence[str] = (),
+                       marks: Mapping[str, int] | None = None, ylabel: str = "", title: str = "",
+                       xlabel: str = "iteration") -> Path:
+    """Sample grids side by side above curve panels, one colour per run throughout.
+
+    ``grids``: run label -> a tiled grid of its samples, uint8 ``(H, W, 3)``, shown as it is (so colour on
+    grayscale data shows), under ``titles[label]`` (default: the label); ``row_labels`` name the grid's rows
+    (e.g. the classes). ``panels``: panel title -> {run label: curve}, one panel each below the grids, sharing
+    ``ylabel``; ``marks``: run label -> the iteration starred on its curves (the checkpoint the grid shows).
+    """
+    plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    colours = dict(zip(grids, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    marks = marks or {}
+    columns = max(len(grids), len(panels))
+    figure = plt.figure(figsize=(4.8 * columns, 9.4), dpi=110, layout="constrained")
+    top, bottom = figure.subfigures(2, 1, height_ratios=(1.5, 1))
+    for axes, (label, grid) in zip(np.atleast_1d(top.subplots(1, len(grids))), grids.items()):
+        axes.imshow(grid, interpolation="nearest")
+        axes.set_title((titles or {}).get(label, label), fontsize=9.5, color=colours[label])
+        axes.set_xticks([])
+        step = grid.shape[0] / max(len(row_labels), 1)
+        axes.set_yticks([step * (i + 0.5) for i in range(len(row_labels))], list(row_labels), fontsize=7.5)
+        axes.tick_params(length=0)
+    for axes, (name, curves) in zip(np.atleast_1d(bottom.subplots(1, len(panels))), panels.items()):
+        for label, curve in curves.items():
+            if not curve:
+                continue
+            steps, values = zip(*curve)
+            axes.plot(steps, values, marker="o", markersize=2.5, linewidth=1.4, label=label, color=colours.get(label))
+            marked = dict(curve).get(marks.get(label))
+            if marked is not None:
+                axes.plot([marks[label]], [marked], marker="*", markersize=12, color=colours.get(label), linestyle="")
+        axes.set_title(name, fontsize=9.5)
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel(ylabel)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10.5)
+    return save_figure(figure, path)
