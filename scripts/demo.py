@@ -1,18 +1,26 @@
 #!/usr/bin/env python
-"""`make demo`: the project's main job, offline, end to end, in a few minutes on a CPU.
+"""`make demo`: the GAN study's two flagship rows, offline, end to end, in under 10 minutes on a 2-core CPU.
 
 1. Fashion-MNIST: an existing copy (``--data-root`` or Debian's folder), else ``apt-get install
    dataset-fashion-mnist`` when root, else torchvision's download when online; otherwise one line saying how
    to supply the files.
-2. Two classifiers, trained once and cached: the **teacher** (ResNet-20, seed 0) whose features D distils,
-   and the **evaluator** (MobileNetV2, seed 1) whose features give the Fréchet distance (FD, not FID: no
-   Inception weights offline). The teacher is never the evaluator.
-3. Two GANs on 10% of Fashion-MNIST, same seed and length, side by side (one thread each): the ``da``
-   baseline and ``vkd-whiten`` (VkD: orthogonal projector, whitened teacher features).
-4. Evaluation of each best checkpoint, the sample grids, an FD-vs-iteration plot, and a two-line table.
+2. The study's two classifiers, committed under ``results/teachers/`` (``gan_kd.study.classifiers``): the
+   **teacher** (ResNet-20, seed 0) whose features D distils, and the **FD network** (ResNet-32, seed 1) whose
+   features give the classifier FD and the GAN-test accuracy. Used when their SHA-256 matches
+   ``teachers.json``; otherwise trained first (about 20 minutes each), once.
+3. ``da`` and ``vkd-whiten`` (VkD: orthogonal projector, whitened teacher features) side by side, one thread
+   each, in the study's regime (``gan_kd.study.train_command``) at 60 training images, same seed, logging the
+   label-free and the classifier FD every 100 iterations; the label-free FD picks the best checkpoint.
+4. Both best checkpoints scored by a fast subset of the evaluation suite (:data:`EVALUATION_METRICS`).
+5. One picture (``demo.png``): both generators' samples, same latents and labels, above both FD curves; and a
+   table of this run beside the study's mean and 95% interval for the same rows, with one generated sentence
+   saying what the run does and does not show.
 
 Every stage is skipped when its output exists, so a second ``make demo`` only prints the table. ``--smoke``
-(``make demo SMOKE=1``) runs the same chain at tiny sizes (under 2 minutes; the test suite runs it).
+(``make demo SMOKE=1``) runs the same chain at tiny sizes (under 2 minutes; the test suite runs it). It trains
+two tiny classifiers instead of using the committed ones, so that it exercises the fall-back path the full
+demo takes on a checkout without them, and stays independent of those files (the committed-file path is
+tested on its own, in tests/test_demo.py).
 """
 from __future__ import annotations
 
@@ -23,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -30,21 +39,50 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gan_kd import study  # noqa: E402
 from gan_kd.report import EVALUATION_FILE  # noqa: E402
+from gan_kd.study import classifiers  # noqa: E402
+from kd_core.runtime.datasets import DatasetNotFound, load_fashion_mnist, locate_fashion_mnist  # noqa: E402
+from kd_core.runtime.io import write_text  # noqa: E402
 from kd_core.runtime.metrics import metric_curves  # noqa: E402
 from kd_core.runtime.run import RESULT_FILE  # noqa: E402
-from kd_core.runtime.datasets import DatasetNotFound, load_fashion_mnist, locate_fashion_mnist  # noqa: E402
+from kd_core.stats import bootstrap_mean_ci, compare, mean_std  # noqa: E402
 
 BIN = Path(sys.executable).parent
-# stage sizes: full demo (<= 10 minutes with the install on a 2-core CPU) and smoke (< 2 minutes)
-SIZES = {
-    "full": dict(cls_steps=150, cls_batch=64, gan_iterations=80, eval_every=20, eval_samples=1000, width=8,
-                 batch=32, final_samples=5000, probe=500),
-    "smoke": dict(cls_steps=4, cls_batch=16, gan_iterations=6, eval_every=3, eval_samples=40, width=4,
-                  batch=10, final_samples=60, probe=10),
-}
-CLASSIFIERS = {"teacher": ("resnet20", 0), "evaluator": ("mobilenet_v2", 1)}
 GANS = ("da", "vkd-whiten")
+STUDY_RESULTS = ROOT / "results" / "runs" / "gan_fmnist"  # the study's run copies: the table's context columns
+
+# The study's regime (gan_kd.study.rows: width 8, batch 16, EMA 0.99 from iteration 100, label-free and classifier
+# FD on 2,000 samples every 100 iterations) at 60 training images, where the regime search's DA reached its best
+# label-free FD near iteration 1000. The length is what fits 10 minutes on 2 cores with a 2-minute install. Measured
+# on this 2-core AMD EPYC (2026-12-07), in CPU seconds of each process (the machine was busy, so wall times were
+# not usable), in a trial of this demo at 400 iterations pinned to one core shared with other jobs:
+#   * training, start-up included (imports, the real test set's features in both FD spaces: ~55 s) and the four
+#     evaluations: da 306 s, vkd-whiten 373 s (the teacher's forward on every D step: ~0.67 vs ~0.51 s an iteration);
+#   * the final evaluation (EVALUATION_METRICS, 2,000 samples, its own real-set and memorisation features): 96 s;
+#   * the rest (imports, data, the classifiers' hashes, the picture): ~10 s.
+# 120 (install) + 10 + 373 + 96 = 599 s at 400 iterations. Time-slicing one core inflates these: DA's 0.51 s an
+# iteration was ~0.40 s in an earlier measurement of two runs side by side on the idle machine, which puts the
+# total near 510 s. So 400 iterations; 450 would be over by the first reckoning. The regime search's DA had a label-free FD of 6.5 at iteration 400 and 2.6
+# at 1000: these samples are rougher than the study's, and ITERATIONS=1000 (--iterations) trains longer.
+FULL = study.Regime(fraction=0.001, width=8, iterations=400, eval_every=100, eval_samples=2000, ema_decay=0.99,
+                    ema_start=100, batch_size=16)
+SMOKE = study.Regime(fraction=0.001, width=4, iterations=6, eval_every=3, eval_samples=40, ema_decay=0.99,
+                     ema_start=3, batch_size=10)
+# A fast subset of the suite (gan_kd.metrics): FD in both spaces, GAN-test accuracy, precision/recall,
+# density/coverage, memorisation; GAN-train accuracy (~100 s more per run, more than the budget has) is left
+# out. 2,000 samples: the FDs differ from their 10,000-sample values by under 2% here (a 300-iteration DA: 17.96
+# vs 18.00 classifier FD, 7.45 vs 7.34 label-free); recall and coverage do depend on the count.
+EVALUATION_METRICS = "fd,cls,fd_vgg,prc,dc,memo"
+EVALUATION_SAMPLES = {"full": 2000, "smoke": 60}
+SMOKE_TRAINING = ("--epochs", "1", "--max-steps-per-epoch", "4", "--batch-size", "16", "--lr", "0.05", "--milestones", "1")
+# The table's rows: result key, better direction, format (the label comes from evaluation.json).
+TABLE_ROWS = (("fd_vgg", "↓", "{:.2f}"), ("fd", "↓", "{:.2f}"), ("cls_acc", "↑", "{:.1%}"), ("precision", "↑", "{:.3f}"),
+              ("recall", "↑", "{:.3f}"), ("density", "→ 1", "{:.3f}"), ("coverage", "↑", "{:.3f}"),
+              ("memorised", "↓", "{:.1%}"))
+ROLES = {"teacher": "teacher (D distils it)", "fd_net": "FD network (classifier FD, GAN-test accuracy)"}
+PICTURE = "demo.png"
+TABLE_FILE = "table.md"
 
 
 def say(text: str) -> None:
@@ -108,7 +146,9 @@ def run_parallel(jobs: dict[str, list[str]], logs: Path) -> None:
                 text = line.rstrip()
                 if text and ("it " in text or "epoch" in text or "ERROR" in text or "Error" in text
                              or "iteration" in text or "done" in text):
-                    click.echo(f"  [{name}] {text.split(' INFO ')[-1]}")
+                    if " INFO " in text:  # "<time> INFO gan_kd.train: iteration 100: ..." -> "iteration 100: ..."
+                        text = text.split(" INFO ", 1)[1].split(": ", 1)[-1]
+                    click.echo(f"  [{name}] {text}")
             log.close()
 
         thread = threading.Thread(target=relay, daemon=True)
@@ -122,102 +162,239 @@ def run_parallel(jobs: dict[str, list[str]], logs: Path) -> None:
         fail("; ".join(f"{name} exited with {code} (see {logs / (name + '.log')})" for name, code in failed.items()))
 
 
-def classifier_command(role: str, out: Path, data_root: Path, sizes: dict) -> list[str]:
-    model, seed = CLASSIFIERS[role]
-    return [str(BIN / "classifier-kd"), "train-teacher", "--model", model, "--dataset", "fashion_mnist",
-            "--data-root", str(data_root), "--epochs", "1", "--max-steps-per-epoch", str(sizes["cls_steps"]),
-            "--batch-size", str(sizes["cls_batch"]), "--lr", "0.05", "--milestones", "1", "--workers", "0",
-            "--device", "cpu", "--seed", str(seed), "--out", str(out)]
+# --------------------------------------------------------------------------------------------------- stages
 
 
-def gan_command(preset: str, out: Path, data_root: Path, fraction: float, teacher: Path, evaluator: Path,
-                sizes: dict) -> list[str]:
-    command = [str(BIN / "gan-kd"), "train", "--out", str(out), "--preset", preset, "--dataset", "fashion_mnist",
-               "--data-root", str(data_root), "--data-fraction", str(fraction),
-               "--iterations", str(sizes["gan_iterations"]), "--batch-size", str(sizes["batch"]),
-               "--g-ch", str(sizes["width"]), "--d-ch", str(sizes["width"]), "--ema-decay", "0.99",
-               "--ema-start", str(sizes["eval_every"]), "--eval-every", str(sizes["eval_every"]),
-               "--eval-samples", str(sizes["eval_samples"]), "--metrics", "fd", "--fd-features", f"ckpt:{evaluator}",
-               "--overfit-probe", str(sizes["probe"]), "--sample-every", str(sizes["gan_iterations"] // 2),
-               "--checkpoint-every", str(sizes["eval_every"]), "--log-every", str(max(1, sizes["eval_every"] // 2)),
-               "--seed", "0", "--threads", "1", "--device", "cpu"]
-    if preset != "da":
-        command += ["--teacher", f"ckpt:{teacher}"]
-    return command
+def ensure_classifiers(data_root: Path, out: Path, smoke: bool) -> study.Assets:
+    """The committed teacher and FD network (the full demo), or two tiny ones trained into ``out`` (smoke)."""
+    if smoke:
+        return classifiers.ensure_classifiers(str(data_root), committed=None, runs=out / "classifiers",
+                                              classifier_kd=str(BIN / "classifier-kd"), training=SMOKE_TRAINING, log=say)
+    return classifiers.ensure_classifiers(str(data_root), committed=ROOT / classifiers.COMMITTED,
+                                          runs=ROOT / classifiers.RUNS, classifier_kd=str(BIN / "classifier-kd"), log=say)
 
 
-def evaluate_command(out: Path, evaluator: Path, sizes: dict) -> list[str]:
-    return [str(BIN / "gan-kd"), "evaluate", str(out), "--checkpoint", "best", "--metrics", "fd,cls",
-            "--fd-features", f"ckpt:{evaluator}", "--num-samples", str(sizes["final_samples"]), "--device", "cpu"]
+def describe_classifier(classifier: classifiers.Classifier, path: Path) -> str:
+    """``resnet20 (seed 0), test top-1 89.97%: results/teachers/fmnist_resnet20.pt (committed, SHA-256 checked)``."""
+    committed = classifiers.committed_record(path.parent).get(path.name)
+    if committed:
+        accuracy, source = committed.get("test_top1"), "committed, SHA-256 as in teachers.json"
+    else:
+        result = path.parents[1] / "result.json"
+        accuracy, source = json.loads(result.read_text()).get("best_top1"), "trained here"
+    top1 = f"{accuracy:.2f}%" if accuracy is not None else "?"
+    return f"{classifier.model} (seed {classifier.seed}), test top-1 {top1}: {shown(path)} ({source})"
+
+
+def evaluate_command(run: Path, assets: study.Assets, samples: int) -> list[str]:
+    return [str(BIN / "gan-kd"), "evaluate", str(run), "--checkpoint", "best", "--metrics", EVALUATION_METRICS,
+            "--fd-features", f"ckpt:{assets.fd_net}", "--data-root", assets.data_root, "--num-samples", str(samples),
+            "--device", "cpu"]
+
+
+def write_picture(gans: dict[str, Path], path: Path) -> Path:
+    """Both best EMA generators' samples (same latents, one row per class) above their FD curves."""
+    from torchvision.datasets import FashionMNIST
+    from torchvision.utils import make_grid
+
+    from gan_kd.plots import samples_and_curves
+    from gan_kd.snapshot import load_ema_generator
+    from gan_kd.train import grid_samples
+
+    grids, titles, marks, panels = {}, {}, {}, {}
+    for row, run in gans.items():
+        generator, config, iteration = load_ema_generator(run, "best")
+        images = grid_samples(generator, generator.num_classes, config["dim_z"], rows=10, columns=8, seed=0)
+        grid = make_grid(images, nrow=8, padding=2, normalize=True, value_range=(-1, 1), pad_value=1.0)
+        grids[row] = (grid.permute(1, 2, 0).numpy() * 255 + 0.5).astype("uint8")
+        titles[row] = f"{study.ROWS[row][0]}\nbest EMA generator: iteration {iteration}"
+        marks[row] = iteration
+        names = json.loads((run / RESULT_FILE).read_text())["evaluation"]["labels"]
+        curves = metric_curves(run)
+        for key, space in (("fd_vgg", "label-free"), ("fd", "classifier")):
+            panels.setdefault(f"{space} {names[key]} ↓", {})[row] = curves.get(f"eval/{key}", [])
+    title = (f"make demo: {training_images(run)} Fashion-MNIST training images, seed {config['seed']}; "
+             f"both generators get the same latents and labels")
+    return samples_and_curves(grids, panels, path, titles=titles, row_labels=FashionMNIST.classes, marks=marks,
+                              ylabel=f"FD of {config['eval_samples']:,} samples (★: the samples above)", title=title)
+
+
+# --------------------------------------------------------------------------------------------------- table
+
+
+def study_runs(results: Path, regime: study.Regime) -> tuple[dict[str, list[dict]], str, str]:
+    """The study's finished copies of :data:`GANS` at one regime (the demo's fraction and width if the study has
+    it, else its largest), by row; that regime in a few words; and a longer description of the copies."""
+    runs = [r for r in study.load_runs(results) if r["row"] in GANS] if results.is_dir() else []
+    if not runs:
+        return {row: [] for row in GANS}, "no regime", f"no finished copies in {shown(results)}"
+    groups: dict[study.Regime, list[dict]] = {}
+    for run in runs:
+        groups.setdefault(study.regime_of(run["config"]), []).append(run)
+    chosen = max(groups, key=lambda g: ((g.fraction, g.width) == (regime.fraction, regime.width), len(groups[g])))
+    members, evaluation = groups[chosen], groups[chosen][0]["result"]
+    words = f"{study.len_subset(members[0]['config'])} training images and {chosen.iterations} iterations"
+    description = (f"{words} (fraction {chosen.fraction:g}, width {chosen.width}, batch {chosen.batch_size}; "
+                   f"{shown(results)}: " + ", ".join(f"{sum(r['row'] == row for r in members)} seeds of {row}" for row in GANS)
+                   + f", best checkpoints scored on {evaluation['num_samples']:,} samples × {evaluation.get('repeats', 1)})")
+    return {row: [r for r in members if r["row"] == row] for row in GANS}, words, description
+
+
+def metric_values(runs: list[dict], key: str) -> list[float]:
+    return [r["result"]["metrics"][key]["mean"] for r in runs if key in r["result"]["metrics"]]
+
+
+def study_cell(values: list[float], form: str) -> str:
+    """``mean [low, high]`` (95% bootstrap interval of the mean), one value with its seed count, or —."""
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{form.format(values[0])} (1 seed)"
+    low, high = bootstrap_mean_ci(values)
+    return f"{form.format(mean_std(values)[0])} [{form.format(low)}, {form.format(high)}]"
+
+
+def table_lines(results: dict[str, dict], context: dict[str, list[dict]]) -> list[str]:
+    """The markdown table: one row per metric, this run's two values, then the study's for the same rows."""
+    labels = next(iter(results.values()))["labels"]
+    header = ["metric", *GANS, *(f"study {row}: mean [95% CI]" for row in GANS)]
+    rows = []
+    for key, better, form in TABLE_ROWS:
+        rows.append([f"{labels.get(key, key)} {better}",
+                     *(form.format(results[row]["metrics"][key]["mean"]) if key in results[row]["metrics"] else "—"
+                       for row in GANS),
+                     *(study_cell(metric_values(context[row], key), form) for row in GANS)])
+    rows.append(["best checkpoint (iteration)", *(str(results[row]["iteration"]) for row in GANS),
+                 *(study_cell([r["result"]["iteration"] for r in context[row]], "{:.0f}") for row in GANS)])
+    widths = [max(len(line[i]) for line in (header, *rows)) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths)) + " |"
+
+    return [line(header), "|" + "|".join("-" * (width + 2) for width in widths) + "|", *map(line, rows)]
+
+
+def reading(results: dict[str, dict], context: dict[str, list[dict]], iterations: int, images: int,
+            regime: str) -> str:
+    """One sentence, from the numbers: what this run shows and what it does not (``regime``: the study's, in words)."""
+    da, vkd = (results[row]["metrics"] for row in GANS)
+    difference, label_free = vkd["fd"]["mean"] - da["fd"]["mean"], vkd["fd_vgg"]["mean"] - da["fd_vgg"]["mean"]
+    here = (f"This demo shows both rows training end to end and their samples after {iterations} iterations on "
+            f"{images} images, one seed each; it does not show which row is better: vkd-whiten − da is "
+            f"{difference:+.2f} classifier FD here ({label_free:+.2f} label-free)")
+    da_fd, vkd_fd = (metric_values(context[row], "fd") for row in GANS)
+    if len(da_fd) < 2 or len(vkd_fd) < 2:
+        return f"{here}, and the study has too few seeds of these rows to give a seed spread to compare it with."
+    c = compare(vkd_fd, da_fd)
+    inside = abs(difference) <= c["spread"]
+    return (f"{here}, {'inside' if inside else 'larger than'} the study's seed-to-seed spread of {c['spread']:.2f} "
+            f"(the larger std of the two rows over {c['n'][1]} and {c['n'][0]} seeds, at {regime})"
+            + ("" if inside else ", but one seed at another regime is no test of it")
+            + f"; over the study's seeds the difference is {c['difference']:+.2f} (95% CI "
+            f"[{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}]: {c['verdict']}).")
+
+
+def training_images(run: Path) -> int:
+    """How many training images the run drew (its subset_indices.npy; the fixture's data set is smaller)."""
+    import numpy as np
+
+    return len(np.load(run / "subset_indices.npy"))
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+# --------------------------------------------------------------------------------------------------- main
 
 
 @click.command()
-@click.option("--smoke", is_flag=True, help="The same chain at tiny sizes (< 2 minutes).")
+@click.option("--smoke", is_flag=True, help="The same chain at tiny sizes (< 2 minutes), with two tiny classifiers "
+                                            "trained instead of the committed ones.")
 @click.option("--out", default=None, help="Demo folder [default: runs/demo, or runs/demo_smoke with --smoke].")
 @click.option("--data-root", default="data", show_default=True, help="Where Fashion-MNIST is (or goes).")
-@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=0.1, show_default=True, help="Fraction of the training set for the GANs.")
-def main(smoke, out, data_root, fraction):
-    """Teacher + evaluator classifiers, then da and vkd-whiten GANs on 10% of Fashion-MNIST, FD and plots."""
-    started = time.monotonic()
-    sizes = SIZES["smoke" if smoke else "full"]
+@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help=f"Fraction of the training set for the GANs [default: {FULL.fraction:g}, i.e. 60 images].")
+@click.option("--iterations", type=click.IntRange(1), default=None,
+              help=f"GAN iterations [default: {FULL.iterations}, what fits 10 minutes on 2 cores; the study's DA is "
+                   f"best near 1000 at 60 images]. Another length is another run (its own folder).")
+def main(smoke, out, data_root, fraction, iterations):
+    """da and vkd-whiten side by side in the study's regime, with the committed classifiers: a picture and a table."""
+    started, stages = time.monotonic(), {}
+    mode = "smoke" if smoke else "full"
+    regime = replace(SMOKE if smoke else FULL, **{name: value for name, value in
+                                                 (("fraction", fraction), ("iterations", iterations)) if value})
     out = Path(out or ("runs/demo_smoke" if smoke else "runs/demo"))
     data_root = Path(data_root)
     data_root.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
+    # the subprocesses run this checkout's code, whichever checkout the environment was installed from
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     ensure_fashion_mnist(data_root)
 
-    classifiers = {role: out / role for role in CLASSIFIERS}
-    todo = {role: classifier_command(role, path, data_root, sizes) for role, path in classifiers.items()
-            if not (path / "result.json").is_file()}
-    if todo:
-        say(f"training {' and '.join(f'the {r} ({CLASSIFIERS[r][0]})' for r in todo)}")
-        run_parallel(todo, out)
-    for role, path in classifiers.items():
-        record = json.loads((path / "result.json").read_text())
-        say(f"{role}: {CLASSIFIERS[role][0]}, test top-1 {record.get('best_top1', float('nan')):.2f}% ({path})")
-    teacher, evaluator = (classifiers[r] / "checkpoints" / "best.pt" for r in ("teacher", "evaluator"))
+    clock = time.monotonic()
+    assets = ensure_classifiers(data_root, out, smoke)
+    for classifier in classifiers.CLASSIFIERS:
+        say(f"{ROLES[classifier.role]}: {describe_classifier(classifier, Path(getattr(assets, classifier.role)))}")
+    stages["classifiers"] = time.monotonic() - clock
 
-    gans = {preset: out / f"gan_{preset}" for preset in GANS}
-    todo = {preset: gan_command(preset, path, data_root, fraction, teacher, evaluator, sizes)
-            for preset, path in gans.items() if not (path / RESULT_FILE).is_file()}
+    clock = time.monotonic()
+    gans = {row: out / study.run_name(row, regime, 0) for row in GANS}
+    todo = {row: study.train_command(row, regime, 0, path, assets, gan_kd=str(BIN / "gan-kd"))
+            for row, path in gans.items() if not (path / RESULT_FILE).is_file()}
     if todo:
-        say(f"training the GANs side by side: {', '.join(todo)} ({sizes['gan_iterations']} iterations, width "
-            f"{sizes['width']}, {fraction:g} of Fashion-MNIST)")
+        say(f"training the GANs side by side: {', '.join(todo)} ({regime.iterations} iterations, width {regime.width}, "
+            f"batch {regime.batch_size}, fraction {regime.fraction:g} of Fashion-MNIST's training images)")
         run_parallel(todo, out)
-    todo = {f"eval_{preset}": evaluate_command(path, evaluator, sizes) for preset, path in gans.items()
+    stages["GANs"] = time.monotonic() - clock
+
+    clock = time.monotonic()
+    samples = EVALUATION_SAMPLES[mode]
+    todo = {f"eval_{row}": evaluate_command(path, assets, samples) for row, path in gans.items()
             if not (path / EVALUATION_FILE).is_file()}
     if todo:
-        say(f"evaluating the best checkpoints ({sizes['final_samples']} samples each)")
+        say(f"evaluating the best checkpoints ({EVALUATION_METRICS}; {samples:,} samples each)")
         run_parallel(todo, out)
+    stages["evaluation"] = time.monotonic() - clock
 
-    from gan_kd.plots import PlotsUnavailable, curve_plot
+    clock = time.monotonic()
+    from gan_kd.plots import PlotsUnavailable
 
-    plot = out / "fd_vs_iteration.png"
-    try:
-        curve_plot({preset: [metric_curves(path).get("eval/fd", [])] for preset, path in gans.items()},
-                   plot, ylabel=f"FD ({CLASSIFIERS['evaluator'][0]} features)", title="EMA generator during training")
-    except PlotsUnavailable as error:
-        plot = None
-        say(str(error))
+    picture = out / PICTURE
+    if not picture.is_file():
+        try:
+            write_picture(gans, picture)
+        except PlotsUnavailable as error:
+            picture = None
+            say(str(error))
+    stages["picture"] = time.monotonic() - clock
 
-    results = {preset: json.loads((path / EVALUATION_FILE).read_text()) for preset, path in gans.items()}
+    results = {row: json.loads((path / EVALUATION_FILE).read_text()) for row, path in gans.items()}
+    context, words, description = study_runs(STUDY_RESULTS, regime)
+    images = training_images(gans[GANS[0]])
+    lines = [f"This run: {images} training images, {regime.iterations} iterations, seed 0, best checkpoints "
+             f"scored on {samples:,} samples. The study's columns: {description}.",
+             "", *table_lines(results, context), "", reading(results, context, regime.iterations, images, words)]
+    write_text(out / TABLE_FILE, "\n".join(lines) + "\n")
     click.echo("")
-    click.echo(f"{'run':<12} {'FD ↓ (best checkpoint)':>24} {'GAN-test acc ↑':>15} {'best at':>9}   samples")
-    for preset, path in gans.items():
-        metrics = results[preset]["metrics"]
-        accuracy = f"{metrics['cls_acc']['mean']:.1%}" if "cls_acc" in metrics else "—"  # demos evaluated before cls
-        click.echo(f"{preset:<12} {metrics['fd']['mean']:>24.2f} {accuracy:>15} {results[preset]['iteration']:>9}   "
-                   f"{path / 'samples' / 'final.png'}")
-    reference = next((r["reference_scores"] for r in results.values() if "reference_scores" in r), None)
-    if reference:
-        click.echo(f"(the evaluator on the real test set: accuracy {reference['cls_acc']:.1%}; GAN-test accuracy is "
-                   f"the share of samples it assigns to the class they were generated for)")
+    click.echo("\n".join(lines))
     click.echo("")
-    say(f"FD-vs-iteration plot: {plot}" if plot else "no plot (matplotlib missing)")
-    say(f"runs, logs and checkpoints: {out}/; TensorBoard: tensorboard --logdir {out}")
-    say(f"FD is the Fréchet distance on {CLASSIFIERS['evaluator'][0]} features, not FID; one seed, "
-        f"{sizes['gan_iterations']} iterations: a demonstration, not a result (see results/gan_fmnist.md)")
-    say(f"finished in {time.monotonic() - started:.0f} s")
+    say(f"outputs in {out}/:")
+    if picture:
+        click.echo(f"  {picture}  <- open this first: the samples of both rows (same latents and labels) and their FD curves")
+    click.echo(f"  {out / TABLE_FILE}  the table and sentence above")
+    for row, path in gans.items():
+        click.echo(f"  {path}/  the {row} run: checkpoints, metrics.jsonl, evaluation.json")
+    click.echo(f"  {out}/*.log  the commands and their output; TensorBoard: tensorboard --logdir {out}")
+    say("FD is the Fréchet distance in a classifier's or a random VGG-16's features, not FID; the study is "
+        "results/gan_fmnist.md")
+    say(f"finished in {time.monotonic() - started:.0f} s (this call: "
+        + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in stages.items()) + ")")
 
 
 if __name__ == "__main__":
