@@ -41,7 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 from gan_kd import study  # noqa: E402
 from gan_kd.report import EVALUATION_FILE  # noqa: E402
-from gan_kd.study import classifiers  # noqa: E402
+from gan_kd.study import classifiers, families  # noqa: E402
+from gan_kd.study.families import DIRECTIONS  # noqa: E402
 from kd_core.runtime.datasets import DatasetNotFound, load_fashion_mnist, locate_fashion_mnist  # noqa: E402
 from kd_core.runtime.io import write_text  # noqa: E402
 from kd_core.runtime.metrics import metric_curves  # noqa: E402
@@ -76,10 +77,10 @@ SMOKE = study.Regime(fraction=0.001, width=4, iterations=6, eval_every=3, eval_s
 EVALUATION_METRICS = "fd,cls,fd_vgg,prc,dc,memo"
 EVALUATION_SAMPLES = {"full": 2000, "smoke": 60}
 SMOKE_TRAINING = ("--epochs", "1", "--max-steps-per-epoch", "4", "--batch-size", "16", "--lr", "0.05", "--milestones", "1")
-# The table's rows: result key, better direction, format (the label comes from evaluation.json).
-TABLE_ROWS = (("fd_vgg", "↓", "{:.2f}"), ("fd", "↓", "{:.2f}"), ("cls_acc", "↑", "{:.1%}"), ("precision", "↑", "{:.3f}"),
-              ("recall", "↑", "{:.3f}"), ("density", "→ 1", "{:.3f}"), ("coverage", "↑", "{:.3f}"),
-              ("memorised", "↓", "{:.1%}"))
+# The table's rows: result key and format (the label comes from evaluation.json, the better direction from
+# gan_kd.study.families, the study report's list).
+TABLE_ROWS = (("fd_vgg", "{:.2f}"), ("fd", "{:.2f}"), ("cls_acc", "{:.1%}"), ("precision", "{:.3f}"), ("recall", "{:.3f}"),
+              ("density", "{:.3f}"), ("coverage", "{:.3f}"), ("memorised", "{:.1%}"))
 ROLES = {"teacher": "teacher (D distils it)", "fd_net": "FD network (classifier FD, GAN-test accuracy)"}
 PICTURE = "demo.png"
 TABLE_FILE = "table.md"
@@ -199,12 +200,12 @@ def write_picture(gans: dict[str, Path], path: Path) -> Path:
 
     from gan_kd.plots import samples_and_curves
     from gan_kd.snapshot import load_ema_generator
-    from gan_kd.train import grid_samples
+    from gan_kd.train import grid_labels, grid_samples
 
     grids, titles, marks, panels = {}, {}, {}, {}
     for row, run in gans.items():
         generator, config, iteration = load_ema_generator(run, "best")
-        images = grid_samples(generator, generator.num_classes, config["dim_z"], rows=10, columns=8, seed=0)
+        images = grid_samples(generator, grid_labels(generator.num_classes, 10, 8), config["dim_z"], seed=0)
         grid = make_grid(images, nrow=8, padding=2, normalize=True, value_range=(-1, 1), pad_value=1.0)
         grids[row] = (grid.permute(1, 2, 0).numpy() * 255 + 0.5).astype("uint8")
         titles[row] = f"{study.ROWS[row][0]}\nbest EMA generator: iteration {iteration}"
@@ -240,10 +241,6 @@ def study_runs(results: Path, regime: study.Regime) -> tuple[dict[str, list[dict
     return {row: [r for r in members if r["row"] == row] for row in GANS}, words, description
 
 
-def metric_values(runs: list[dict], key: str) -> list[float]:
-    return [r["result"]["metrics"][key]["mean"] for r in runs if key in r["result"]["metrics"]]
-
-
 def study_cell(values: list[float], form: str) -> str:
     """``mean [low, high]`` (95% bootstrap interval of the mean), one value with its seed count, or —."""
     if not values:
@@ -259,11 +256,11 @@ def table_lines(results: dict[str, dict], context: dict[str, list[dict]]) -> lis
     labels = next(iter(results.values()))["labels"]
     header = ["metric", *GANS, *(f"study {row}: mean [95% CI]" for row in GANS)]
     rows = []
-    for key, better, form in TABLE_ROWS:
-        rows.append([f"{labels.get(key, key)} {better}",
+    for key, form in TABLE_ROWS:
+        rows.append([f"{labels.get(key, key)} {DIRECTIONS[key]}",
                      *(form.format(results[row]["metrics"][key]["mean"]) if key in results[row]["metrics"] else "—"
                        for row in GANS),
-                     *(study_cell(metric_values(context[row], key), form) for row in GANS)])
+                     *(study_cell(families.metric_values(context[row], key), form) for row in GANS)])
     rows.append(["best checkpoint (iteration)", *(str(results[row]["iteration"]) for row in GANS),
                  *(study_cell([r["result"]["iteration"] for r in context[row]], "{:.0f}") for row in GANS)])
     widths = [max(len(line[i]) for line in (header, *rows)) for i in range(len(header))]
@@ -282,7 +279,7 @@ def reading(results: dict[str, dict], context: dict[str, list[dict]], iterations
     here = (f"This demo shows both rows training end to end and their samples after {iterations} iterations on "
             f"{images} images, one seed each; it does not show which row is better: vkd-whiten − da is "
             f"{difference:+.2f} classifier FD here ({label_free:+.2f} label-free)")
-    da_fd, vkd_fd = (metric_values(context[row], "fd") for row in GANS)
+    da_fd, vkd_fd = (families.metric_values(context[row], "fd") for row in GANS)
     if len(da_fd) < 2 or len(vkd_fd) < 2:
         return f"{here}, and the study has too few seeds of these rows to give a seed spread to compare it with."
     c = compare(vkd_fd, da_fd)

@@ -81,7 +81,7 @@ def test_smoke_demo_runs_the_whole_chain_then_skips_it(fashion_mnist_raw_dir: Pa
     assert table[0] == ["metric", "da", "vkd-whiten", "study da: mean [95% CI]", "study vkd-whiten: mean [95% CI]"]
     rows = {cells[0]: cells[1:] for cells in table[1:]}
     labels = results["da"]["labels"]
-    assert list(rows) == [f"{labels[key]} {better}" for key, better, _ in demo.TABLE_ROWS] + ["best checkpoint (iteration)"]
+    assert list(rows) == [f"{labels[key]} {demo.DIRECTIONS[key]}" for key, _ in demo.TABLE_ROWS] + ["best checkpoint (iteration)"]
     fd = rows[f"{labels['fd']} ↓"]
     assert [float(v) for v in fd[:2]] == pytest.approx([results[row]["metrics"]["fd"]["mean"] for row in demo.GANS], abs=0.006)
     copies = study.load_runs(demo.STUDY_RESULTS)
@@ -90,7 +90,7 @@ def test_smoke_demo_runs_the_whole_chain_then_skips_it(fashion_mnist_raw_dir: Pa
         low, high = bootstrap_mean_ci(values)
         assert cell == f"{sum(values) / len(values):.2f} [{low:.2f}, {high:.2f}]"
     for key in ("fd_vgg", "precision", "memorised"):  # metrics the study's copies may not have
-        cells = rows[f"{labels[key]} {dict((k, b) for k, b, _ in demo.TABLE_ROWS)[key]}"][2:]
+        cells = rows[f"{labels[key]} {demo.DIRECTIONS[key]}"][2:]
         for row, cell in zip(demo.GANS, cells):
             assert (cell == "—") == (not any(key in r["result"]["metrics"] for r in copies if r["row"] == row))
     context = next(line for line in first.stdout.splitlines() if line.startswith("This run:"))
