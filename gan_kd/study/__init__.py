@@ -24,7 +24,8 @@ The modules, each importing only those above it:
 * :mod:`~gan_kd.study.modes`: the execution modes (eager, compiled, channels_last) and ``results/gan_modes.md``;
 * :mod:`~gan_kd.study.precision`: the bf16-vs-fp32 section of ``results/benchmarks.md``;
 * :mod:`~gan_kd.study.regime`: the regime search's table and the rule that picks the study's regime;
-* :mod:`~gan_kd.study.calibration`: each distillation row's weight at that regime.
+* :mod:`~gan_kd.study.calibration`: each distillation row's weight at that regime;
+* :mod:`~gan_kd.study.classifiers`: the study's teacher and FD network (the committed files, else trained).
 
 Every public name of ``rows``, ``runner``, ``reading``, ``tables``, ``report`` and ``precision`` is importable from
 ``gan_kd.study`` itself; the others are used as modules (``from gan_kd.study import agreement, families``).
