@@ -31,11 +31,7 @@ STUDY_MODE = "eager"
 
 def mode_of(regime: Regime) -> str:
     """The :data:`MODES` name of a regime (its precision aside)."""
-    for name, fields in MODES.items():
-        if all(getattr(regime, field) == value for field, value in fields.items()) and \
-                not any(getattr(regime, field) for field in ("compile", "channels_last") if field not in fields):
-            return name
-    raise ValueError(f"no mode for {regime}")
+    return next(name for name in MODES if with_mode(regime, name) == regime)
 
 
 def with_mode(regime: Regime, mode: str) -> Regime:
@@ -52,7 +48,7 @@ def arm_comparison(values: dict[str, dict[int, float]], candidate: str, referenc
         return [f"{candidate} − {reference}: too few seeds for an interval ({len(a)} and {len(b)}); no verdict yet."]
     result = compare(a, b)
     low, high = result["ci"]
-    within = not result["exceeds_spread"] and low <= 0 <= high
+    within = within_noise(result)
     lines = [f"{candidate} − {reference}: {result['difference']:+.2f} {unit} (95% bootstrap CI {low:+.2f} … {high:+.2f}); "
              f"the larger seed-to-seed std of the two arms is {result['spread']:.2f}. "
              f"**{candidate} is {'' if within else 'not '}within seed noise of {reference}** (rule: |difference| ≤ "
@@ -67,8 +63,9 @@ def arm_comparison(values: dict[str, dict[int, float]], candidate: str, referenc
     return lines
 
 
-def within_noise(values: dict[str, dict[int, float]], candidate: str, reference: str) -> bool:
-    result = compare(list(values[candidate].values()), list(values[reference].values()))
+def within_noise(result: dict) -> bool:
+    """The rule on a :func:`kd_core.stats.compare` result: the difference is no larger than the larger seed-to-seed
+    std and its interval contains 0."""
     low, high = result["ci"]
     return not result["exceeds_spread"] and low <= 0 <= high
 
@@ -123,7 +120,7 @@ def mode_report(results: Path, command: str, runs_dir: str) -> str:
             for paragraph in arm_comparison(values[key], mode, REFERENCE, "FD"):
                 lines += ["", paragraph]
         if len(values["fd_vgg"][mode]) >= 3 and len(values["fd_vgg"][REFERENCE]) >= 3 and \
-                within_noise(values["fd_vgg"], mode, REFERENCE):
+                within_noise(compare(list(values["fd_vgg"][mode].values()), list(values["fd_vgg"][REFERENCE].values()))):
             admitted.append(mode)
     lines += ["", "**Rule** (issue 26, item 4): the study runs in the fastest mode whose label-free FD is within seed "
               f"noise of {REFERENCE} at ≥ 3 seeds each; how fast each mode is comes from `make bench` "

@@ -1,7 +1,6 @@
 """Running and resuming the study's runs: train, evaluate, re-score and copy their small files; their state."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -139,10 +138,9 @@ ASSETS_FILE = "assets.json"
 def asset_digests(assets: Assets) -> dict:
     """SHA-256 of the teacher and FD-network files a run used: the checkpoints are not committed, so this is
     what tells whether runs of different sessions measured FD with the same network."""
-    def digest(path: str) -> str:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    from gan_kd.study.classifiers import sha256
 
-    return {"fd_net_sha256": digest(assets.fd_net), "teacher_sha256": digest(assets.teacher)}
+    return {"fd_net_sha256": sha256(assets.fd_net), "teacher_sha256": sha256(assets.teacher)}
 
 
 def copy_small_files(run_dir: Path, destination: Path) -> None:
