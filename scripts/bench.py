@@ -77,7 +77,11 @@ VARIANTS = ("fp32", "channels_last", "bf16", "bf16+channels_last")
 # Section 1's modes tables (issue 26): eager and `gan-kd train --compile`, with and without channels_last and bf16.
 MODES = ("fp32", "channels_last", "compile", "compile+channels_last", "bf16", "bf16+channels_last", "compile+bf16",
          "compile+bf16+channels_last")
-MODES_TARGET = 0.70         # issue 26: the study's iteration in its fastest mode <= 0.70x eager fp32
+MODES_TARGET = 0.70         # issue 26: the study's iteration in its chosen mode <= 0.70x eager fp32
+# The modes the study may run in (gan_kd.study.modes.MODES, in this file's names): fp32 only. Issue 26, item 4
+# admits bf16 only if a run resumed on a CPU without native bf16 stays within 2x the time, and bf16 runs there on
+# fallback kernels (this file's bf16 rows on such a CPU: "bf16 ... ratio to fp32" far above 2).
+STUDY_MODES = ("fp32", "channels_last", "compile", "compile+channels_last")
 COMPILE_WARMUP_MAX = 4      # warm-up calls of a compiled mode at most (its first iteration compiles every graph)
 GAN_PRESETS = ("da", "vkd-whiten")
 LOAD_LIMIT = 1.2            # 1-minute load above this: another process competed with the benchmark
@@ -749,9 +753,10 @@ def modes_groups(ctx: Context) -> list[tuple[int, int, int]]:
             (sizes.widths[1], sizes.gan_batch_large, sizes.reps)]
 
 
-def fastest_mode(ctx: Context, preset: str, width: int, batch: int) -> tuple[str, float]:
-    """(mode, its median / eager fp32's) of the fastest timed mode."""
-    timed = {mode: ctx.modes[(preset, width, batch, mode)].median for mode in MODES
+def fastest_mode(ctx: Context, preset: str, width: int, batch: int,
+                 among: tuple[str, ...] = MODES) -> tuple[str, float]:
+    """(mode, its median / eager fp32's) of the fastest timed mode ``among`` those given."""
+    timed = {mode: ctx.modes[(preset, width, batch, mode)].median for mode in among
              if (preset, width, batch, mode) in ctx.modes}
     best = min(timed, key=timed.get)
     return best, timed[best] / timed["fp32"]
@@ -785,7 +790,9 @@ def modes_lines(ctx: Context, width: int, batch: int, at_study_size: bool) -> li
         mode, ratio = fastest_mode(ctx, preset, width, batch)
         text = f"{preset} `{mode_label(mode)}` at {ratio:.2f}× eager fp32"
         if at_study_size:
-            text += f" ({'meets' if ratio <= MODES_TARGET else 'misses'} ≤ {MODES_TARGET:.2f}×)"
+            fp32_mode, fp32_ratio = fastest_mode(ctx, preset, width, batch, STUDY_MODES)
+            text += (f"; in fp32, the study's modes, `{mode_label(fp32_mode)}` at {fp32_ratio:.2f}× "
+                     f"({'meets' if fp32_ratio <= MODES_TARGET else 'misses'} ≤ {MODES_TARGET:.2f}×)")
         parts.append(text)
     where = "the study's size" if at_study_size else f"width {width}"
     sentence = f"**Fastest mode at {where}: " + "; ".join(parts) + ".**"
@@ -1644,24 +1651,32 @@ def section_metrics(ctx: Context) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------- targets
 def modes_target_row(ctx: Context) -> list[str]:
-    """Issue 26's target: the study's iteration in its fastest mode <= 0.70x eager fp32, for each preset."""
+    """Issue 26's target: the study's iteration in the fastest mode the study may use (:data:`STUDY_MODES`, fp32)
+    <= 0.70x eager fp32, for each preset; the fastest mode of all (bf16 included) is named beside it."""
     width, batch, _ = modes_groups(ctx)[0]
-    results, bounds = [], []
+    results, bounds, others = [], [], []
     for preset in GAN_PRESETS:
-        mode, ratio = fastest_mode(ctx, preset, width, batch)
+        mode, ratio = fastest_mode(ctx, preset, width, batch, STUDY_MODES)
         timing, base = ctx.modes[(preset, width, batch, mode)], ctx.modes[(preset, width, batch, "fp32")]
         results.append(f"{preset}: {ratio:.2f}× in `{mode_label(mode)}` ({fmt(timing.ms)} vs {fmt(base.ms)} ms)")
         if ratio > MODES_TARGET:
             gflops = ctx.mode_flops[(preset, width, batch)] / timing.median / 1e9
-            bounds.append(f"{preset}'s fastest mode runs at {fmt(gflops)} GFLOP/s ({of_peak(gflops, ctx.peak)}), its "
-                          f"D step {fmt(timing.part_ms('d'))} ms vs {fmt(base.part_ms('d'))} eager, its G step + EMA "
+            bounds.append(f"{preset}'s fastest fp32 mode runs at {fmt(gflops)} GFLOP/s ({of_peak(gflops, ctx.peak)}), "
+                          f"its D step {fmt(timing.part_ms('d'))} ms vs {fmt(base.part_ms('d'))} eager, its G step + EMA "
                           f"{fmt(timing.part_ms('g'))} vs {fmt(base.part_ms('g'))} ms")
+        fastest, fastest_ratio = fastest_mode(ctx, preset, width, batch)
+        if fastest not in STUDY_MODES:
+            others.append(f"{preset} `{mode_label(fastest)}` {fastest_ratio:.2f}×")
     text = "**met**"
     if bounds:
-        text = ("**missed**; bounded by what the modes timed here save at this size: " + "; ".join(bounds)
+        text = ("**missed**; bounded by what the fp32 modes timed here save at this size: " + "; ".join(bounds)
                 + (f" (modes {modes_not_timed(ctx)})" if modes_not_timed(ctx) else ""))
+    if others:
+        text += (". Faster, but not a mode the study may use (bf16: a run resumed on a CPU without native bf16 "
+                 "runs on fallback kernels, beyond item 4's 2×): " + ", ".join(others))
     return [f"the study's iteration (issue 26: width {width}, batch {batch}, 4 D + 1 G + EMA, da and vkd-whiten) in "
-            f"its fastest mode ≤ {MODES_TARGET:.2f}× eager fp32, side by side in section 1",
+            f"the fastest mode the study may use (fp32: {', '.join(f'`{mode_label(m)}`' for m in STUDY_MODES)}) "
+            f"≤ {MODES_TARGET:.2f}× eager fp32, side by side in section 1",
             "; ".join(results), text]
 
 
