@@ -9,8 +9,9 @@
    features give the classifier FD and the GAN-test accuracy. Used when their SHA-256 matches
    ``teachers.json``; otherwise trained first (about 20 minutes each), once.
 3. ``da`` and ``vkd-whiten`` (VkD: orthogonal projector, whitened teacher features) side by side, one thread
-   each, in the study's regime (``gan_kd.study.train_command``) at 60 training images, same seed, logging the
-   label-free and the classifier FD every 100 iterations; the label-free FD picks the best checkpoint.
+   each, in the study's regime (``gan_kd.study.train_command``) at 60 training images, same seed, channels_last, in
+   bf16 where the CPU has native bf16 (:data:`ITERATIONS`), logging the label-free and the classifier FD at
+   :data:`EVALUATIONS` points; the label-free FD picks the best checkpoint.
 4. Both best checkpoints scored by a fast subset of the evaluation suite (:data:`EVALUATION_METRICS`).
 5. One picture (``demo.png``): both generators' samples, same latents and labels, above both FD curves; and a
    table of this run beside the study's mean and 95% interval for the same rows, with one generated sentence
@@ -54,22 +55,20 @@ GANS = ("da", "vkd-whiten")
 STUDY_RESULTS = ROOT / "results" / "runs" / "gan_fmnist"  # the study's run copies: the table's context columns
 
 # The study's regime (gan_kd.study.rows: width 8, batch 16, EMA 0.99 from iteration 100, label-free and classifier
-# FD on 2,000 samples every 100 iterations) at 60 training images, where the regime search's DA reached its best
-# label-free FD near iteration 1000. The length is what fits 10 minutes on 2 cores with a 2-minute install. Measured
-# on this 2-core AMD EPYC (2026-12-07), in CPU seconds of each process (the machine was busy, so wall times were
-# not usable), in a trial of this demo at 400 iterations pinned to one core shared with other jobs:
-#   * training, start-up included (imports, the real test set's features in both FD spaces: ~55 s) and the four
-#     evaluations: da 306 s, vkd-whiten 373 s (the teacher's forward on every D step: ~0.67 vs ~0.51 s an iteration);
-#   * the final evaluation (EVALUATION_METRICS, 2,000 samples, its own real-set and memorisation features): 96 s;
-#   * the rest (imports, data, the classifiers' hashes, the picture): ~10 s.
-# 120 (install) + 10 + 373 + 96 = 599 s at 400 iterations. Time-slicing one core inflates these: DA's 0.51 s an
-# iteration was ~0.40 s in an earlier measurement of two runs side by side on the idle machine, which puts the
-# total near 510 s. So 400 iterations; 450 would be over by the first reckoning. The regime search's DA had a label-free FD of 6.5 at iteration 400 and 2.6
-# at 1000: these samples are rougher than the study's, and ITERATIONS=1000 (--iterations) trains longer.
-FULL = study.Regime(fraction=0.001, width=8, iterations=400, eval_every=100, eval_samples=2000, ema_decay=0.99,
-                    ema_start=100, batch_size=16)
+# FD on 2,000 samples at 4 evaluations) at 60 training images, where the regime search's DA reached its best
+# label-free FD near iteration 1000 (6.5 at 400, 2.6 at 1000): the more iterations fit, the more the samples look
+# like garments. channels_last always (the same arithmetic, 0.79-0.84x the time of the default layout: section 1 of
+# results/benchmarks.md); on a CPU with native bf16 (AVX-512-BF16 / AMX) also bf16 autocast, 0.55x fp32 there, whose
+# FD the bf16-vs-fp32 section of results/benchmarks.md found within seed noise of fp32. The demo is never resumed
+# on another machine, so it may use what this one has (the study may not: issue 26, item 4).
+# Iterations per precision: what fits 10 minutes on 2 cores with a 2-minute install. Measured times: README's
+# "make demo" section.
+ITERATIONS = {"bf16": 800, "fp32": 400}
+FULL = study.Regime(fraction=0.001, width=8, iterations=ITERATIONS["fp32"], eval_every=100, eval_samples=2000,
+                    ema_decay=0.99, ema_start=100, batch_size=16, channels_last=True)
+EVALUATIONS = 4  # training evaluations (label-free and classifier FD): the curves' points and the best-checkpoint choice
 SMOKE = study.Regime(fraction=0.001, width=4, iterations=6, eval_every=3, eval_samples=40, ema_decay=0.99,
-                     ema_start=3, batch_size=10)
+                     ema_start=3, batch_size=10, channels_last=True)
 # A fast subset of the suite (gan_kd.metrics): FD in both spaces, GAN-test accuracy, precision/recall,
 # density/coverage, memorisation; GAN-train accuracy (~100 s more per run, more than the budget has) is left
 # out. 2,000 samples: the FDs differ from their 10,000-sample values by under 2% here (a 300-iteration DA: 17.96
@@ -310,6 +309,22 @@ def shown(path: Path) -> str:
 # --------------------------------------------------------------------------------------------------- main
 
 
+def demo_regime(smoke: bool, fraction: float | None, iterations: int | None, precision: str) -> study.Regime:
+    """:data:`SMOKE` or :data:`FULL` with the precision (``auto``: bf16 where the CPU has native bf16) and the
+    iterations of that precision (:data:`ITERATIONS`) unless given; the full demo evaluates :data:`EVALUATIONS`
+    times during training."""
+    from kd_core.runtime.precision import cpu_has_native_bf16
+
+    if precision == "auto":
+        precision = "bf16" if cpu_has_native_bf16() else "fp32"
+    if smoke:
+        return replace(SMOKE, precision=precision, **({"fraction": fraction} if fraction else {}),
+                       **({"iterations": iterations} if iterations else {}))
+    iterations = iterations or ITERATIONS[precision]
+    return replace(FULL, precision=precision, iterations=iterations, fraction=fraction or FULL.fraction,
+                   eval_every=max(1, iterations // EVALUATIONS))
+
+
 @click.command()
 @click.option("--smoke", is_flag=True, help="The same chain at tiny sizes (< 2 minutes), with two tiny classifiers "
                                             "trained instead of the committed ones.")
@@ -318,14 +333,16 @@ def shown(path: Path) -> str:
 @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
               help=f"Fraction of the training set for the GANs [default: {FULL.fraction:g}, i.e. 60 images].")
 @click.option("--iterations", type=click.IntRange(1), default=None,
-              help=f"GAN iterations [default: {FULL.iterations}, what fits 10 minutes on 2 cores; the study's DA is "
-                   f"best near 1000 at 60 images]. Another length is another run (its own folder).")
-def main(smoke, out, data_root, fraction, iterations):
+              help=f"GAN iterations [default: {ITERATIONS['bf16']} with bf16, {ITERATIONS['fp32']} in fp32: what fits 10 "
+                   f"minutes on 2 cores; the study's DA is best near 1000 at 60 images]. Another length is another "
+                   f"run (its own folder).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="auto: bf16 autocast where the CPU has native bf16 (AVX-512-BF16 / AMX), else fp32.")
+def main(smoke, out, data_root, fraction, iterations, precision):
     """da and vkd-whiten side by side in the study's regime, with the committed classifiers: a picture and a table."""
     started, stages = time.monotonic(), {}
     mode = "smoke" if smoke else "full"
-    regime = replace(SMOKE if smoke else FULL, **{name: value for name, value in
-                                                 (("fraction", fraction), ("iterations", iterations)) if value})
+    regime = demo_regime(smoke, fraction, iterations, precision)
     out = Path(out or ("runs/demo_smoke" if smoke else "runs/demo"))
     data_root = Path(data_root)
     data_root.mkdir(parents=True, exist_ok=True)
@@ -346,7 +363,8 @@ def main(smoke, out, data_root, fraction, iterations):
             for row, path in gans.items() if not (path / RESULT_FILE).is_file()}
     if todo:
         say(f"training the GANs side by side: {', '.join(todo)} ({regime.iterations} iterations, width {regime.width}, "
-            f"batch {regime.batch_size}, fraction {regime.fraction:g} of Fashion-MNIST's training images)")
+            f"batch {regime.batch_size}, fraction {regime.fraction:g} of Fashion-MNIST's training images; "
+            f"{regime.precision}{', channels_last' if regime.channels_last else ''})")
         run_parallel(todo, out)
     stages["GANs"] = time.monotonic() - clock
 
@@ -374,7 +392,7 @@ def main(smoke, out, data_root, fraction, iterations):
     results = {row: json.loads((path / EVALUATION_FILE).read_text()) for row, path in gans.items()}
     context, words, description = study_runs(STUDY_RESULTS, regime)
     images = training_images(gans[GANS[0]])
-    lines = [f"This run: {images} training images, {regime.iterations} iterations, seed 0, best checkpoints "
+    lines = [f"This run: {images} training images, {regime.iterations} iterations in {regime.precision}, seed 0, best checkpoints "
              f"scored on {samples:,} samples. The study's columns: {description}.",
              "", *table_lines(results, context), "", reading(results, context, regime.iterations, images, words)]
     write_text(out / TABLE_FILE, "\n".join(lines) + "\n")

@@ -14,6 +14,7 @@ from PIL import Image
 from gan_kd import study
 from gan_kd.study import classifiers
 from kd_core.runtime.datasets import copy_fashion_mnist
+from kd_core.runtime.precision import cpu_has_native_bf16
 from kd_core.stats import bootstrap_mean_ci
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +57,8 @@ def test_smoke_demo_runs_the_whole_chain_then_skips_it(fashion_mnist_raw_dir: Pa
 
     fd_net = out / "classifiers" / "fmnist_resnet32" / "checkpoints" / "best.pt"
     teacher = out / "classifiers" / "fmnist_resnet20" / "checkpoints" / "best.pt"
-    regime = study.Regime(**{**demo.SMOKE.__dict__, "fraction": 1.0})
+    regime = demo.demo_regime(True, 1.0, None, "auto")
+    assert regime.precision == ("bf16" if cpu_has_native_bf16() else "fp32") and regime.channels_last
     results = {}
     for row in demo.GANS:
         run = out / study.run_name(row, regime, 0)
@@ -64,6 +66,7 @@ def test_smoke_demo_runs_the_whole_chain_then_skips_it(fashion_mnist_raw_dir: Pa
         assert config["preset"] == row and config["seed"] == 0 and config["iterations"] == 6
         assert (config["g_ch"], config["batch_size"], config["ema_decay"]) == (4, 10, 0.99)
         assert config["metrics"] == ["fd", "fd_vgg"]  # the label-free FD picks the best checkpoint
+        assert config["precision"] == regime.precision and config["channels_last"]
         assert config["fd_features"] == f"ckpt:{fd_net}"
         assert config["teacher"] == (None if row == "da" else f"ckpt:{teacher}")
         results[row] = json.loads((run / "evaluation.json").read_text())
@@ -220,3 +223,24 @@ def test_demo_without_fashion_mnist_says_how_to_supply_it(tmp_path: Path, monkey
     assert stop.value.code == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "FashionMNIST/raw/" in error and "dataset-fashion-mnist" in error
+
+
+def test_demo_regime_takes_bf16_where_the_cpu_has_it_and_the_iterations_of_its_precision(monkeypatch) -> None:
+    demo = import_demo()
+    import kd_core.runtime.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    native = demo.demo_regime(False, None, None, "auto")
+    assert (native.precision, native.iterations, native.eval_every) == ("bf16", demo.ITERATIONS["bf16"],
+                                                                        demo.ITERATIONS["bf16"] // demo.EVALUATIONS)
+    assert native.channels_last and (native.fraction, native.width, native.batch_size) == (0.001, 8, 16)
+    assert demo.demo_regime(False, None, None, "fp32").iterations == demo.ITERATIONS["fp32"]
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    fallback = demo.demo_regime(False, None, None, "auto")
+    assert (fallback.precision, fallback.iterations, fallback.eval_every) == ("fp32", demo.ITERATIONS["fp32"],
+                                                                              demo.ITERATIONS["fp32"] // demo.EVALUATIONS)
+    longer = demo.demo_regime(False, 0.0025, 1000, "auto")  # explicit values win; another run name
+    assert (longer.iterations, longer.eval_every, longer.fraction) == (1000, 250, 0.0025)
+    assert study.run_name("da", longer, 0) != study.run_name("da", fallback, 0)
+    smoke = demo.demo_regime(True, None, None, "bf16")
+    assert (smoke.precision, smoke.iterations, smoke.eval_every) == ("bf16", demo.SMOKE.iterations, demo.SMOKE.eval_every)
