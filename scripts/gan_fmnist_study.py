@@ -164,9 +164,12 @@ def run(fraction, seeds, rows, width, batch_size, iterations, eval_every, data_r
     chosen = regime(fraction, width, iterations, eval_every, batch_size, mode)
     for seed in seeds:
         for row in rows:
-            # a finished run of the same name in the pilot or the mode comparison is the same command: reuse it
+            # a finished run of the same name in the pilot or the mode comparison is the same command, and so is the
+            # weight calibration's run of the row at its own weight: reuse them
+            calibrated = calibration.same_command(row)
+            renamed = ((ROOT / CALIBRATION_RESULTS, study.run_name(calibrated, chosen, seed)),) if calibrated else ()
             if study.reuse(study.run_name(row, chosen, seed), [ROOT / PILOT_RESULTS, ROOT / MODE_RESULTS],
-                           ROOT / STUDY_RESULTS, log=click.echo):
+                           ROOT / STUDY_RESULTS, log=click.echo, renamed=renamed):
                 continue
             study.execute(row, chosen, seed, runs=Path(runs), results=Path(STUDY_RESULTS), assets=assets,
                           gan_kd=str(BIN / "gan-kd"), log=click.echo)

@@ -34,6 +34,25 @@ SELECTION_FILE = "selection.json"
 DISTILLATION_ROWS = tuple(row for row in ROWS if row not in TEACHERLESS_ROWS)
 
 
+def row_weight(row: str) -> float:
+    """The ``--kd-weight`` the study's ``row`` trains with: an explicit one in its options, else its preset's, else
+    :class:`gan_kd.train.TrainConfig`'s default."""
+    from gan_kd.presets import PRESETS
+    from gan_kd.train import TrainConfig
+
+    options = ROWS[row][1]
+    if "--kd-weight" in options:
+        return float(options[options.index("--kd-weight") + 1])
+    return float(PRESETS[options[options.index("--preset") + 1]].get("kd_weight", TrainConfig.kd_weight))
+
+
+def same_command(row: str) -> str | None:
+    """The calibration's name for the study's ``row`` (``vkd@kd1`` when vkd trains at weight 1): the same
+    ``gan-kd train`` command but for an explicit ``--kd-weight`` equal to the row's own; None for a row without a
+    distillation term."""
+    return weighted(row, row_weight(row)) if row in DISTILLATION_ROWS else None
+
+
 def snap(weight: float) -> float:
     """The nearest value on the 1–3–10 grid (..., 0.1, 0.3, 1, 3, 10, ...) on a log scale."""
     power = math.floor(math.log10(weight))
@@ -163,5 +182,5 @@ def load_records(results: Path, rows: list[str]) -> list[dict]:
 
 
 __all__ = ["DISTILLATION_ROWS", "KEEP", "PUBLISHED", "SELECTION_FILE", "SELECTION_SEED", "TARGET", "best_two",
-           "calibration_table", "choose", "chosen_weights", "plan", "probe_ratio", "row_record", "selection_command",
-           "selection_fd", "snap", "load_records", "sweep_weights", "weighted"]
+           "calibration_table", "choose", "chosen_weights", "plan", "probe_ratio", "row_record", "row_weight",
+           "same_command", "selection_command", "selection_fd", "snap", "load_records", "sweep_weights", "weighted"]

@@ -39,19 +39,21 @@ def execute(row: str, regime: Regime, seed: int, *, runs: Path, results: Path, a
     return results / name
 
 
-def reuse(name: str, sources: list[Path], results: Path, log=print) -> bool:
+def reuse(name: str, sources: list[Path], results: Path, log=print, renamed: tuple[tuple[Path, str], ...] = ()) -> bool:
     """Copy the finished copy of run ``name`` from the first of ``sources`` (other studies' results folders) that
     has one into ``results``, file by file, ``evaluation.json`` last; whether one was found. The same name is the same
-    command (row, regime, mode and seed), so another study's finished run is this study's run too."""
+    command (row, regime, mode and seed), so another study's finished run is this study's run too. ``renamed``:
+    (folder, name) pairs tried after them, copies of the same command under another name (the weight
+    calibration's ``<row>@kd<w>`` run at the row's own weight, :func:`gan_kd.study.calibration.same_command`)."""
     if is_finished(results, name):
         return True
-    for source in sources:
-        if is_finished(source, name):
-            files = sorted((path for path in (source / name).iterdir() if path.is_file()),
+    for source, source_name in [*((source, name) for source in sources), *renamed]:
+        if is_finished(source, source_name):
+            files = sorted((path for path in (source / source_name).iterdir() if path.is_file()),
                            key=lambda path: path.name == EVALUATION_FILE)
             for path in files:
                 write_bytes(results / name / path.name, path.read_bytes())
-            log(f"{name}: the finished copy in {source} reused")
+            log(f"{name}: the finished copy {source / source_name} reused")
             return True
     return False
 

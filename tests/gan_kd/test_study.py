@@ -448,3 +448,24 @@ def test_reuse_copies_another_studys_finished_copy_whole_and_nothing_unfinished(
     assert not (results / unfinished.name).exists()
     (source / "final.png").unlink()  # already finished here: nothing is copied again
     assert study.reuse(name, [pilot], results, log=lambda _: None) and (results / name / "final.png").is_file()
+
+
+def test_reuse_takes_the_calibration_run_of_a_row_at_its_own_weight_under_the_studys_name(fake_copy, tmp_path):
+    """The calibration's ``vkd@kd1`` seed-0 run is the study's ``vkd`` seed 0 (the same command but for an explicit
+    ``--kd-weight`` equal to the preset's): the study reuses it under its own name, and never another weight's."""
+    from gan_kd.study import calibration
+    from gan_kd.study.rows import ROWS
+
+    assert calibration.row_weight("vkd") == 1.0 and calibration.same_command("vkd") == "vkd@kd1"
+    assert calibration.same_command("da") is None and calibration.same_command("no-da") is None
+    assert all(calibration.same_command(row) == f"{row}@kd1" for row in calibration.DISTILLATION_ROWS
+               if "--kd-weight" not in ROWS[row][1])
+    calibrated, results = tmp_path / "calibration", tmp_path / "study"
+    source = fake_copy(calibrated, "vkd@kd1", 0, 5.0, [5.0], [0.1])
+    other = fake_copy(calibrated, "vkd@kd0.1", 1, 5.0, [5.0], [0.1])
+    name = source.name.replace("vkd@kd1_", "vkd_", 1)
+    assert study.reuse(name, [], results, log=lambda _: None, renamed=((calibrated, source.name),))
+    assert sorted(p.name for p in (results / name).iterdir()) == sorted(p.name for p in source.iterdir())
+    assert [run["row"] for run in study.load_runs(results)] == ["vkd"]
+    wanted = other.name.replace("vkd@kd0.1_", "vkd_", 1)
+    assert not study.reuse(wanted, [], results, log=lambda _: None, renamed=((calibrated, wanted.replace("vkd_", "vkd@kd1_", 1)),))
