@@ -29,6 +29,24 @@ FASHION_MNIST_TRAIN = 60
 FASHION_MNIST_TEST = 20
 
 
+@pytest.fixture(autouse=True, scope="session")
+def no_metrics_cache():
+    """Tests (and the commands they start) compute every real-data feature afresh: the on-disk cache of
+    gan_kd.metrics.cache is off unless a test turns it on (tests/gan_kd/metrics/test_cache.py). Session-scoped, so
+    that it holds before any module-scoped fixture builds an evaluator."""
+    import os
+
+    from gan_kd.metrics.cache import CACHE_ENV
+
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = "off"
+    yield
+    if before is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = before
+
+
 def _labels(n: int, n_classes: int, rng: np.random.Generator) -> list[int]:
     """``n >= n_classes`` labels, every class present, in random order."""
     return rng.permutation(np.arange(n) % n_classes).tolist()

@@ -74,6 +74,11 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
+def recipe() -> tuple:
+    """What GAN-train's classifier training depends on besides its data and seed (part of a cache key)."""
+    return ("SmallCNN", SmallCNN.__init__.__defaults__, GAN_TRAIN_EPOCHS, GAN_TRAIN_BATCH, GAN_TRAIN_LR)
+
+
 def _inputs(images_uint8: torch.Tensor) -> torch.Tensor:
     return images_uint8.float() / 127.5 - 1
 

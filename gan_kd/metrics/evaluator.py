@@ -10,8 +10,9 @@ alone.
 The metrics (:data:`METRICS`; ``--metrics`` takes a comma-separated list, ``suite`` = every one that needs no
 file): see :mod:`~gan_kd.metrics.features` for the spaces and each metric's module for its paper and ideal.
 Everything that can fail (weights, feature networks, data, the training subset) is loaded in the constructor,
-so a trainer that builds its evaluator at start-up fails before training; the real sets' features are computed
-there once and kept in memory (nothing pickled to disk). :meth:`Evaluator.score` scores any uint8 image set
+so a trainer that builds its evaluator at start-up fails before training; the real sets' features (and
+GAN-train's real-data ceiling) are computed there once, kept in memory and filed in :mod:`~gan_kd.metrics.cache`
+(``.npy`` / ``.json``, nothing pickled), so that the next evaluation reads them. :meth:`Evaluator.score` scores any uint8 image set
 with its labels (how the planted-failure tests and the real-vs-real ceilings use it); calling the evaluator on a
 generator samples it and scores the samples.
 """
@@ -26,7 +27,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from gan_kd.data import load_dataset, num_classes
-from gan_kd.metrics import checks, classwise, fidelity, manifold
+from gan_kd.metrics import cache, checks, classwise, fidelity, manifold
 from gan_kd.metrics.features import LABEL_FREE_DEFAULT, ClassifierSpace, build_label_free
 
 SAMPLE_BATCH = 50
@@ -173,8 +174,8 @@ class Evaluator:
             from torch_fidelity.metric_fid import fid_featuresdict_to_statistics
 
             self.real_fid_statistics = fid_featuresdict_to_statistics(self.real_inception, fidelity.INCEPTION_LAYERS["fid"])
-        self.real_classifier = self.classifier.features(self.real, self.device) if self.classifier is not None else None
-        self.real_label_free = self.label_free.features(self.real, self.device) if self.label_free is not None else None
+        self.real_classifier = cache.features(self.classifier, self.real, self.device) if self.classifier is not None else None
+        self.real_label_free = cache.features(self.label_free, self.real, self.device) if self.label_free is not None else None
         self.real_label_free_statistics = (fidelity.fd_statistics(self.real_label_free)
                                            if "fd_vgg" in self.metrics else None)
         self.real_dc_radii = (manifold.kth_neighbour_radii(self.real_label_free) if "dc" in self.metrics else None)
@@ -219,7 +220,7 @@ class Evaluator:
         else:
             pool_images, pool_name = self.real, "the test split"
         subset = self.label_free.features(images[torch.from_numpy(train_indices)], self.device)
-        pool = self.label_free.features(pool_images, self.device)
+        pool = cache.features(self.label_free, pool_images, self.device)
         return {"subset": subset, "pool": pool, "radii": checks.training_radii(subset, pool),
                 "description": f"{len(subset)} training images; {len(pool)} unseen real images ({pool_name})"}
 
@@ -308,8 +309,11 @@ class Evaluator:
         if self._gan_train_real is None or self._gan_train_real[0] != count:
             images, labels = self.train_split
             index = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:count]
-            accuracy = classwise.gan_train_accuracy(images[index], labels[index], self.real, self.real_labels,
-                                                    self.num_classes, seed=self.seed, device=self.device)
+            name = cache.key("gan-train-ceiling", classwise.recipe(), *map(cache.digest, (images[index], labels[index],
+                             self.real, self.real_labels)), self.num_classes, self.seed, device=self.device)
+            accuracy = cache.cached_number(name, lambda: classwise.gan_train_accuracy(
+                images[index], labels[index], self.real, self.real_labels, self.num_classes, seed=self.seed,
+                device=self.device))
             self._gan_train_real = (count, accuracy)
         return self._gan_train_real[1]
 
