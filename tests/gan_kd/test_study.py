@@ -469,3 +469,11 @@ def test_reuse_takes_the_calibration_run_of_a_row_at_its_own_weight_under_the_st
     assert [run["row"] for run in study.load_runs(results)] == ["vkd"]
     wanted = other.name.replace("vkd@kd0.1_", "vkd_", 1)
     assert not study.reuse(wanted, [], results, log=lambda _: None, renamed=((calibrated, wanted.replace("vkd_", "vkd@kd1_", 1)),))
+
+
+def test_the_study_mode_is_one_the_committed_mode_comparison_admits():
+    """STUDY_MODE is frozen from results/gan_modes.md (issue 26, item 4): the committed report admits it and names it."""
+    report = (Path(__file__).resolve().parents[2] / "results" / "gan_modes.md").read_text()
+    admitted = report.split("Modes admitted here: ")[1].split(".")[0].split(", ")
+    assert modes.STUDY_MODE in admitted and modes.STUDY_MODE in modes.MODES
+    assert f"(`gan_kd.study.modes.STUDY_MODE`): **{modes.STUDY_MODE}**" in report
