@@ -1,8 +1,8 @@
-"""scripts/bench.py (``make bench``): the --quick run writes every section and header field, and no NaN; the modes
-tables (eager / compile / channels_last / bf16) and the peak every fraction is of (no fraction above 100%)."""
+"""The ``benchmarks`` package run as ``scripts/bench.py`` (``make bench``): the --quick run writes every section and
+header field, and no NaN; the modes tables (eager / compile / channels_last / bf16) and the peak every fraction is of
+(no fraction above 100%)."""
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -106,17 +106,18 @@ def test_sections_subset_and_bad_section(tmp_path: Path) -> None:
     assert not (tmp_path / "x.md").exists()
 
 
-def load_bench(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)  # the script sets it on import: restored after
-    spec = importlib.util.spec_from_file_location("bench_under_test", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def benchmarks(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """The ``benchmarks`` package, imported with the environment restored afterwards (it sets OPENBLAS_NUM_THREADS
+    when first imported)."""
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    import benchmarks
+
+    return benchmarks
 
 
-def test_part_timer_counts_outermost_calls_and_patched_restores(monkeypatch: pytest.MonkeyPatch) -> None:
-    bench = load_bench(monkeypatch)
+def test_part_timer_counts_outermost_calls_and_patched_restores(benchmarks: types.ModuleType) -> None:
+    from benchmarks import timing
 
     class Base:
         def f(self, x):
@@ -126,10 +127,10 @@ def test_part_timer_counts_outermost_calls_and_patched_restores(monkeypatch: pyt
         pass
 
     namespace = types.SimpleNamespace(g=lambda x: 2 * x)
-    timer = bench.PartTimer()
+    timer = timing.PartTimer()
     inner = timer.wrap(namespace.g, "inner")
     outer = timer.wrap(lambda x: inner(x) + 1, lambda x: f"outer{x}")
-    with bench.patched((Child, "f", timer.wrap(Base.f, "method")), (namespace, "g", inner)):
+    with timing.patched((Child, "f", timer.wrap(Base.f, "method")), (namespace, "g", inner)):
         assert Child().f(1) == 2 and Base().f(1) == 2  # only the subclass is wrapped
         assert outer(3) == 7 and namespace.g(1) == 2
         assert set(timer.take()) == {"method", "outer3", "inner"}  # inner's call inside outer is not counted twice
@@ -138,79 +139,83 @@ def test_part_timer_counts_outermost_calls_and_patched_restores(monkeypatch: pyt
     assert namespace.g(1) == 2 and namespace.g is not inner
 
 
-def test_synthetic_fashion_mnist_is_read_by_the_loader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_synthetic_fashion_mnist_is_read_by_the_loader(tmp_path: Path, benchmarks: types.ModuleType) -> None:
+    from benchmarks.metrics import write_synthetic_fashion_mnist
     from kd_core.runtime.datasets import load_fashion_mnist
 
-    bench = load_bench(monkeypatch)
-    bench.write_synthetic_fashion_mnist(tmp_path, 40, 20)
+    write_synthetic_fashion_mnist(tmp_path, 40, 20)
     for train, n in ((True, 40), (False, 20)):
         split = load_fashion_mnist(tmp_path, train, system_dir=tmp_path / "no-system-copy")
         assert split.images.shape == (n, 28, 28) and sorted(set(split.labels.tolist())) == list(range(10))
         assert split.images[:, :2].max() == 0 and split.images[:, 2:-2, 2:-2].max() > 0  # black 2-pixel border
 
 
-def test_theoretical_peak_from_flags_and_fractions_never_above_100(monkeypatch: pytest.MonkeyPatch) -> None:
-    bench = load_bench(monkeypatch)
-    assert bench.fma_flops_per_cycle({"avx2", "fma", "avx512f", "avx512_bf16"})[0] == 64
-    assert bench.fma_flops_per_cycle({"avx2", "fma"})[0] == 32
-    assert bench.fma_flops_per_cycle({"fma"}) is None and bench.fma_flops_per_cycle(set()) is None
-    peak, how = bench.fma_peak()  # this machine: flags and a clock from lscpu or /proc/cpuinfo
+def test_theoretical_peak_from_flags_and_fractions_never_above_100(benchmarks: types.ModuleType) -> None:
+    from benchmarks import machine
+    from benchmarks import peak as peaks
+    assert machine.fma_flops_per_cycle({"avx2", "fma", "avx512f", "avx512_bf16"})[0] == 64
+    assert machine.fma_flops_per_cycle({"avx2", "fma"})[0] == 32
+    assert machine.fma_flops_per_cycle({"fma"}) is None and machine.fma_flops_per_cycle(set()) is None
+    peak, how = machine.fma_peak()  # this machine: flags and a clock from lscpu or /proc/cpuinfo
     assert peak is None or (peak > 0 and "FLOPs/cycle" in how and "MHz" in how), how
     # a measurement above the theoretical peak (turbo, bf16) becomes the denominator: nothing exceeds 100%
     candidates = {"the theoretical fp32 FMA peak": 100.0, "the measured fp32 matmul n=64": 130.0, "an iteration": 40.0}
-    what, value = peak = bench.peak_denominator(candidates)
+    what, value = peak = peaks.peak_denominator(candidates)
     assert (what, value) == ("the measured fp32 matmul n=64", 130.0)
-    assert [bench.of_peak(v, peak) for v in candidates.values()] == ["76.9% of peak", "100.0% of peak", "30.8% of peak"]
+    assert [peaks.of_peak(v, peak) for v in candidates.values()] == ["76.9% of peak", "100.0% of peak", "30.8% of peak"]
     with pytest.raises(ValueError, match="exceed the peak"):
-        bench.of_peak(131.0, peak)
+        peaks.of_peak(131.0, peak)
     with pytest.raises(ValueError):
-        bench.peak_denominator({})
+        peaks.peak_denominator({})
 
 
-def test_variant_parts_and_mode_skips(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_variant_parts_and_mode_skips(benchmarks: types.ModuleType) -> None:
+    from benchmarks import context, gan_modes
+    from benchmarks.gan_trainer import variant_parts
     from kd_core.runtime.compiling import missing_compiler
 
-    bench = load_bench(monkeypatch)
-    assert bench.variant_parts("fp32") == ("fp32", False, False)
-    assert bench.variant_parts("compile+bf16+channels_last") == ("bf16", True, True)
-    assert bench.variant_parts("compile+channels_last") == ("fp32", True, True)
-    ctx = types.SimpleNamespace(native_bf16=False, sizes=bench.QUICK)
-    assert bench.mode_skip(ctx, "fp32") is None and bench.mode_skip(ctx, "channels_last") is None
-    assert bench.mode_skip(ctx, "bf16") == bench.mode_skip(ctx, "compile+bf16") == "no native bf16 on this CPU"
-    assert bench.mode_skip(ctx, "compile").startswith("--quick does not compile")
-    ctx = types.SimpleNamespace(native_bf16=True, sizes=bench.FULL)  # the full run times every mode it can
-    for mode in bench.MODES:
-        assert bench.mode_skip(ctx, mode) == (missing_compiler() if "compile" in mode else None), mode
+    assert variant_parts("fp32") == ("fp32", False, False)
+    assert variant_parts("compile+bf16+channels_last") == ("bf16", True, True)
+    assert variant_parts("compile+channels_last") == ("fp32", True, True)
+    ctx = types.SimpleNamespace(native_bf16=False, sizes=context.QUICK)
+    assert gan_modes.mode_skip(ctx, "fp32") is None and gan_modes.mode_skip(ctx, "channels_last") is None
+    assert gan_modes.mode_skip(ctx, "bf16") == gan_modes.mode_skip(ctx, "compile+bf16") == "no native bf16 on this CPU"
+    assert gan_modes.mode_skip(ctx, "compile").startswith("--quick does not compile")
+    ctx = types.SimpleNamespace(native_bf16=True, sizes=context.FULL)  # the full run times every mode it can
+    for mode in gan_modes.MODES:
+        assert gan_modes.mode_skip(ctx, mode) == (missing_compiler() if "compile" in mode else None), mode
 
 
-def test_warm_compiled_calls_until_nothing_compiles(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_warm_compiled_calls_until_nothing_compiles(benchmarks: types.ModuleType) -> None:
     import torch
     from torch import nn
 
-    bench = load_bench(monkeypatch)
+    from benchmarks.gan_modes import warm_compiled
+
     module = nn.Linear(3, 2)
     module.compile(dynamic=False, backend="eager")  # dynamo's tracing without inductor: seconds, not minutes
     x = torch.randn(4, 3)
-    seconds, calls, quiet = bench.warm_compiled(lambda: module(x).sum().backward())
+    seconds, calls, quiet = warm_compiled(lambda: module(x).sum().backward())
     assert seconds > 0 and calls == 2 and quiet
     with pytest.raises(RuntimeError, match="compiled nothing"):
-        bench.warm_compiled(lambda: None)
+        warm_compiled(lambda: None)
 
 
 @pytest.mark.slow  # dynamo traces a real trainer's modules (the eager backend: no inductor kernels to build)
-def test_modes_measure_times_a_compiled_trainer_side_by_side(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_modes_measure_times_a_compiled_trainer_side_by_side(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             benchmarks: types.ModuleType) -> None:
     import dataclasses
 
     from torch import nn
 
-    bench = load_bench(monkeypatch)
+    from benchmarks import context, gan_modes
     original = nn.Module.compile
     monkeypatch.setattr(nn.Module, "compile", lambda self, **kwargs: original(self, **kwargs, backend="eager"))
-    monkeypatch.setattr(bench, "MODES", ("fp32", "channels_last", "compile+channels_last"))
-    sizes = dataclasses.replace(bench.QUICK, modes_compile=True)
-    ctx = bench.Context(sizes, tmp_path, lambda message: None)
-    bench.modes_measure(ctx, "da", 2, 4, reps=2)
-    for mode in bench.MODES:
+    monkeypatch.setattr(gan_modes, "MODES", ("fp32", "channels_last", "compile+channels_last"))
+    sizes = dataclasses.replace(context.QUICK, modes_compile=True)
+    ctx = context.Context(sizes, tmp_path, lambda message: None)
+    gan_modes.modes_measure(ctx, "da", 2, 4, reps=2)
+    for mode in gan_modes.MODES:
         assert ctx.modes[("da", 2, 4, mode)].reps == 2
     seconds, calls, quiet = ctx.mode_compile[("da", 2, 4, "compile+channels_last")]
     assert seconds > 0 and calls == 2 and quiet  # one iteration compiles every graph; the second compiles none
@@ -218,26 +223,30 @@ def test_modes_measure_times_a_compiled_trainer_side_by_side(tmp_path: Path, mon
     assert ("da", 2, 4, "fp32") not in ctx.mode_compile
 
 
-def test_modes_target_is_judged_on_the_study_modes_only(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_modes_target_is_judged_on_the_study_modes_only(monkeypatch: pytest.MonkeyPatch,
+                                                        benchmarks: types.ModuleType) -> None:
     """Issue 26: bf16 meeting 0.70x does not meet the target: the study may not run in bf16 (item 4's resume rule),
     so the verdict is the fastest fp32 mode's, and the faster bf16 mode is named as not usable."""
-    bench = load_bench(monkeypatch)
+    from benchmarks import targets
+    from benchmarks.gan_trainer import GAN_PRESETS
+    from benchmarks.timing import Timing
+
     sizes = types.SimpleNamespace(widths=(8, 64), study_batch=16, modes_reps=7, gan_batch_large=5, reps=5)
 
     def context(ms: dict[str, float]) -> types.SimpleNamespace:
-        modes = {(preset, 8, 16, mode): bench.Timing(times=[value / 1e3] * 3, parts={"d": [0.01], "g": [0.01]})
-                 for preset in bench.GAN_PRESETS for mode, value in ms.items()}
-        flops = {(preset, 8, 16): 1e10 for preset in bench.GAN_PRESETS}
+        modes = {(preset, 8, 16, mode): Timing(times=[value / 1e3] * 3, parts={"d": [0.01], "g": [0.01]})
+                 for preset in GAN_PRESETS for mode, value in ms.items()}
+        flops = {(preset, 8, 16): 1e10 for preset in GAN_PRESETS}
         return types.SimpleNamespace(sizes=sizes, modes=modes, mode_flops=flops, peak=("a peak", 1e3), native_bf16=True,
                                      compile_modes=True)
 
-    monkeypatch.setattr(bench, "modes_not_timed", lambda ctx: "")
+    monkeypatch.setattr(targets, "modes_not_timed", lambda ctx: "")
     slow_fp32 = context({"fp32": 400, "channels_last": 320, "compile": 300, "compile+channels_last": 290,
                          "bf16": 250, "bf16+channels_last": 200, "compile+bf16": 180, "compile+bf16+channels_last": 170})
-    _, results, verdict = bench.modes_target_row(slow_fp32)
+    _, results, verdict = targets.modes_target_row(slow_fp32)
     assert "da: 0.72× in `compile+channels_last`" in results
     assert verdict.startswith("**missed**") and "bounded" in verdict
     assert "not a mode the study may use" in verdict and "`compile+bf16+channels_last` 0.42×" in verdict
     fast_fp32 = context({"fp32": 400, "channels_last": 320, "compile": 300, "compile+channels_last": 270})
-    _, results, verdict = bench.modes_target_row(fast_fp32)
+    _, results, verdict = targets.modes_target_row(fast_fp32)
     assert verdict == "**met**" and "0.68× in `compile+channels_last`" in results
