@@ -441,7 +441,8 @@ class Trainer:
         """G, the critic (D + distillation loss), the EMA generator, both optimisers, LeCam and the grad scaler.
 
         Needs ``config``, ``num_classes``, ``teacher``, ``device``, ``precision`` and ``memory_format``; the weights are
-        drawn from the global RNG (seeded by the caller). ``scripts/bench.py`` uses it to time the real steps.
+        drawn from the global RNG (seeded by the caller). ``benchmarks.gan_trainer`` (``make bench``) uses it to time
+        the real steps.
         """
         config = self.config
         class_embeddings = self.teacher.class_embeddings() if needs_class_embeddings(config) else None
