@@ -50,3 +50,6 @@ import os
 # loads (with torch, which the package's modules import after this one has run), it would otherwise start a thread
 # per core, which on a busy or pinned core makes these calls several times slower, not faster.
 os.environ["OPENBLAS_NUM_THREADS"] = "1"
+# The benchmark times computing the real sets' features (section 5's throughput, section 7's set-up): the on-disk
+# cache of gan_kd.metrics.cache would turn those into file reads (and section 5's rate into a division by zero).
+os.environ["KD_METRICS_CACHE"] = "off"

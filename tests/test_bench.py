@@ -20,8 +20,9 @@ HEADER_FIELDS = ("* date:", "* machine:", "* torch ", "* threads: 1 intra-op", "
                  "* load average (1/5/15 min): before", "after", "* command:")
 
 
-def run_bench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(BENCH), *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+def run_bench(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCH), *args], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=env)
 
 
 @pytest.mark.slow  # about half a minute on the 2-core development machine
@@ -250,3 +251,18 @@ def test_modes_target_is_judged_on_the_study_modes_only(monkeypatch: pytest.Monk
     fast_fp32 = context({"fp32": 400, "channels_last": 320, "compile": 300, "compile+channels_last": 270})
     _, results, verdict = targets.modes_target_row(fast_fp32)
     assert verdict == "**met**" and "0.68× in `compile+channels_last`" in results
+
+
+@pytest.mark.slow  # two --quick runs of section 5
+def test_the_bench_computes_features_whatever_the_metrics_cache_holds(tmp_path: Path) -> None:
+    """The bench times computing real features: the on-disk metrics cache (gan_kd.metrics.cache) is off inside it
+    even when the environment turns it on, so a second run neither reads the first one's files nor fails (it used to
+    divide by the zero seconds a cached read took)."""
+    import os
+
+    env = {**os.environ, "KD_METRICS_CACHE": str(tmp_path / "cache")}
+    for attempt in range(2):
+        result = run_bench("--quick", "--sections", "eval", "--out", str(tmp_path / f"{attempt}.md"), env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "## 5. Evaluation" in (tmp_path / f"{attempt}.md").read_text(encoding="utf-8")
+    assert not (tmp_path / "cache").exists()
