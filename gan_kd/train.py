@@ -51,7 +51,8 @@ from gan_kd.presets import PRESETS, expand_preset  # PRESETS is imported from he
 from gan_kd.snapshot import CHECKPOINT_FORMAT
 from gan_kd.teacher import build_teacher, parse_teacher_spec
 import kd_core
-from kd_core.runtime.checkpoint import CheckpointError, NonFiniteCheckpoint
+from kd_core.runtime.checkpoint import CheckpointError
+from kd_core.runtime.checkpoint_save import NonFiniteCheckpoint
 from kd_core.runtime.compiling import CompileClock, compile_modules, missing_compiler
 from kd_core.runtime.distributed import (DistributedContext, all_reduce_mean, barrier, cleanup_distributed,
                                          init_distributed)

@@ -28,7 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from kd_core.runtime.checkpoint import atomic_save, load_checkpoint
+from kd_core.runtime.checkpoint import load_checkpoint
+from kd_core.runtime.checkpoint_save import atomic_save
 
 FORMAT = "classifier_kd/1"
 _RESERVED_KEYS = ("model", "arch", "num_classes", "feature_dim", "format")

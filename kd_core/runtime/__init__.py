@@ -1,5 +1,6 @@
 """What both trainers need around the training loop: seeding, checkpoints, torchrun, the run directory, metrics."""
-from kd_core.runtime.checkpoint import CheckpointError, atomic_save, load_checkpoint
+from kd_core.runtime.checkpoint import CheckpointError, load_checkpoint
+from kd_core.runtime.checkpoint_save import atomic_save
 from kd_core.runtime.distributed import (
     DistributedContext,
     all_reduce_mean,

@@ -524,14 +524,14 @@ class Run:
 
     def save_last(self, state: dict) -> None:
         """Rank 0 writes ``last.pt`` (the previous one kept beside it) with how far metrics.jsonl had got."""
-        from kd_core.runtime.checkpoint import atomic_save
+        from kd_core.runtime.checkpoint_save import atomic_save
 
         if self.is_main:
             state["metrics_offset"] = self.metrics.offset() if self.metrics is not None else None
             atomic_save(state, self.last_path, keep_previous=True)
 
     def save_best(self, state: dict) -> None:
-        from kd_core.runtime.checkpoint import atomic_save
+        from kd_core.runtime.checkpoint_save import atomic_save
 
         if self.is_main:
             atomic_save(state, self.best_path)

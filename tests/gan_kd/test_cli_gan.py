@@ -114,7 +114,7 @@ def test_resume_equals_uninterrupted_run(cifar10_root, teacher_ckpt, tmp_path):
     run(["train", "--out", resumed, "--iterations", 4, *common])
     # result.json's training time counts every session of the run, not only the last one: pretend the first
     # session took 1000 s (last.pt rewritten through the project's writer, so its integrity record stays valid)
-    from kd_core.runtime.checkpoint import atomic_save
+    from kd_core.runtime.checkpoint_save import atomic_save
 
     state = torch.load(resumed / "checkpoints" / "last.pt", weights_only=False)
     assert state["wall_time"] > 0
