@@ -46,8 +46,8 @@ from kd_core.runtime.finite import divergence_message, first_non_finite
 from kd_core.runtime.io import replace_block, write_json, write_text
 from kd_core.runtime.precision import resolve_precision
 from kd_core.runtime.progress import format_duration
-from kd_core.runtime.run import RunInterrupted
 from kd_core.runtime.seed import seed_everything
+from kd_core.runtime.signals import RunInterrupted
 
 
 def _parse_milestones(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:

@@ -53,7 +53,9 @@ from kd_core.runtime.distributed import DistributedContext, all_reduce_mean, bar
 from kd_core.runtime.finite import (DIVERGED_EXIT_CODE, DIVERGENCE_THRESHOLD, TrainingDiverged,
                                    check_divergence_threshold, divergence_message, first_divergence, first_non_finite,
                                    format_terms, run_divergence)
-from kd_core.runtime.run import Run, RunInterrupted, hardware_summary, interrupted_message
+from kd_core.runtime.provenance import hardware_summary
+from kd_core.runtime.run import Run
+from kd_core.runtime.signals import RunInterrupted, interrupted_message
 from kd_core.runtime.io import write_npy
 from kd_core.runtime.precision import Precision, resolve_precision, slow_precision_warning
 from kd_core.runtime.progress import Progress, format_duration
@@ -343,7 +345,7 @@ def fit(
 
     Returns the run's result (also written to ``result.json``). Raises :class:`RunSetupError` -- before
     writing anything -- for a run that cannot start: no full batch per epoch, a run directory created
-    with other options or in use by another process (:class:`~kd_core.runtime.run.RunLock`), an
+    with other options or in use by another process (:class:`~kd_core.runtime.lock.RunLock`), an
     unreadable ``last.pt``.
     """
     ctx = ctx if ctx is not None else init_distributed(config.device)

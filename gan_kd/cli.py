@@ -150,7 +150,7 @@ def train(ctx, out, **options):
     from gan_kd.train import TrainConfig, Trainer
     from kd_core.runtime.distributed import cleanup_distributed
     from kd_core.runtime.finite import TrainingDiverged, divergence_message
-    from kd_core.runtime.run import RunInterrupted
+    from kd_core.runtime.signals import RunInterrupted
 
     given = {key for key in options if ctx.get_parameter_source(key) == click.core.ParameterSource.COMMANDLINE}
     try:  # a teacher-less preset refuses the options that only a teacher uses
@@ -217,7 +217,7 @@ def evaluate(source, checkpoint, num_samples, repeats, metrics, label_free, ince
     from gan_kd.snapshot import load_ema_generator
     from kd_core.runtime.distributed import resolve_device
     from kd_core.runtime.io import write_json
-    from kd_core.runtime.run import hardware_summary
+    from kd_core.runtime.provenance import hardware_summary
 
     if num_samples < 2 or repeats < 1:
         raise click.UsageError(f"--num-samples must be >= 2 and --repeats >= 1, got {num_samples} and {repeats}")

@@ -63,8 +63,10 @@ from kd_core.runtime.io import atomic_writer
 from kd_core.runtime.precision import PRECISIONS, resolve_precision, slow_precision_warning
 from kd_core.runtime.metrics import MetricsLogger, metric_curves
 from kd_core.runtime.progress import Progress
-from kd_core.runtime.run import Run, RunInterrupted, hardware_summary, interrupted_message, load_run
+from kd_core.runtime.provenance import hardware_summary
+from kd_core.runtime.run import Run, load_run
 from kd_core.runtime.seed import capture_rng_state, check_fraction, restore_rng_state, seed_everything
+from kd_core.runtime.signals import RunInterrupted, interrupted_message
 
 # What a last.pt must hold to be resumed from.
 LAST_KEYS = ("format", "iteration", "generator", "critic", "generator_ema", "opt_g", "opt_d", "rng")

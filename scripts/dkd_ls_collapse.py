@@ -39,7 +39,7 @@ from classifier_kd.data import build_datasets  # noqa: E402
 from classifier_kd.distiller import Distiller, TeacherInput, load_teacher  # noqa: E402
 from classifier_kd.models import create_model  # noqa: E402
 from kd_core.runtime.cli import data_root_option  # noqa: E402
-from kd_core.runtime.run import hardware_summary  # noqa: E402
+from kd_core.runtime.provenance import hardware_summary  # noqa: E402
 from kd_core.runtime.seed import seed_everything  # noqa: E402
 
 RUNS = ROOT / "results" / "runs" / "cls_fmnist"

@@ -27,7 +27,7 @@ from gan_kd.metrics.evaluator import SUITE, Evaluator  # noqa: E402
 from gan_kd.metrics.planted import PLANTED, planted_sets  # noqa: E402
 from kd_core.runtime.cli import data_root_option  # noqa: E402
 from kd_core.runtime.io import write_json, write_text  # noqa: E402
-from kd_core.runtime.run import hardware_summary  # noqa: E402
+from kd_core.runtime.provenance import hardware_summary  # noqa: E402
 
 IDEAL = {"fd": "0", "cls_acc": "the classifier's test accuracy", "cls_is": "high", "icfd": "0", "fd_vgg": "0",
          "kid_vgg_mean": "0", "precision": "1", "recall": "1", "density": "1", "coverage": "1", "icfd_vgg": "0",

@@ -11,9 +11,11 @@ from kd_core.runtime.distributed import (
     is_main_process,
     resolve_device,
 )
+from kd_core.runtime.lock import RunLock, RunLocked
+from kd_core.runtime.logs import get_logger
 from kd_core.runtime.metrics import MetricsLogger, read_metrics
 from kd_core.runtime.progress import Progress
-from kd_core.runtime.run import RunConfigMismatch, RunLock, RunLocked, get_logger, prepare_run_dir, validate_run_dir
+from kd_core.runtime.rundir import RunConfigMismatch, prepare_run_dir, validate_run_dir
 from kd_core.runtime.seed import capture_rng_state, restore_rng_state, seed_everything, subset_indices
 
 __all__ = [
