@@ -34,7 +34,7 @@ def write_synthetic_fashion_mnist(root: Path, n_train: int, n_test: int, seed: i
 
     import numpy as np
 
-    from kd_core.runtime.datasets import fashion_mnist_raw_dir
+    from kd_core.runtime.fashion_mnist import fashion_mnist_raw_dir
 
     rng = np.random.default_rng(seed)
     folder = fashion_mnist_raw_dir(root)
@@ -53,7 +53,8 @@ def write_synthetic_fashion_mnist(root: Path, n_train: int, n_test: int, seed: i
 def metrics_data(ctx: Context) -> tuple[Path, str, bool]:
     """``(data root, description, synthetic?)``: Debian's Fashion-MNIST where it is installed (an empty root
     falls back to it), else (and always with --quick) a synthetic one written into the work directory."""
-    from kd_core.runtime.datasets import DatasetNotFound, locate_fashion_mnist
+    from kd_core.runtime.datasets import DatasetNotFound
+    from kd_core.runtime.fashion_mnist import locate_fashion_mnist
 
     sizes = ctx.sizes
     root = ctx.workdir / "data"  # empty: Fashion-MNIST is found in Debian's /usr/share/datasets/fashion-mnist

@@ -84,14 +84,12 @@ from torchvision import datasets, transforms
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from kd_core.runtime.datasets import (
+from kd_core.runtime.cifar import load_cifar
+from kd_core.runtime.datasets import DatasetCorrupt, DatasetNotFound, check_data_root
+from kd_core.runtime.fashion_mnist import (
     SYSTEM_FASHION_MNIST_DIR,
-    DatasetCorrupt,
-    DatasetNotFound,
     GreyImageDataset,
-    check_data_root,
     fashion_mnist_classes,
-    load_cifar,
     load_fashion_mnist,
 )
 from kd_core.runtime.seed import subset_indices
@@ -130,9 +128,9 @@ NORMALIZATION = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
-# SYSTEM_FASHION_MNIST_DIR, DatasetNotFound, DatasetCorrupt and check_data_root are kd_core.runtime.datasets'
-# (re-exported).
-# The system folder is read from kd_core.runtime.datasets at call time: point *that* one elsewhere in tests.
+# SYSTEM_FASHION_MNIST_DIR is kd_core.runtime.fashion_mnist's, DatasetNotFound, DatasetCorrupt and check_data_root
+# are kd_core.runtime.datasets' (re-exported).
+# The system folder is read from kd_core.runtime.fashion_mnist at call time: point *that* one elsewhere in tests.
 
 _SMALL = ("cifar10", "cifar100", "fashion_mnist")  # stored at 32x32 (Fashion-MNIST once padded)
 _IMAGENET_LAYOUTS = (("train", "val"), ("imagenet/train", "imagenet/val"))

@@ -32,15 +32,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torch.utils.data.distributed import DistributedSampler
 from torchvision import transforms
 
-from kd_core.runtime.datasets import (
+from kd_core.runtime.cifar import load_cifar
+from kd_core.runtime.datasets import DatasetCorrupt, DatasetNotFound, check_data_root
+from kd_core.runtime.fashion_mnist import (
     SYSTEM_FASHION_MNIST_DIR,
-    DatasetCorrupt,
-    DatasetNotFound,
     GreyImageDataset,
-    check_data_root,
     copy_fashion_mnist,
     fashion_mnist_classes,
-    load_cifar,
     load_fashion_mnist,
 )
 from kd_core.runtime.io import write_npy
@@ -68,9 +66,9 @@ DATASETS = ("cifar10", "cifar100", "fashion_mnist")
 
 _NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "fashion_mnist": 10}
 
-# SYSTEM_FASHION_MNIST_DIR, DatasetNotFound, DatasetCorrupt and check_data_root are kd_core.runtime.datasets'
-# (re-exported).
-# The system folder is read from kd_core.runtime.datasets at call time: point *that* one elsewhere in tests.
+# SYSTEM_FASHION_MNIST_DIR is kd_core.runtime.fashion_mnist's, DatasetNotFound, DatasetCorrupt and check_data_root
+# are kd_core.runtime.datasets' (re-exported).
+# The system folder is read from kd_core.runtime.fashion_mnist at call time: point *that* one elsewhere in tests.
 
 # find_fashion_mnist(root, system_dir=None) is kept as the name of kd_core's explicit copy_fashion_mnist:
 # it copies the gzipped files into <root>/FashionMNIST/raw when asked; load_dataset never calls it.
@@ -149,7 +147,7 @@ def load_dataset(
     real images are mirrored as in the reference, while the test split (the FID reference set) stays as is.
 
     CIFAR is torchvision's ``CIFAR10`` / ``CIFAR100``. Fashion-MNIST is read in place (see
-    ``kd_core.runtime.datasets.load_fashion_mnist``) into a :class:`GreyImageDataset`, whose items are
+    ``kd_core.runtime.fashion_mnist.load_fashion_mnist``) into a :class:`GreyImageDataset`, whose items are
     bitwise those of torchvision's ``FashionMNIST`` with the same transform (and draw the same random flip).
     A missing ``root`` is not created: the files are then looked for in the system folder. Without the
     files, raises :class:`DatasetNotFound` naming the expected files (``download=True`` lets torchvision

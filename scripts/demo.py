@@ -44,7 +44,8 @@ from gan_kd import study  # noqa: E402
 from gan_kd.report import EVALUATION_FILE  # noqa: E402
 from gan_kd.study import classifiers, families  # noqa: E402
 from gan_kd.study.families import DIRECTIONS  # noqa: E402
-from kd_core.runtime.datasets import DatasetNotFound, load_fashion_mnist, locate_fashion_mnist  # noqa: E402
+from kd_core.runtime.datasets import DatasetNotFound  # noqa: E402
+from kd_core.runtime.fashion_mnist import load_fashion_mnist, locate_fashion_mnist  # noqa: E402
 from kd_core.runtime.io import write_text  # noqa: E402
 from kd_core.runtime.metrics import metric_curves  # noqa: E402
 from kd_core.runtime.run import RESULT_FILE  # noqa: E402

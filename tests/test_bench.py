@@ -142,7 +142,7 @@ def test_part_timer_counts_outermost_calls_and_patched_restores(benchmarks: type
 
 def test_synthetic_fashion_mnist_is_read_by_the_loader(tmp_path: Path, benchmarks: types.ModuleType) -> None:
     from benchmarks.metrics import write_synthetic_fashion_mnist
-    from kd_core.runtime.datasets import load_fashion_mnist
+    from kd_core.runtime.fashion_mnist import load_fashion_mnist
 
     write_synthetic_fashion_mnist(tmp_path, 40, 20)
     for train, n in ((True, 40), (False, 20)):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from gan_kd import study
 from gan_kd.study import classifiers
-from kd_core.runtime.datasets import copy_fashion_mnist
+from kd_core.runtime.fashion_mnist import copy_fashion_mnist
 from kd_core.runtime.precision import cpu_has_native_bf16
 from kd_core.stats import bootstrap_mean_ci
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_core.runtime.datasets import copy_fashion_mnist
+from kd_core.runtime.fashion_mnist import copy_fashion_mnist
 from kd_core.runtime.metrics import read_metrics
 
 pytestmark = pytest.mark.slow

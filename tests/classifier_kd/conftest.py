@@ -10,12 +10,12 @@ from PIL import Image
 
 
 def _point_system_dir(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
-    """The loaders read kd_core.runtime.datasets.SYSTEM_FASHION_MNIST_DIR at call time; classifier_kd.data's
+    """The loaders read kd_core.runtime.fashion_mnist.SYSTEM_FASHION_MNIST_DIR at call time; classifier_kd.data's
     re-exported name is patched too, so both say the same."""
     from classifier_kd import data
-    from kd_core.runtime import datasets
+    from kd_core.runtime import fashion_mnist
 
-    monkeypatch.setattr(datasets, "SYSTEM_FASHION_MNIST_DIR", folder)
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_FASHION_MNIST_DIR", folder)
     monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST_DIR", folder)
 
 

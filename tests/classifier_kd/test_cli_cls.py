@@ -474,7 +474,7 @@ def test_second_process_is_refused_and_a_killed_run_resumes(fashion_mnist_raw_di
     import sys
     import time
 
-    from kd_core.runtime.datasets import copy_fashion_mnist
+    from kd_core.runtime.fashion_mnist import copy_fashion_mnist
 
     root = tmp_path / "data"  # a subprocess sees neither monkeypatches nor the fixture's system folder: copy the files
     copy_fashion_mnist(root, system_dir=fashion_mnist_raw_dir)
@@ -511,7 +511,7 @@ def test_sigint_mid_epoch_saves_the_step_and_the_resume_equals_an_uninterrupted_
     import sys
     import time
 
-    from kd_core.runtime.datasets import copy_fashion_mnist
+    from kd_core.runtime.fashion_mnist import copy_fashion_mnist
 
     root = tmp_path / "data"
     copy_fashion_mnist(root, system_dir=fashion_mnist_raw_dir)

@@ -18,6 +18,7 @@ from torchvision.transforms import functional as TF
 from classifier_kd import data
 from classifier_kd.models.checkpoint import CIFAR100_INPUT_SPEC
 from kd_core.runtime import datasets as kd_datasets
+from kd_core.runtime import fashion_mnist as kd_fashion_mnist
 from kd_core.runtime.seed import subset_indices
 
 
@@ -141,7 +142,7 @@ def test_missing_data_names_expected_files(tmp_path, no_system_fashion_mnist, na
 
 def test_corrupt_idx_file_is_reported(tmp_path, broken_fashion_mnist, monkeypatch):
     folder, broken, fragment = broken_fashion_mnist
-    monkeypatch.setattr(kd_datasets, "SYSTEM_FASHION_MNIST_DIR", folder)
+    monkeypatch.setattr(kd_fashion_mnist, "SYSTEM_FASHION_MNIST_DIR", folder)
     with pytest.raises(data.DatasetCorrupt) as info:
         data.build_datasets("fashion_mnist", tmp_path / "root")
     message = str(info.value)
@@ -151,10 +152,10 @@ def test_corrupt_idx_file_is_reported(tmp_path, broken_fashion_mnist, monkeypatc
 
 def test_the_finder_is_kd_cores():
     assert data.DatasetNotFound is kd_datasets.DatasetNotFound and data.DatasetCorrupt is kd_datasets.DatasetCorrupt
-    assert data.SYSTEM_FASHION_MNIST_DIR == kd_datasets.SYSTEM_FASHION_MNIST_DIR
+    assert data.SYSTEM_FASHION_MNIST_DIR == kd_fashion_mnist.SYSTEM_FASHION_MNIST_DIR
 
 
-@pytest.mark.skipif(not kd_datasets.SYSTEM_FASHION_MNIST_DIR.is_dir(),
+@pytest.mark.skipif(not kd_fashion_mnist.SYSTEM_FASHION_MNIST_DIR.is_dir(),
                     reason="Debian dataset-fashion-mnist not installed")
 def test_real_fashion_mnist_with_a_missing_root_creates_nothing(tmp_path):
     root = tmp_path / "nonexistent" / "data"

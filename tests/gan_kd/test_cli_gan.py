@@ -482,9 +482,9 @@ def test_the_default_data_root_may_be_missing_typed_or_defaulted(fashion_mnist_r
     """Issue 28 item 5: in a working directory without ``data``, `train` with ``--data-root data`` (typed) or
     without --data-root, and `evaluate --data-root data`, read Debian's Fashion-MNIST copy and create nothing
     under ``data``; any other missing root is one line, exit 2, before anything is written."""
-    from kd_core.runtime import datasets as kd_datasets
+    from kd_core.runtime import fashion_mnist as kd_fashion_mnist
 
-    monkeypatch.setattr(kd_datasets, "SYSTEM_FASHION_MNIST_DIR", fashion_mnist_raw_dir)
+    monkeypatch.setattr(kd_fashion_mnist, "SYSTEM_FASHION_MNIST_DIR", fashion_mnist_raw_dir)
     monkeypatch.chdir(tmp_path)
     base = ["train", "--preset", "da", "--dataset", "fashion_mnist", "--iterations", 1, "--sample-every", 0, *TINY]
     for name, root in (("typed", ["--data-root", "data"]), ("defaulted", [])):
@@ -621,7 +621,7 @@ def _wait_for(condition, process, timeout: float = 120) -> None:
 def test_sigterm_saves_the_current_iteration_and_the_resume_equals_an_uninterrupted_run(fashion_mnist_raw_dir,
                                                                                          tmp_path):
     """Issue 12, item 2: SIGTERM finishes the iteration, saves it, says how to resume and exits 143."""
-    from kd_core.runtime.datasets import copy_fashion_mnist
+    from kd_core.runtime.fashion_mnist import copy_fashion_mnist
     from kd_core.runtime.metrics import read_metrics as rows
 
     root = tmp_path / "data"

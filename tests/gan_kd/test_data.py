@@ -14,6 +14,7 @@ from torchvision import datasets as tv_datasets
 
 from gan_kd import data
 from kd_core.runtime import datasets as kd_datasets
+from kd_core.runtime import fashion_mnist as kd_fashion_mnist
 from kd_core.runtime import seed as kd_seed
 
 
@@ -46,9 +47,9 @@ CIFAR10_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
 
 
 def point_system_dir(monkeypatch, folder: Path) -> None:
-    """The loaders read kd_core.runtime.datasets.SYSTEM_FASHION_MNIST_DIR at call time (gan_kd.data re-exports
+    """The loaders read kd_core.runtime.fashion_mnist.SYSTEM_FASHION_MNIST_DIR at call time (gan_kd.data re-exports
     the name; patched too, so both say the same)."""
-    monkeypatch.setattr(kd_datasets, "SYSTEM_FASHION_MNIST_DIR", folder)
+    monkeypatch.setattr(kd_fashion_mnist, "SYSTEM_FASHION_MNIST_DIR", folder)
     monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST_DIR", folder)
 
 
@@ -72,8 +73,8 @@ def test_registry():
     assert data.DATASETS == ("cifar10", "cifar100", "fashion_mnist")
     # One finder, in kd_core; the names gan_kd.data exported are kd_core's.
     assert data.DatasetNotFound is kd_datasets.DatasetNotFound and data.DatasetCorrupt is kd_datasets.DatasetCorrupt
-    assert data.SYSTEM_FASHION_MNIST_DIR == kd_datasets.SYSTEM_FASHION_MNIST_DIR
-    assert data.find_fashion_mnist is kd_datasets.copy_fashion_mnist
+    assert data.SYSTEM_FASHION_MNIST_DIR == kd_fashion_mnist.SYSTEM_FASHION_MNIST_DIR
+    assert data.find_fashion_mnist is kd_fashion_mnist.copy_fashion_mnist
     assert [data.num_classes(n) for n in data.DATASETS] == [10, 100, 10]
     with pytest.raises(ValueError, match="unknown dataset"):
         data.num_classes("mnist")
@@ -226,7 +227,7 @@ def test_corrupt_fashion_mnist_is_one_line_naming_the_file(monkeypatch, tmp_path
     assert not (tmp_path / "root").exists()
 
 
-@pytest.mark.skipif(not kd_datasets.SYSTEM_FASHION_MNIST_DIR.is_dir(),
+@pytest.mark.skipif(not kd_fashion_mnist.SYSTEM_FASHION_MNIST_DIR.is_dir(),
                     reason="Debian dataset-fashion-mnist not installed")
 def test_real_fashion_mnist_from_debian_package_creates_nothing(tmp_path):
     root = tmp_path / "nonexistent" / "data"
@@ -238,7 +239,7 @@ def test_real_fashion_mnist_from_debian_package_creates_nothing(tmp_path):
     assert not (tmp_path / "nonexistent").exists()
 
 
-@pytest.mark.skipif(not kd_datasets.SYSTEM_FASHION_MNIST_DIR.is_dir(),
+@pytest.mark.skipif(not kd_fashion_mnist.SYSTEM_FASHION_MNIST_DIR.is_dir(),
                     reason="Debian dataset-fashion-mnist not installed")
 @pytest.mark.parametrize("train", [True, False])
 def test_fashion_mnist_items_bitwise_equal_to_torchvision(tmp_path, train):
@@ -246,9 +247,9 @@ def test_fashion_mnist_items_bitwise_equal_to_torchvision(tmp_path, train):
     raw = tmp_path / "reference" / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     prefix = "train" if train else "t10k"
-    for name in kd_datasets.FASHION_MNIST_FILES[True] + kd_datasets.FASHION_MNIST_FILES[False]:
+    for name in kd_fashion_mnist.FASHION_MNIST_FILES[True] + kd_fashion_mnist.FASHION_MNIST_FILES[False]:
         if name.startswith(prefix):
-            blob = gzip.decompress((kd_datasets.SYSTEM_FASHION_MNIST_DIR / f"{name}.gz").read_bytes())
+            blob = gzip.decompress((kd_fashion_mnist.SYSTEM_FASHION_MNIST_DIR / f"{name}.gz").read_bytes())
         else:
             blob = b""  # torchvision only checks that the other split's files exist
         (raw / name).write_bytes(blob)

@@ -174,8 +174,9 @@ def test_training_subset_out_of_range(fake_root, indices):
 def test_missing_data(tmp_path, monkeypatch):
     """No data anywhere: the loaders' one-line DatasetNotFound (a FileNotFoundError), from the constructor."""
     from kd_core.runtime import datasets as kd_datasets
+    from kd_core.runtime import fashion_mnist as kd_fashion_mnist
 
-    monkeypatch.setattr(kd_datasets, "SYSTEM_FASHION_MNIST_DIR", tmp_path / "no-such-dir")
+    monkeypatch.setattr(kd_fashion_mnist, "SYSTEM_FASHION_MNIST_DIR", tmp_path / "no-such-dir")
     with pytest.raises(kd_datasets.DatasetNotFound) as info:
         Evaluator(dataset="fashion_mnist", data_root=tmp_path / "empty", metrics=("colour",), num_samples=20)
     assert "\n" not in str(info.value)
