@@ -1,11 +1,12 @@
-"""The integrity record of a checkpoint: one canonical walk over its content, giving a SHA-256 digest and a NaN/Inf census.
+"""A checkpoint's integrity record: one canonical walk over its content gives a SHA-256 digest and a NaN/Inf census.
 
 A dict checkpoint is stored with an extra ``"integrity"`` entry (:data:`INTEGRITY_KEY`),
 ``{"algorithm": "sha256", "digest": <hex>}``: a SHA-256 over a canonical walk of every other entry (structure,
 key types and names, scalar values, tensor/array dtypes, shapes and raw bytes). The same walk counts the
-non-finite values of every floating-point tensor and float NumPy array. :func:`~kd_core.runtime.checkpoint_save.atomic_save`
-writes the record (and refuses NaN/Inf); :func:`~kd_core.runtime.checkpoint.load_checkpoint` recomputes it with
-:func:`digest`. A value outside the types a checkpoint may hold is a ``TypeError`` naming its key path.
+non-finite values of every floating-point tensor and float NumPy array.
+:func:`~kd_core.runtime.checkpoint_save.atomic_save` writes the record (and refuses NaN/Inf);
+:func:`~kd_core.runtime.checkpoint.load_checkpoint` recomputes it with :func:`digest`. A value outside the types a
+checkpoint may hold is a ``TypeError`` naming its key path.
 """
 from __future__ import annotations
 
