@@ -92,7 +92,8 @@ def _training_options(command):
                           "ImageNet. Only the default may be missing (Fashion-MNIST then comes from Debian's copy)."),
         click.option("--download", is_flag=True, help="Let torchvision download a missing CIFAR / Fashion-MNIST."),
         click.option("--data-fraction", type=float, default=1.0, show_default=True, callback=fraction_option,
-                     help="Train on this fraction of the training set (seeded subset, as the GAN side; indices saved)."),
+                     help="Train on this fraction of the training set (seeded subset, as the GAN side; indices "
+                          "saved)."),
         click.option("--recipe", type=click.Choice(list(RECIPES)), default="cifar100", show_default=True,
                      help="Training preset (see README / classifier_kd.recipes): optimiser, schedule, epochs, "
                           "batch, augmentation, input size and loss weights. The options below override single "
@@ -100,8 +101,10 @@ def _training_options(command):
         click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs [recipe]."),
         click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size per process [recipe]."),
         click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="Optimiser [recipe]."),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Base learning rate [recipe]."),
-        click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=None, help="SGD momentum [recipe]."),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Base learning rate [recipe]."),
+        click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=None,
+                     help="SGD momentum [recipe]."),
         click.option("--weight-decay", type=click.FloatRange(min=0), default=None, help="Weight decay [recipe]."),
         click.option("--no-decay-1d/--decay-1d", default=None,
                      help="Exempt biases and other 1-D parameters from weight decay [recipe]."),
@@ -114,8 +117,10 @@ def _training_options(command):
                      help="Lr factor at each milestone [recipe]."),
         click.option("--warmup-epochs", type=click.FloatRange(min=0), default=None,
                      help="Linear warm-up length in epochs [recipe]."),
-        click.option("--warmup-lr", type=click.FloatRange(min=0), default=None, help="Lr at the start of the warm-up [recipe]."),
-        click.option("--min-lr", type=click.FloatRange(min=0), default=None, help="Final lr of the cosine schedule [recipe]."),
+        click.option("--warmup-lr", type=click.FloatRange(min=0), default=None,
+                     help="Lr at the start of the warm-up [recipe]."),
+        click.option("--min-lr", type=click.FloatRange(min=0), default=None,
+                     help="Final lr of the cosine schedule [recipe]."),
         click.option("--clip-grad", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="Clip the global gradient norm to this value [recipe: off except cross-arch-vit]."),
         click.option("--mixup", type=click.FloatRange(min=0), default=None, help="Mixup alpha, 0 = off [recipe]."),
@@ -128,21 +133,27 @@ def _training_options(command):
                      help="Input size in pixels [recipe: 32 for cifar100, 224 otherwise]; CIFAR is upsampled."),
         click.option("--channels-last", is_flag=True, help="NHWC memory format (faster convolutions on recent GPUs)."),
         click.option("--compile", "compile", is_flag=True,
-                     help="torch.compile (inductor) the model, its losses and the teacher: faster steps after a one-time "
-                          "compilation (reported apart from the step time); needs a C++ compiler. Checkpoints keep "
-                          "the plain weights."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed for initialisation, data order and the subset."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (under torchrun: auto or cuda)."),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
-                     help="Autocast precision: bf16 (CPU or CUDA), fp16 (CUDA, with grad scaling), fp32; auto = bf16/fp16 "
-                          "on CUDA, fp32 on the CPU."),
-        click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader worker processes."),
+                     help="torch.compile (inductor) the model, its losses and the teacher: faster steps after a "
+                          "one-time compilation (reported apart from the step time); needs a C++ compiler. "
+                          "Checkpoints keep the plain weights."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed for initialisation, data order and the subset."),
+        click.option("--device", default="auto", show_default=True,
+                     help="auto, cpu, cuda or cuda:N (under torchrun: auto or cuda)."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+                     show_default=True,
+                     help="Autocast precision: bf16 (CPU or CUDA), fp16 (CUDA, with grad scaling), fp32; auto = "
+                          "bf16/fp16 on CUDA, fp32 on the CPU."),
+        click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+                     help="DataLoader worker processes."),
         click.option("--max-steps-per-epoch", type=click.IntRange(min=1), default=None,
                      help="Cap the optimisation steps per epoch (tiny CPU runs and smoke tests)."),
-        click.option("--log-every", type=click.IntRange(min=1), default=50, show_default=True, help="Steps between progress lines."),
+        click.option("--log-every", type=click.IntRange(min=1), default=50, show_default=True,
+                     help="Steps between progress lines."),
         divergence_option,
         click.option("--out", required=True, type=click.Path(file_okay=False),
-                     help="Run directory; re-run the same command on it to resume (--epochs, --device, --workers may change)."),
+                     help="Run directory; re-run the same command on it to resume (--epochs, --device, --workers "
+                          "may change)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -198,7 +209,8 @@ def cli() -> None:
 
 
 @cli.command("train-teacher")
-@click.option("--model", required=True, callback=_check_model, help="Architecture (`classifier-kd models` lists them; or timm/<any timm name>).")
+@click.option("--model", required=True, callback=_check_model,
+              help="Architecture (`classifier-kd models` lists them; or timm/<any timm name>).")
 @click.option("--pretrained", is_flag=True,
               help="Start from the library's ImageNet weights (torchvision / timm models; fine-tuning).")
 @_training_options
@@ -280,7 +292,8 @@ def _literal(text: str) -> Any:
               help="A distillation term and its weight, repeatable (e.g. --loss kd:0.9 --loss dcd:1); replaces "
                    "the method's terms. Names: " + ", ".join(kd_core.available()["losses"]) + ".")
 @click.option("--zscore", is_flag=True, help="Logit standardisation of the kd / dkd terms, with lsKD's weights.")
-@click.option("--ce-weight", type=click.FloatRange(min=0), default=None, help="Weight of the cross-entropy term [method].")
+@click.option("--ce-weight", type=click.FloatRange(min=0), default=None,
+              help="Weight of the cross-entropy term [method].")
 @click.option("--set", "settings", multiple=True, callback=_parse_setting, metavar="LOSS.KEY=VALUE",
               help="A loss option, repeatable: e.g. --set kd.temperature=2 --set dkd.beta=2 "
                    "--set vkd.normalizer=whiten --set vkd.projector=linear --set vkd.normalizer=none (the "
@@ -317,7 +330,8 @@ def distill(student, student_pretrained, teacher, teacher_ckpt, teacher_pretrain
         teacher_model, teacher_spec, teacher_name = None, None, None
         if terms["losses"]:
             try:
-                teacher_model, teacher_spec = load_teacher(teacher, teacher_ckpt, teacher_pretrained, teacher_image_size)
+                teacher_model, teacher_spec = load_teacher(teacher, teacher_ckpt, teacher_pretrained,
+                                                           teacher_image_size)
             except TeacherError as err:
                 if err.option:
                     raise click.BadParameter(one_line(err), param_hint=f"'{err.option}'") from err
@@ -361,7 +375,8 @@ def distill(student, student_pretrained, teacher, teacher_ckpt, teacher_pretrain
               help="Architecture, for files that do not record it (RepDistiller/mdistiller teachers, state_dicts).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Evaluation batch size.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader worker processes.")
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="DataLoader worker processes.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
               help="Autocast precision of the forward pass (auto = bf16/fp16 on CUDA, fp32 on the CPU).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,

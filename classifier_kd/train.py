@@ -362,7 +362,8 @@ def fit(
                     steps_per_epoch=steps_per_epoch)
 
 
-def _check(target: nn.Module, train_set: Dataset, config: TrainConfig, ctx: DistributedContext) -> tuple[Precision, int]:
+def _check(target: nn.Module, train_set: Dataset, config: TrainConfig,
+           ctx: DistributedContext) -> tuple[Precision, int]:
     """Everything about the options that can be checked before the run directory is touched."""
     try:
         precision = resolve_precision(config.precision, ctx.device)
@@ -375,7 +376,8 @@ def _check(target: nn.Module, train_set: Dataset, config: TrainConfig, ctx: Dist
     min_batch = int(target.min_batch_size)
     if config.batch_size < min_batch:
         raise RunSetupError(f"batch size {config.batch_size} per process is too small for these losses, which use "
-                            f"batch statistics (whitening / standardisation / correlations); use --batch-size >= {min_batch}")
+                            f"batch statistics (whitening / standardisation / correlations); use --batch-size >= "
+                            f"{min_batch}")
     if steps_per_epoch < 1:
         raise RunSetupError(f"{len(train_set)} training images over {ctx.world_size} process(es) give no full "
                             f"batch of {config.batch_size}; lower --batch-size")
@@ -552,7 +554,8 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
                 if is_main:
                     run.save_last(last_state(epoch, step=step + 1, epoch_sums=dict(sums)))
                 barrier()
-                message = interrupted_message(signum, f"in epoch {epoch + 1} after step {step + 1} of {steps_per_epoch}",
+                message = interrupted_message(signum,
+                                              f"in epoch {epoch + 1} after step {step + 1} of {steps_per_epoch}",
                                               run.last_path)
                 log.warning(message)
                 progress.close()
