@@ -26,6 +26,7 @@ import click
 import torch
 
 import kd_core
+from classifier_kd.config import OPTIMIZERS, SCHEDULES, RunSetupError, TrainConfig
 from classifier_kd.data import (
     AUGMENTATIONS, DATASETS, NUM_CLASSES, DatasetCorrupt, DatasetNotFound, build_datasets, load_split,
     test_transform,
@@ -34,9 +35,7 @@ from classifier_kd.distiller import Distiller, TeacherError, TeacherInput, load_
 from classifier_kd.models import available, create_model
 from classifier_kd.models.checkpoint import load_classifier, read_input_spec
 from classifier_kd.recipes import RECIPES, distillation_terms, methods, recipe_values, train_config
-from classifier_kd.train import (
-    OPTIMIZERS, SCHEDULES, CrossEntropyTarget, RunSetupError, TrainConfig, TrainingDiverged, evaluate, fit,
-)
+from classifier_kd.train import CrossEntropyTarget, TrainingDiverged, evaluate, fit
 from kd_core.runtime.checkpoint import load_checkpoint
 from kd_core.runtime.datasets import DEFAULT_DATA_ROOT
 from kd_core.runtime.cli import (OneLineErrorGroup, RunDiverged, checked_data_root, checked_output, divergence_option,

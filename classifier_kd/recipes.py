@@ -2,7 +2,7 @@
 
 Each recipe is the published setting of one protocol (``shared/reference/losses.md`` sec. 2, which cites the
 authors' code); :func:`recipe_values` returns its optimiser, schedule, batch, augmentation and input size as
-a fresh dict of :class:`classifier_kd.train.TrainConfig` fields, and :func:`method_defaults` the loss
+a fresh dict of :class:`classifier_kd.config.TrainConfig` fields, and :func:`method_defaults` the loss
 weights and options a distillation method uses under it. Every value can be overridden on the command line,
 and the run's ``config.json`` records the recipe's expansion next to the values used.
 
@@ -54,8 +54,8 @@ import inspect
 from typing import Any
 
 import kd_core
+from classifier_kd.config import TrainConfig
 from classifier_kd.data import NUM_CLASSES
-from classifier_kd.train import TrainConfig
 
 __all__ = ["RECIPES", "METHOD_DEFAULTS", "method_defaults", "recipe_values"]
 

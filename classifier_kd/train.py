@@ -16,7 +16,7 @@ A run directory holds ``config.json``, ``checkpoints/last.pt`` (everything neede
 after every epoch), ``checkpoints/best.pt`` (the classifier with the best test top-1, in the
 ``classifier_kd`` checkpoint format with its input spec), ``metrics.jsonl`` + TensorBoard events (one row
 per epoch) and ``result.json``. Re-running the same command on the same directory resumes from
-``last.pt``; options listed in :data:`RESUMABLE_KEYS` may change (e.g. more epochs).
+``last.pt``; options listed in :data:`~classifier_kd.config.RESUMABLE_KEYS` may change (e.g. more epochs).
 
 A logged training loss term (``train/loss``, ``train/loss_<term>``, per epoch) whose absolute value exceeds
 ``divergence_threshold`` flags the run as diverged (:func:`kd_core.runtime.finite.first_divergence`; a NaN/Inf
@@ -35,7 +35,6 @@ import sys
 import time
 from collections import defaultdict
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,109 +45,37 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
+from classifier_kd.config import RESUMABLE_KEYS, RunSetupError, TrainConfig, check_config
 from classifier_kd.models.checkpoint import save_classifier
 from kd_core.runtime.checkpoint import CheckpointError
-from kd_core.runtime.compiling import CompileClock, compile_modules, missing_compiler
+from kd_core.runtime.compiling import CompileClock, compile_modules
 from kd_core.runtime.distributed import DistributedContext, all_reduce_mean, barrier, init_distributed
-from kd_core.runtime.finite import (DIVERGED_EXIT_CODE, DIVERGENCE_THRESHOLD, TrainingDiverged,
-                                   check_divergence_threshold, divergence_message, first_divergence, first_non_finite,
-                                   format_terms, run_divergence)
+from kd_core.runtime.finite import (DIVERGED_EXIT_CODE, TrainingDiverged, divergence_message, first_divergence,
+                                   first_non_finite, format_terms, run_divergence)
 from kd_core.runtime.provenance import hardware_summary
 from kd_core.runtime.run import Run
 from kd_core.runtime.signals import RunInterrupted, interrupted_message
 from kd_core.runtime.io import write_npy
-from kd_core.runtime.precision import Precision, resolve_precision, slow_precision_warning
+from kd_core.runtime.precision import Precision, slow_precision_warning
 from kd_core.runtime.progress import Progress, format_duration
 from kd_core.runtime.seed import (SeededBatchSampler, SeededItems, capture_rng_state, restore_rng_state,
                                   seed_everything)
 
 __all__ = [
-    "OPTIMIZERS",
-    "RESUMABLE_KEYS",
-    "SCHEDULES",
     "CrossEntropyTarget",
     "TrainTarget",
-    "RunSetupError",
     "TrainingDiverged",
-    "TrainConfig",
     "evaluate",
     "fit",
     "learning_rate",
 ]
 
-# Options that may differ when a run directory is resumed: they change where and how fast the run goes,
-# or how long it is, not what the finished epochs computed.
-RESUMABLE_KEYS = ("epochs", "device", "workers", "download", "data_root", "out", "log_every", "precision", "amp",
-                  "compile", "divergence_threshold")
-
 _LAST_KEYS = ("target", "optimizer", "scaler", "epoch", "best_top1", "best_epoch", "rng", "wall_time")
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("step", "cosine")
 
 
 def is_loss_term(name: str) -> bool:
     """Whether a metrics.jsonl name is a training loss term that ``divergence_threshold`` watches."""
     return name == "train/loss" or name.startswith("train/loss_")
-
-
-class RunSetupError(ValueError):
-    """A run that cannot start (one-line reason); raised by :func:`fit` before anything is written."""
-
-
-@dataclass
-class TrainConfig:
-    """Every option of a training run; ``asdict`` of it is the run's ``config.json`` (plus metadata).
-
-    The defaults are the CIFAR-100 recipe (see :mod:`classifier_kd.recipes` for all of them).
-    ``optimizer``: ``sgd`` (with ``momentum``) or ``adamw``; ``no_decay_1d`` exempts biases and other 1-D
-    parameters (norm scales) from weight decay, as timm does. ``schedule``: ``step`` (x ``lr_decay`` at each
-    epoch in ``milestones``) or ``cosine`` (per iteration, from ``lr`` to ``min_lr`` at the last step); either
-    starts with a linear warm-up from ``warmup_lr`` over ``warmup_epochs`` (per iteration) when that is > 0.
-    ``clip_grad``: max global gradient norm (None: no clipping). ``mixup`` / ``cutmix``: Beta-distribution
-    alphas of batch mixing (0: off; both > 0: one of the two per batch, as timm), which turns the labels the
-    target sees into class probabilities. ``channels_last``: NHWC memory format for model and images.
-    ``compile``: ``torch.compile`` the training target in place (its checkpoints keep the plain keys); evaluation
-    stays eager.
-    ``max_steps_per_epoch`` caps the optimisation steps of each epoch (tiny CPU runs, smoke tests);
-    ``None`` means the whole training set. ``extra`` holds what the caller wants recorded and compared
-    on resume (e.g. the recipe's expansion, the data root, the loss weights); it does not change the loop.
-    """
-
-    model: str
-    dataset: str
-    num_classes: int
-    out: str
-    epochs: int = 240
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    no_decay_1d: bool = False
-    schedule: str = "step"
-    milestones: list[int] = field(default_factory=lambda: [150, 180, 210])
-    lr_decay: float = 0.1
-    warmup_epochs: float = 0
-    warmup_lr: float = 0.0
-    min_lr: float = 0.0
-    clip_grad: float | None = None
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    channels_last: bool = False
-    compile: bool = False  # torch.compile the training target (model + losses + teacher; kd_core.runtime.compiling)
-    seed: int = 0
-    device: str = "auto"
-    workers: int = 2
-    precision: str = "auto"
-    max_steps_per_epoch: int | None = None
-    log_every: int = 50
-    divergence_threshold: float = DIVERGENCE_THRESHOLD  # on |logged train/loss* terms|; 0 = off
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        record = asdict(self)
-        record.update(record.pop("extra"))
-        return record
 
 
 def learning_rate(config: TrainConfig, progress: float) -> float:
@@ -343,13 +270,14 @@ def fit(
 ) -> dict[str, Any]:
     """Train ``target`` (see the module docstring) on ``train_set``, evaluate on ``test_set`` every epoch.
 
-    Returns the run's result (also written to ``result.json``). Raises :class:`RunSetupError` -- before
+    Returns the run's result (also written to ``result.json``). Raises
+    :class:`~classifier_kd.config.RunSetupError` (:func:`~classifier_kd.config.check_config`) -- before
     writing anything -- for a run that cannot start: no full batch per epoch, a run directory created
     with other options or in use by another process (:class:`~kd_core.runtime.lock.RunLock`), an
     unreadable ``last.pt``.
     """
     ctx = ctx if ctx is not None else init_distributed(config.device)
-    precision, steps_per_epoch = _check(target, train_set, config, ctx)
+    precision, steps_per_epoch = check_config(target, train_set, config, ctx)
     run = Run(config.out, config.to_dict(), ignore_keys=RESUMABLE_KEYS, ctx=ctx, logger_name="classifier_kd.train")
     try:
         run.open(required_keys=_LAST_KEYS)  # lock, options vs config.json, last.pt read and verified
@@ -360,42 +288,6 @@ def fit(
     with run:  # SIGTERM / SIGINT: checkpoint after the current step, then stop; the lock is released however it ends
         return _fit(target, train_set, test_set, config, input_spec=input_spec, ctx=ctx, run=run, precision=precision,
                     steps_per_epoch=steps_per_epoch)
-
-
-def _check(target: nn.Module, train_set: Dataset, config: TrainConfig,
-           ctx: DistributedContext) -> tuple[Precision, int]:
-    """Everything about the options that can be checked before the run directory is touched."""
-    try:
-        precision = resolve_precision(config.precision, ctx.device)
-    except ValueError as err:
-        raise RunSetupError(str(err)) from err
-    per_rank = len(train_set) // ctx.world_size
-    steps_per_epoch = per_rank // config.batch_size  # drop_last: BN needs more than one image per batch
-    if config.max_steps_per_epoch is not None:
-        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
-    min_batch = int(target.min_batch_size)
-    if config.batch_size < min_batch:
-        raise RunSetupError(f"batch size {config.batch_size} per process is too small for these losses, which use "
-                            f"batch statistics (whitening / standardisation / correlations); use --batch-size >= "
-                            f"{min_batch}")
-    if steps_per_epoch < 1:
-        raise RunSetupError(f"{len(train_set)} training images over {ctx.world_size} process(es) give no full "
-                            f"batch of {config.batch_size}; lower --batch-size")
-    if list(config.milestones) != sorted(set(config.milestones)) or any(m < 1 for m in config.milestones):
-        raise RunSetupError(f"milestones must be increasing positive epochs, got {config.milestones}")
-    if config.optimizer not in OPTIMIZERS:
-        raise RunSetupError(f"unknown optimizer {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-    if config.schedule not in SCHEDULES:
-        raise RunSetupError(f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-    if config.compile and missing_compiler():
-        raise RunSetupError(missing_compiler())
-    if config.warmup_epochs < 0 or config.warmup_epochs > config.epochs:
-        raise RunSetupError(f"warmup_epochs must be between 0 and epochs ({config.epochs}), got {config.warmup_epochs}")
-    try:
-        check_divergence_threshold(config.divergence_threshold)
-    except ValueError as err:
-        raise RunSetupError(str(err)) from err
-    return precision, steps_per_epoch
 
 
 def _resumed_epoch_loader(loader: DataLoader, sampler: DistributedSampler, done_steps: int) -> DataLoader:

@@ -9,7 +9,7 @@ import kd_core
 
 from classifier_kd.recipes import method_losses, methods
 from classifier_kd.recipes import METHOD_DEFAULTS, RECIPES, method_defaults, recipe_values
-from classifier_kd.train import TrainConfig
+from classifier_kd.config import TrainConfig
 
 # Values the recipe hands to the data pipeline and the training target rather than to the loop.
 NON_LOOP_KEYS = {"augment", "image_size", "label_smoothing"}

@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from classifier_kd.config import RunSetupError, TrainConfig
 from classifier_kd.models import create_model, load_classifier, save_classifier
 from classifier_kd.models.checkpoint import CIFAR100_INPUT_SPEC, read_input_spec
-from classifier_kd.train import (CrossEntropyTarget, RunSetupError, TrainConfig, TrainTarget, _topk_correct, evaluate,
-                                 fit)
+from classifier_kd.train import CrossEntropyTarget, TrainTarget, _topk_correct, evaluate, fit
 from kd_core.runtime.checkpoint import load_checkpoint
 from kd_core.runtime.metrics import read_metrics
 
