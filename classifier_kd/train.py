@@ -34,7 +34,6 @@ import math
 import sys
 import time
 from collections import defaultdict
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from classifier_kd.config import RESUMABLE_KEYS, RunSetupError, TrainConfig, check_config
+from classifier_kd.evaluation import evaluate, topk_correct
 from classifier_kd.models.checkpoint import save_classifier
 from kd_core.runtime.checkpoint import CheckpointError
 from kd_core.runtime.compiling import CompileClock, compile_modules
@@ -65,7 +65,6 @@ __all__ = [
     "CrossEntropyTarget",
     "TrainTarget",
     "TrainingDiverged",
-    "evaluate",
     "fit",
     "learning_rate",
 ]
@@ -179,61 +178,6 @@ class CrossEntropyTarget(TrainTarget):
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits = self.model(images)
         return logits, {"loss_ce": F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)}
-
-
-# --------------------------------------------------------------------------------------------------------
-# Evaluation
-
-
-def _topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]) -> list[float]:
-    """How many rows have their label among the top-k logits, for each k (k capped at the class count)."""
-    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
-    hits = top == labels[:, None]
-    return [float(hits[:, : min(k, logits.shape[1])].any(dim=1).sum()) for k in ks]
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    dataset: Dataset,
-    *,
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-    workers: int = 0,
-    precision: Precision | None = None,
-    ctx: DistributedContext | None = None,
-) -> dict[str, float]:
-    """Top-1 / top-5 accuracy (percent) and mean cross-entropy of ``model`` on every item of ``dataset``.
-
-    Under torchrun each rank evaluates a disjoint shard (``rank::world_size``, no padding, no duplicate)
-    and the counts are combined, so the numbers are exact on any number of ranks. The model is put in
-    eval mode and left there.
-    """
-    device = torch.device(device)
-    rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=range(rank, len(dataset), world),
-                        num_workers=workers, pin_memory=device.type == "cuda")
-    model.eval()
-    totals = {"correct1": 0.0, "correct5": 0.0, "loss_sum": 0.0, "count": 0.0}
-    for images, labels in loader:
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with (precision.autocast() if precision is not None else nullcontext()):
-            logits = model(images)
-        logits = logits.float()
-        correct1, correct5 = _topk_correct(logits, labels, (1, 5))
-        totals["correct1"] += correct1
-        totals["correct5"] += correct5
-        totals["loss_sum"] += float(F.cross_entropy(logits, labels, reduction="sum"))
-        totals["count"] += len(labels)
-    # Means over ranks of the per-rank sums: the world-size factor cancels in every ratio below.
-    totals = all_reduce_mean(totals)
-    count = max(totals["count"], 1.0)
-    return {
-        "top1": 100.0 * totals["correct1"] / count,
-        "top5": 100.0 * totals["correct5"] / count,
-        "loss": totals["loss_sum"] / count,
-        "images": round(totals["count"] * world),
-    }
 
 
 def _divergence_message(target: nn.Module, train_metrics: dict[str, float], epoch: int, last: Path | None) -> str:
@@ -433,7 +377,7 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
             sums["loss"] += loss.item()
             for name, value in losses.items():
                 sums[name] += value.item()
-            sums["top1"] += 100.0 * _topk_correct(logits.detach().float(), hard_labels, (1,))[0] / len(hard_labels)
+            sums["top1"] += 100.0 * topk_correct(logits.detach().float(), hard_labels, (1,))[0] / len(hard_labels)
             if compile_clock is not None:  # compiled on the first steps (and new shapes): not step time
                 spent = compile_clock.lap()
                 if spent:

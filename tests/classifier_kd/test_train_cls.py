@@ -11,9 +11,10 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from classifier_kd.config import RunSetupError, TrainConfig
+from classifier_kd.evaluation import evaluate, topk_correct
 from classifier_kd.models import create_model, load_classifier, save_classifier
 from classifier_kd.models.checkpoint import CIFAR100_INPUT_SPEC, read_input_spec
-from classifier_kd.train import CrossEntropyTarget, TrainTarget, _topk_correct, evaluate, fit
+from classifier_kd.train import CrossEntropyTarget, TrainTarget, fit
 from kd_core.runtime.checkpoint import load_checkpoint
 from kd_core.runtime.metrics import read_metrics
 
@@ -51,7 +52,7 @@ def test_topk_counts():
     logits = torch.tensor([[0.0, 3.0, 2.0, 1.0], [5.0, 0.0, 1.0, 2.0], [0.0, 1.0, 2.0, 3.0]])
     labels = torch.tensor([1, 2, 0])
     # top-5 is capped at the 4 classes there are
-    assert _topk_correct(logits, labels, (1, 2, 5)) == [1.0, 1.0, 3.0]
+    assert topk_correct(logits, labels, (1, 2, 5)) == [1.0, 1.0, 3.0]
 
 
 class FixedLogits(nn.Module):
