@@ -36,7 +36,8 @@ from classifier_kd.evaluation import evaluate
 from classifier_kd.models import available, create_model
 from classifier_kd.models.checkpoint import load_classifier, read_input_spec
 from classifier_kd.recipes import RECIPES, distillation_terms, methods, recipe_values, train_config
-from classifier_kd.train import CrossEntropyTarget, TrainingDiverged, fit
+from classifier_kd.targets import CrossEntropyTarget
+from classifier_kd.train import TrainingDiverged, fit
 from kd_core.runtime.checkpoint import load_checkpoint
 from kd_core.runtime.datasets import DEFAULT_DATA_ROOT
 from kd_core.runtime.cli import (OneLineErrorGroup, RunDiverged, checked_data_root, checked_output, divergence_option,

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import kd_core
-from classifier_kd.train import TrainTarget
+from classifier_kd.targets import TrainTarget
 
 def parse_loss_spec(spec: str) -> tuple[str, float]:
     """``"kd:0.9"`` -> ``("kd", 0.9)``; a bare name has weight 1. Errors name the allowed losses."""

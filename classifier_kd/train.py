@@ -6,11 +6,9 @@ function of the progress in epochs (:func:`learning_rate`), set before every ste
 no scheduler state. Mixup / cutmix, gradient clipping and channels-last are options of the config; the
 recipes that set them are in :mod:`classifier_kd.recipes`.
 
-What it trains is a *training target*: an ``nn.Module`` whose ``forward(images, labels)`` returns
-``(logits, {name: loss})`` and whose ``model`` attribute is the classifier that is evaluated and saved as
-``best.pt``. The loop sums the named losses, logs each, and optimises every parameter of the target that
-requires grad. :class:`CrossEntropyTarget` is the teacher-training target; a distiller (student + frozen
-teacher + kd_core losses, with ``model`` = the student) is another, with no change to the loop.
+What it trains is a *training target* (:mod:`classifier_kd.targets`): the loop sums the named losses its
+``forward(images, labels)`` returns, logs each, optimises every parameter of the target that requires grad, and
+evaluates and saves its ``model``.
 
 A run directory holds ``config.json``, ``checkpoints/last.pt`` (everything needed to resume, written
 after every epoch), ``checkpoints/best.pt`` (the classifier with the best test top-1, in the
@@ -39,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
@@ -62,8 +59,6 @@ from kd_core.runtime.seed import (SeededBatchSampler, SeededItems, capture_rng_s
                                   seed_everything)
 
 __all__ = [
-    "CrossEntropyTarget",
-    "TrainTarget",
     "TrainingDiverged",
     "fit",
     "learning_rate",
@@ -140,44 +135,6 @@ def command_line(world_size: int = 1) -> str:
         launcher = f"torchrun --nproc_per_node {world_size} " if world_size > 1 else "python "
         return f"{launcher}-m classifier_kd.cli {args}".rstrip()
     return f"{program.name} {args}".rstrip()
-
-
-class TrainTarget(nn.Module):
-    """What :func:`fit` trains: ``forward(images, labels) -> (logits, {name: weighted loss term})``, and ``model``
-    (an attribute or property), the classifier that is evaluated and saved.
-
-    The optional seams have defaults here: ``min_batch_size`` (1), :meth:`extra_parameters` (learnable
-    parameters outside ``model``, for the log), :meth:`describe` (one line for the log; None: nothing to say),
-    :meth:`set_epoch` (the 1-based epoch, for schedules such as DKD's warm-up).
-    """
-
-    min_batch_size: int = 1
-
-    def extra_parameters(self) -> int:
-        return 0
-
-    def describe(self) -> str | None:
-        return None
-
-    def set_epoch(self, epoch: int) -> None:
-        """Nothing to schedule by default."""
-
-
-class CrossEntropyTarget(TrainTarget):
-    """The teacher-training target: ``forward(images, labels) -> (logits, {"loss_ce": cross-entropy})``.
-
-    ``labels`` are class indices or class probabilities (mixup / cutmix); ``label_smoothing`` as in
-    ``F.cross_entropy``.
-    """
-
-    def __init__(self, model: nn.Module, label_smoothing: float = 0.0) -> None:
-        super().__init__()
-        self.model = model
-        self.label_smoothing = float(label_smoothing)
-
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logits = self.model(images)
-        return logits, {"loss_ce": F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)}
 
 
 def _divergence_message(target: nn.Module, train_metrics: dict[str, float], epoch: int, last: Path | None) -> str:

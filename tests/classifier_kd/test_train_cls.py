@@ -14,7 +14,8 @@ from classifier_kd.config import RunSetupError, TrainConfig
 from classifier_kd.evaluation import evaluate, topk_correct
 from classifier_kd.models import create_model, load_classifier, save_classifier
 from classifier_kd.models.checkpoint import CIFAR100_INPUT_SPEC, read_input_spec
-from classifier_kd.train import CrossEntropyTarget, TrainTarget, fit
+from classifier_kd.targets import CrossEntropyTarget, TrainTarget
+from classifier_kd.train import fit
 from kd_core.runtime.checkpoint import load_checkpoint
 from kd_core.runtime.metrics import read_metrics
 
