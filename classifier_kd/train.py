@@ -2,8 +2,8 @@
 
 One function, :func:`fit`, reads top to bottom: check (nothing written yet) -> run directory -> optimiser
 (restored on resume) -> data loaders -> epochs (train, evaluate, log, checkpoint) -> result. The lr is a
-function of the progress in epochs (:func:`learning_rate`), set before every step, so a resumed run needs
-no scheduler state. Mixup / cutmix, gradient clipping and channels-last are options of the config; the
+function of the progress in epochs (:func:`classifier_kd.optimizer.learning_rate`), set before every step, so a
+resumed run needs no scheduler state. Mixup / cutmix, gradient clipping and channels-last are options of the config; the
 recipes that set them are in :mod:`classifier_kd.recipes`.
 
 What it trains is a *training target* (:mod:`classifier_kd.targets`): the loop sums the named losses its
@@ -44,6 +44,7 @@ from torch.utils.data.distributed import DistributedSampler
 from classifier_kd.config import RESUMABLE_KEYS, RunSetupError, TrainConfig, check_config
 from classifier_kd.evaluation import evaluate, topk_correct
 from classifier_kd.models.checkpoint import save_classifier
+from classifier_kd.optimizer import build_optimizer, learning_rate
 from kd_core.runtime.checkpoint import CheckpointError
 from kd_core.runtime.compiling import CompileClock, compile_modules
 from kd_core.runtime.distributed import DistributedContext, all_reduce_mean, barrier, init_distributed
@@ -61,7 +62,6 @@ from kd_core.runtime.seed import (SeededBatchSampler, SeededItems, capture_rng_s
 __all__ = [
     "TrainingDiverged",
     "fit",
-    "learning_rate",
 ]
 
 _LAST_KEYS = ("target", "optimizer", "scaler", "epoch", "best_top1", "best_epoch", "rng", "wall_time")
@@ -70,43 +70,6 @@ _LAST_KEYS = ("target", "optimizer", "scaler", "epoch", "best_top1", "best_epoch
 def is_loss_term(name: str) -> bool:
     """Whether a metrics.jsonl name is a training loss term that ``divergence_threshold`` watches."""
     return name == "train/loss" or name.startswith("train/loss_")
-
-
-def learning_rate(config: TrainConfig, progress: float) -> float:
-    """The lr at ``progress`` epochs into the run (``epoch + step / steps_per_epoch``).
-
-    Warm-up: linear from ``warmup_lr`` to ``lr`` over the first ``warmup_epochs``. Then ``step``: ``lr``
-    times ``lr_decay`` for every milestone <= the current (0-based) epoch, which is MultiStepLR stepped
-    once per epoch, i.e. RepDistiller's "x0.1 at epoch 150". ``cosine``: ``min_lr + (lr - min_lr) *
-    (1 + cos(pi * progress / epochs)) / 2``, evaluated at the same progress as during warm-up (timm's
-    cosine schedule, whose warm-up replaces the first part of the curve).
-    """
-    if progress < config.warmup_epochs:
-        return config.warmup_lr + (config.lr - config.warmup_lr) * progress / config.warmup_epochs
-    if config.schedule == "step":
-        passed = sum(1 for milestone in config.milestones if milestone <= math.floor(progress))
-        return config.lr * config.lr_decay ** passed
-    fraction = min(progress / config.epochs, 1.0)
-    return config.min_lr + (config.lr - config.min_lr) * 0.5 * (1.0 + math.cos(math.pi * fraction))
-
-
-def _parameter_groups(target: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
-    """Trainable parameters, with 1-D ones (biases, norm scales) in a group without weight decay if asked."""
-    decay, no_decay = [], []
-    for parameter in target.parameters():
-        if parameter.requires_grad:
-            (no_decay if config.no_decay_1d and parameter.ndim <= 1 else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": config.weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
-
-
-def _build_optimizer(target: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    groups = _parameter_groups(target, config)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
-    return torch.optim.AdamW(groups, lr=config.lr)  # betas (0.9, 0.999), eps 1e-8: timm's and VkD's
 
 
 def _batch_mixer(config: TrainConfig):
@@ -223,7 +186,7 @@ def _fit(target: nn.Module, train_set: Dataset, test_set: Dataset, config: Train
     if config.compile:  # in place: target.model stays callable eagerly (evaluation) and the keys stay plain
         compile_modules(target)
     parameters = [p for p in target.parameters() if p.requires_grad]
-    optimizer = _build_optimizer(target, config)
+    optimizer = build_optimizer(target, config)
     mixer = _batch_mixer(config)
     scaler = precision.grad_scaler()
     start_epoch, best_top1, best_epoch, wall_before = 0, -math.inf, 0, 0.0

@@ -195,7 +195,7 @@ def test_input_spec_round_trip_and_defaults(tmp_path):
 
 
 def test_step_schedule_equals_multistep_lr_stepped_per_epoch():
-    from classifier_kd.train import learning_rate
+    from classifier_kd.optimizer import learning_rate
 
     cfg = config(Path("unused"), epochs=12, lr=0.2, milestones=[3, 7, 9], lr_decay=0.5)
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.2)
@@ -208,7 +208,7 @@ def test_step_schedule_equals_multistep_lr_stepped_per_epoch():
 
 
 def test_cosine_schedule_with_warmup():
-    from classifier_kd.train import learning_rate
+    from classifier_kd.optimizer import learning_rate
 
     cfg = config(Path("unused"), epochs=10, lr=1.0, schedule="cosine", min_lr=0.1, warmup_epochs=2, warmup_lr=0.0)
     assert learning_rate(cfg, 0.0) == 0.0
@@ -220,17 +220,17 @@ def test_cosine_schedule_with_warmup():
 
 
 def test_no_decay_on_one_dimensional_parameters():
-    from classifier_kd.train import _build_optimizer
+    from classifier_kd.optimizer import build_optimizer
 
     target = CrossEntropyTarget(create_model(ARCH, 10))
-    optimizer = _build_optimizer(target, config(Path("unused"), optimizer="adamw", no_decay_1d=True,
-                                                weight_decay=0.05))
+    optimizer = build_optimizer(target, config(Path("unused"), optimizer="adamw", no_decay_1d=True,
+                                               weight_decay=0.05))
     assert isinstance(optimizer, torch.optim.AdamW)
     decayed, exempt = optimizer.param_groups
     assert decayed["weight_decay"] == 0.05 and exempt["weight_decay"] == 0.0
     assert all(p.ndim > 1 for p in decayed["params"]) and all(p.ndim <= 1 for p in exempt["params"])
     assert len(decayed["params"]) + len(exempt["params"]) == len(list(target.parameters()))
-    single = _build_optimizer(target, config(Path("unused")))  # the CIFAR recipe: decay on everything
+    single = build_optimizer(target, config(Path("unused")))  # the CIFAR recipe: decay on everything
     assert len(single.param_groups) == 1 and isinstance(single, torch.optim.SGD)
 
 
