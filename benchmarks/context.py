@@ -125,7 +125,7 @@ class Context:
     def teacher_spec(self) -> str:
         """``ckpt:PATH`` of a random-weight resnet20 (10 classes) written with ``save_classifier``."""
         if self._teacher_path is None:
-            from classifier_kd.data import input_spec
+            from classifier_kd.dataset_specs import input_spec
             from classifier_kd.models import create_model, save_classifier
 
             torch.manual_seed(0)

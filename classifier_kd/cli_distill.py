@@ -12,7 +12,7 @@ import click
 import kd_core
 from classifier_kd.cli_training import (build_model, check_model, expand_recipe, init_device, load_datasets,
                                         report_result, run_fit, training_options)
-from classifier_kd.data import NUM_CLASSES
+from classifier_kd.dataset_specs import NUM_CLASSES
 from classifier_kd.distiller import Distiller, TeacherError, TeacherInput, load_teacher, parse_loss_spec
 from classifier_kd.recipes import distillation_terms, methods, train_config
 from kd_core.runtime.cli import checked_output, one_line, usage_error

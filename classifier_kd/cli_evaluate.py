@@ -8,8 +8,10 @@ import click
 import torch
 
 from classifier_kd.cli_training import init_device
-from classifier_kd.data import DATASETS, NUM_CLASSES, DatasetCorrupt, DatasetNotFound, load_split, test_transform
+from classifier_kd.data import DatasetCorrupt, DatasetNotFound, load_split
+from classifier_kd.dataset_specs import DATASETS, NUM_CLASSES
 from classifier_kd.evaluation import evaluate
+from classifier_kd.image_transforms import test_transform
 from classifier_kd.models import available
 from classifier_kd.models.checkpoint import load_classifier, read_input_spec
 from kd_core.runtime.checkpoint import load_checkpoint

@@ -10,7 +10,9 @@ from __future__ import annotations
 import click
 
 from classifier_kd.config import OPTIMIZERS, SCHEDULES, RunSetupError, TrainConfig
-from classifier_kd.data import AUGMENTATIONS, DATASETS, DatasetCorrupt, DatasetNotFound, build_datasets
+from classifier_kd.data import DatasetCorrupt, DatasetNotFound, build_datasets
+from classifier_kd.dataset_specs import DATASETS
+from classifier_kd.image_transforms import AUGMENTATIONS
 from classifier_kd.models import available, create_model
 from classifier_kd.recipes import RECIPES, recipe_values
 from classifier_kd.train import TrainingDiverged, fit

@@ -177,7 +177,7 @@ def load_teacher(arch: str | None, checkpoint: str | None, pretrained: bool = Fa
     ``image_size`` replaces the size of the teacher's input spec: for files that record none (their spec
     defaults to CIFAR-100 at 32 px), e.g. RSD's CIFAR-100 teachers, which were fine-tuned at 224 px.
     """
-    from classifier_kd.data import NUM_CLASSES, input_spec
+    from classifier_kd.dataset_specs import NUM_CLASSES, input_spec
     from classifier_kd.models import create_model
     from classifier_kd.models.checkpoint import load_classifier, read_input_spec
     from kd_core.runtime.finite import first_non_finite

@@ -55,7 +55,7 @@ from typing import Any
 
 import kd_core
 from classifier_kd.config import TrainConfig
-from classifier_kd.data import NUM_CLASSES
+from classifier_kd.dataset_specs import NUM_CLASSES
 
 __all__ = ["RECIPES", "METHOD_DEFAULTS", "method_defaults", "recipe_values"]
 

@@ -37,7 +37,7 @@ _SHOWN_KEYS = 3  # how many offending keys an error message names
 
 # The input of files without an ``input_spec``: RepDistiller / mdistiller / CRD teachers are CIFAR-100
 # models at 32x32 normalised with these values (their ``dataset/cifar100.py``; the same numbers as
-# ``classifier_kd.data.NORMALIZATION["cifar100"]``, which a test checks).
+# ``classifier_kd.dataset_specs.NORMALIZATION["cifar100"]``, which a test checks).
 CIFAR100_INPUT_SPEC = {"size": 32, "mean": (0.5071, 0.4867, 0.4408), "std": (0.2675, 0.2565, 0.2761)}
 
 

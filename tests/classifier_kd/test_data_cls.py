@@ -1,4 +1,5 @@
-"""classifier_kd.data on the tiny fake datasets of tests/conftest.py and tests/classifier_kd/conftest.py."""
+"""classifier_kd.data, .dataset_specs, .image_transforms and .imagenet_folders on the tiny fake datasets of
+tests/conftest.py and tests/classifier_kd/conftest.py."""
 from __future__ import annotations
 
 import gzip
@@ -15,7 +16,7 @@ from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from classifier_kd import data
+from classifier_kd import data, dataset_specs, image_transforms
 from classifier_kd.models.checkpoint import CIFAR100_INPUT_SPEC
 from kd_core.runtime import datasets as kd_datasets
 from kd_core.runtime import fashion_mnist as kd_fashion_mnist
@@ -40,19 +41,19 @@ def test_cifar_shapes_spec_and_normalisation(request, name, n_train, n_test):
     root = request.getfixturevalue(f"{name}_root")
     train_set, test_set, spec = data.build_datasets(name, root)
     assert (len(train_set), len(test_set)) == (n_train, n_test)
-    mean, std = data.NORMALIZATION[name]
+    mean, std = dataset_specs.NORMALIZATION[name]
     assert spec == {"size": 32, "mean": list(mean), "std": list(std)}
     image, label = test_set[3]
     assert image.shape == (3, 32, 32) and image.dtype == torch.float32
-    assert 0 <= label < data.NUM_CLASSES[name]
+    assert 0 <= label < dataset_specs.NUM_CLASSES[name]
     # Test images are only normalised: undoing the normalisation gives the stored pixels back.
     torch.testing.assert_close(unnormalise(image, spec), raw_pixels(name, root, False, 3), atol=1e-6, rtol=0)
-    assert set(test_set.targets) == set(range(data.NUM_CLASSES[name]))
+    assert set(test_set.targets) == set(range(dataset_specs.NUM_CLASSES[name]))
 
 
 def test_cifar100_spec_is_the_checkpoint_default():
     # read_input_spec answers files without a spec (RepDistiller teachers) with CIFAR-100's normalisation.
-    mean, std = data.NORMALIZATION["cifar100"]
+    mean, std = dataset_specs.NORMALIZATION["cifar100"]
     assert CIFAR100_INPUT_SPEC == {"size": 32, "mean": mean, "std": std}
 
 
@@ -76,7 +77,7 @@ def test_training_augmentation_is_a_padded_crop_and_flip(cifar10_root):
 def test_no_augmentation_gives_the_test_transform(request, name, image_size):
     root = request.getfixturevalue(f"{name}_root")
     train_set, _, spec = data.build_datasets(name, root, augment="none", image_size=image_size)
-    plain = data.load_split(name, root, True, data.test_transform(name, spec))
+    plain = data.load_split(name, root, True, image_transforms.test_transform(name, spec))
     torch.testing.assert_close(train_set[5][0], plain[5][0], rtol=0, atol=0)
 
 
@@ -203,20 +204,22 @@ IMAGENET_SIZE = 48  # small, so the ImageNet tests stay fast; transforms scale w
 
 
 def valid_augments(name: str) -> list[str]:
-    return [a for a in data.AUGMENTATIONS if not (a == "cifar" and name == "imagenet")]
+    return [a for a in image_transforms.AUGMENTATIONS if not (a == "cifar" and name == "imagenet")]
 
 
 def test_defaults():
-    assert data.AUGMENTATIONS == ("none", "cifar", "imagenet", "three_augment", "rrc", "rrc_randaug")
-    assert "imagenet" in data.DATASETS and data.NUM_CLASSES["imagenet"] == 1000
-    assert data.NORMALIZATION["imagenet"] == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert image_transforms.AUGMENTATIONS == ("none", "cifar", "imagenet", "three_augment", "rrc", "rrc_randaug")
+    assert "imagenet" in dataset_specs.DATASETS and dataset_specs.NUM_CLASSES["imagenet"] == 1000
+    assert dataset_specs.NORMALIZATION["imagenet"] == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     for name in ("cifar10", "cifar100", "fashion_mnist"):
-        assert (data.default_augment(name), data.default_image_size(name)) == ("cifar", 32)
-        assert data.input_spec(name)["size"] == 32
-    assert (data.default_augment("imagenet"), data.default_image_size("imagenet")) == ("imagenet", 224)
-    assert data.input_spec("imagenet") == {"size": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+        assert (image_transforms.default_augment(name), dataset_specs.default_image_size(name)) == ("cifar", 32)
+        assert dataset_specs.input_spec(name)["size"] == 32
+    assert (image_transforms.default_augment("imagenet"),
+            dataset_specs.default_image_size("imagenet")) == ("imagenet", 224)
+    assert dataset_specs.input_spec("imagenet") == {"size": 224, "mean": [0.485, 0.456, 0.406],
+                                                    "std": [0.229, 0.224, 0.225]}
     with pytest.raises(ValueError, match="positive integer"):
-        data.input_spec("cifar10", 0)
+        dataset_specs.input_spec("cifar10", 0)
 
 
 def test_imagenet_shapes_labels_and_spec(imagenet_root):
@@ -239,9 +242,9 @@ def test_imagenet_test_transform_is_resize_and_centre_crop(imagenet_root):
     expected = TF.center_crop(TF.resize(raw, int(IMAGENET_SIZE * 256 / 224), antialias=True), IMAGENET_SIZE)
     expected = TF.normalize(TF.to_tensor(expected), spec["mean"], spec["std"])
     torch.testing.assert_close(test_set[0][0], expected, rtol=0, atol=0)
-    assert [type(t) for t in data.test_transform("imagenet", data.input_spec("imagenet")).transforms[:2]] == \
-        [transforms.Resize, transforms.CenterCrop]
-    assert data.test_transform("imagenet", data.input_spec("imagenet")).transforms[0].size == 256
+    imagenet_test = image_transforms.test_transform("imagenet", dataset_specs.input_spec("imagenet"))
+    assert [type(t) for t in imagenet_test.transforms[:2]] == [transforms.Resize, transforms.CenterCrop]
+    assert imagenet_test.transforms[0].size == 256
 
 
 def test_imagenet_nested_layout_and_subset(tmp_path, imagefolder_writer):
@@ -302,14 +305,14 @@ def test_unknown_or_misplaced_augment_is_refused_before_reading(tmp_path):
     with pytest.raises(ValueError) as info:
         data.build_datasets("cifar10", tmp_path / "absent", augment="autoaugment")
     assert "unknown augment 'autoaugment'" in str(info.value)
-    for name in ("default",) + data.AUGMENTATIONS:
+    for name in ("default",) + image_transforms.AUGMENTATIONS:
         assert name in str(info.value)
     with pytest.raises(ValueError, match="'cifar' is the 32x32 recipe"):
         data.build_datasets("imagenet", tmp_path / "absent", augment="cifar")
 
 
-AUGMENT_CASES = ([("cifar10", size, a) for size in (32, 48) for a in data.AUGMENTATIONS]
-                 + [("fashion_mnist", 48, a) for a in data.AUGMENTATIONS]
+AUGMENT_CASES = ([("cifar10", size, a) for size in (32, 48) for a in image_transforms.AUGMENTATIONS]
+                 + [("fashion_mnist", 48, a) for a in image_transforms.AUGMENTATIONS]
                  + [("imagenet", IMAGENET_SIZE, a) for a in valid_augments("imagenet")])
 
 
@@ -348,10 +351,10 @@ def test_small_image_size_resizes_the_32x32_image(cifar10_root):
 
 def test_recipe_steps():
     """What each recipe is made of, in order (the parameters the module docstring cites)."""
-    spec = data.input_spec("cifar100", 224)
+    spec = dataset_specs.input_spec("cifar100", 224)
 
     def steps(augment):
-        return data.train_transform("cifar100", spec, augment).transforms
+        return image_transforms.train_transform("cifar100", spec, augment).transforms
 
     cifar = steps("cifar")
     assert isinstance(cifar[0], transforms.RandomCrop) and cifar[0].size == (32, 32) and cifar[0].padding == 4
@@ -365,7 +368,7 @@ def test_recipe_steps():
     assert isinstance(jitter, transforms.ColorJitter)
     assert (jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue) == ((0.7, 1.3),) * 3 + (None,)
     rrc, randaug = steps("rrc"), steps("rrc_randaug")
-    assert isinstance(rrc[0], data.RandomResizedCropRandomInterpolation) and rrc[0].scale == (0.08, 1.0)
+    assert isinstance(rrc[0], image_transforms.RandomResizedCropRandomInterpolation) and rrc[0].scale == (0.08, 1.0)
     assert set(rrc[0].interpolations) == {InterpolationMode.BILINEAR, InterpolationMode.BICUBIC}
     for recipe in (rrc, randaug):  # timm turns colour jitter off under an auto-augment policy; cnn.yaml sets 0
         assert not any(isinstance(t, transforms.ColorJitter) for t in recipe)
@@ -378,8 +381,8 @@ def test_recipe_steps():
 
 def test_three_augment_reaches_grayscale_solarize_and_blur():
     """The one-of step picks each of its three operations, each as DeiT III applies it."""
-    spec = data.input_spec("cifar10", 32)
-    one_of = data.train_transform("cifar10", spec, "three_augment").transforms[2]
+    spec = dataset_specs.input_spec("cifar10", 32)
+    one_of = image_transforms.train_transform("cifar10", spec, "three_augment").transforms[2]
     image = Image.fromarray(np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8))
     solarized = np.asarray(ImageOps.solarize(image, threshold=128))
     torch.manual_seed(0)
@@ -414,8 +417,9 @@ def test_three_augment_output_is_sometimes_grey(cifar10_root):
 @pytest.mark.parametrize("name, size, augment", [c for c in AUGMENT_CASES if c[1] != 32] + [
     ("imagenet", IMAGENET_SIZE, "test"), ("cifar10", 48, "test"), ("fashion_mnist", 32, "test")])
 def test_every_transform_pickles(any_root, name, size, augment):
-    spec = data.input_spec(name, size)
-    transform = data.test_transform(name, spec) if augment == "test" else data.train_transform(name, spec, augment)
+    spec = dataset_specs.input_spec(name, size)
+    transform = (image_transforms.test_transform(name, spec) if augment == "test"
+                 else image_transforms.train_transform(name, spec, augment))
     clone = pickle.loads(pickle.dumps(transform))
     image = data.load_split(name, any_root[name], train=True)[0][0]
     torch.manual_seed(5)

@@ -35,7 +35,7 @@ def test_arms_take_the_recorded_options_and_the_warm_up_factor():
 
 
 def test_replay_starts_from_the_same_student_and_scales_only_the_dkd_term(fashion_system_dir, tmp_path):
-    from classifier_kd.data import input_spec
+    from classifier_kd.dataset_specs import input_spec
 
     teacher = tmp_path / "teacher.pt"
     torch.manual_seed(5)
