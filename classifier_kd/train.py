@@ -3,8 +3,8 @@
 One function, :func:`fit`, reads top to bottom: check (nothing written yet) -> run directory -> optimiser
 (restored on resume) -> data loaders -> epochs (train, evaluate, log, checkpoint) -> result. The lr is a
 function of the progress in epochs (:func:`classifier_kd.optimizer.learning_rate`), set before every step, so a
-resumed run needs no scheduler state. Mixup / cutmix, gradient clipping and channels-last are options of the config; the
-recipes that set them are in :mod:`classifier_kd.recipes`.
+resumed run needs no scheduler state. Mixup / cutmix, gradient clipping and channels-last are options of the
+config; the recipes that set them are in :mod:`classifier_kd.recipes`.
 
 What it trains is a *training target* (:mod:`classifier_kd.targets`): the loop sums the named losses its
 ``forward(images, labels)`` returns, logs each, optimises every parameter of the target that requires grad, and

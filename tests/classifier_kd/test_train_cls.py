@@ -1,4 +1,5 @@
-"""classifier_kd.train: recipes, evaluation, the loop's files, resume, and the training-target seam."""
+"""classifier_kd.train and the modules it uses (config, optimizer, evaluation, targets): recipes, evaluation, the
+loop's files, resume, and the training-target seam."""
 from __future__ import annotations
 
 import json
