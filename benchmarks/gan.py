@@ -40,7 +40,7 @@ def gan_groups(ctx: Context) -> list[tuple[int, int, tuple[str, ...]]]:
 
 
 def section_gan(ctx: Context) -> list[str]:
-    from gan_kd.train import TrainConfig
+    from gan_kd.config import TrainConfig
 
     sizes = ctx.sizes
     small, large = sizes.widths

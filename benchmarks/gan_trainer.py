@@ -40,7 +40,9 @@ def build_gan_trainer(ctx: Context, preset: str, width: int, variant: str, batch
     (teacher, then ``Trainer.build_training_state``, which compiles G, the critic, D and the teacher in place for a
     ``compile`` variant) but without a dataset or run directory."""
     from gan_kd.teacher import build_teacher
-    from gan_kd.train import PRESETS, Trainer, TrainConfig, validate_config
+    from gan_kd.config import TrainConfig, validate_config
+    from gan_kd.presets import PRESETS
+    from gan_kd.train import Trainer
     from kd_core.runtime.precision import resolve_precision
     from kd_core.runtime.seed import seed_everything
 

@@ -147,7 +147,8 @@ def train(ctx, out, **options):
           --preset vkd-whiten --teacher ckpt:runs/teachers/fmnist/checkpoints/best.pt \\
           --iterations 2000 --eval-every 500 --metrics fd --fd-features ckpt:runs/teachers/fmnist/checkpoints/best.pt
     """
-    from gan_kd.train import TrainConfig, Trainer
+    from gan_kd.config import TrainConfig
+    from gan_kd.train import Trainer
     from kd_core.runtime.distributed import cleanup_distributed
     from kd_core.runtime.finite import TrainingDiverged, divergence_message
     from kd_core.runtime.signals import RunInterrupted
@@ -307,7 +308,7 @@ def sample(run_dir, out_path, checkpoint, rows, columns, seed, device):
     Example: gan-kd sample runs/c10_10 --checkpoint best --out grid.png
     """
     from gan_kd.snapshot import load_ema_generator
-    from gan_kd.train import sample_grid
+    from gan_kd.grids import sample_grid
     from kd_core.runtime.distributed import resolve_device
 
     if rows < 1 or columns < 1:

@@ -85,6 +85,15 @@ def num_classes(name: str) -> int:
     return _NUM_CLASSES[_check_name(name)]
 
 
+def dataset_class_names(dataset) -> list[str]:
+    """The class names of a torchvision dataset (``.classes``), for a CLIP teacher's prompts."""
+    names = getattr(dataset, "classes", None)
+    if not names:
+        raise ValueError(f"{type(dataset).__name__} lists no class names (.classes); a CLIP teacher's class "
+                         f"embeddings need them")
+    return [str(name) for name in names]
+
+
 def _check_name(name: str) -> str:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")

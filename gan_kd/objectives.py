@@ -21,12 +21,18 @@ calibration rule reads it), and ``result.json`` keeps it at the first evaluation
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gan_kd.models.biggan import Discriminator, Generator
 import kd_core
 from kd_core.runtime.precision import fp32
+
+if TYPE_CHECKING:
+    from gan_kd.config import TrainConfig
 
 
 def discriminator_hinge(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -89,7 +95,7 @@ class Critic(nn.Module):
 def build_distill_loss(config, student_dim: int, teacher_dim: int | None,
                        class_embeddings: nn.Module | None = None) -> nn.Module | None:
     """The ``kd_core`` loss ``config.distill_loss`` (VkD unless a preset says otherwise) of ``config`` (a
-    :class:`gan_kd.train.TrainConfig`), or None without distillation.
+    :class:`gan_kd.config.TrainConfig`), or None without distillation.
 
     ``orthogonal_map`` goes to the projector (when it is the orthogonal one) and ``whiten_group_size`` to the
     normaliser (when it whitens), as ``kd_core.build_loss``'s nested ``projector_options`` / ``normalizer_options``.
@@ -111,6 +117,20 @@ def build_distill_loss(config, student_dim: int, teacher_dim: int | None,
     return kd_core.build_loss("vkd", student_dim=student_dim, teacher_dim=teacher_dim, projector=config.projector,
                               normalizer=config.normalizer, distance=config.distance,
                               projector_options=projector_options, normalizer_options=normalizer_options)
+
+
+def build_models(config: "TrainConfig", num_classes: int, teacher_dim: int | None,
+                 class_embeddings: torch.nn.Module | None = None) -> tuple[Generator, Critic]:
+    """G and the critic (D + the distillation loss of :func:`gan_kd.objectives.build_distill_loss`), in this order."""
+    generator = Generator(num_classes=num_classes, g_ch=config.g_ch, dim_z=config.dim_z, spectral_norm=config.spectral_norm)
+    discriminator = Discriminator(num_classes=num_classes, d_ch=config.d_ch, spectral_norm=config.spectral_norm)
+    return generator, Critic(discriminator, build_distill_loss(config, discriminator.feature_dim, teacher_dim,
+                                                               class_embeddings))
+
+
+def needs_class_embeddings(config: "TrainConfig") -> bool:
+    """Whether the distillation loss of ``config`` is built with the teacher's class embeddings."""
+    return config.distill and kd_core.registry.needs_class_embeddings(config.distill_loss)
 
 
 def discriminator_terms(real_logits: torch.Tensor, fake_logits: torch.Tensor, distill: torch.Tensor | None, *,

@@ -1,7 +1,7 @@
 """The ``gan-kd train`` presets (VkD Table 4 rows) and their expansion into training options.
 
 A preset fixes whether D distils from a teacher and, if it does, the projector and the teacher normaliser.
-:func:`expand_preset` turns ``(name, overrides)`` into the options of a :class:`gan_kd.train.TrainConfig`;
+:func:`expand_preset` turns ``(name, overrides)`` into the options of a :class:`gan_kd.config.TrainConfig`;
 ``gan-kd train`` (with the options given on its command line as the overrides) and
 ``TrainConfig.from_preset(name, **overrides)`` both call it, so the CLI and Python expand presets identically:
 

@@ -103,7 +103,8 @@ def train_command(config: dict, run_dir: str) -> str:
     """The ``gan-kd train`` command that reproduces a run: every option that differs from the defaults."""
     import dataclasses
 
-    from gan_kd.train import PRESETS, TrainConfig
+    from gan_kd.config import TrainConfig
+    from gan_kd.presets import PRESETS
 
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     preset = PRESETS.get(config.get("preset"), {})

@@ -200,7 +200,7 @@ def write_picture(gans: dict[str, Path], path: Path) -> Path:
 
     from gan_kd.plots import samples_and_curves
     from gan_kd.snapshot import load_ema_generator
-    from gan_kd.train import grid_labels, grid_samples
+    from gan_kd.grids import grid_labels, grid_samples
 
     grids, titles, marks, panels = {}, {}, {}, {}
     for row, run in gans.items():

@@ -36,9 +36,9 @@ DISTILLATION_ROWS = tuple(row for row in ROWS if row not in TEACHERLESS_ROWS)
 
 def row_weight(row: str) -> float:
     """The ``--kd-weight`` the study's ``row`` trains with: an explicit one in its options, else its preset's, else
-    :class:`gan_kd.train.TrainConfig`'s default."""
+    :class:`gan_kd.config.TrainConfig`'s default."""
     from gan_kd.presets import PRESETS
-    from gan_kd.train import TrainConfig
+    from gan_kd.config import TrainConfig
 
     options = ROWS[row][1]
     if "--kd-weight" in options:

@@ -2,7 +2,7 @@
 label-free FD against the iteration (mean over seeds, min–max band), in one PNG.
 
 Each sample row comes from the row's lowest-seed committed ``generator_ema.safetensors`` (the best EMA generator,
-loaded by :func:`gan_kd.snapshot.load_ema_generator`), sampled by :func:`gan_kd.train.grid_samples` with the
+loaded by :func:`gan_kd.snapshot.load_ema_generator`), sampled by :func:`gan_kd.grids.grid_samples` with the
 same latent seed and one sample per class, so every row shows the same latents and labels. The PNG's
 ``Description`` text chunk records the rows, seeds and labels shown.
 """
@@ -42,7 +42,7 @@ def sample_rows(runs: list[dict], rows: list[str], seed: int = FIGURE_SEED) -> d
     one sample per class from each row's committed generator, the same latents and labels for every row."""
     from gan_kd.metrics.evaluator import to_uint8
     from gan_kd.snapshot import load_ema_generator
-    from gan_kd.train import grid_samples
+    from gan_kd.grids import grid_samples
 
     shown, images, labels, missing = [], [], None, []
     for row in rows:

@@ -237,3 +237,8 @@ def broadcast_object(obj: T, src: int = 0) -> T:
     device = _comm_device() if dist.get_backend() == "nccl" else None
     dist.broadcast_object_list(box, src=src, device=device)
     return box[0]
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The module a ``DistributedDataParallel`` wraps (its state_dict keys have no ``module.`` prefix), else itself."""
+    return module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) else module

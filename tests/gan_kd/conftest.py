@@ -136,7 +136,7 @@ def write_fake_copy(results: Path, row: str, seed: int, fd: float, curve: list[f
     plumbing): ``fd`` (and ``fd_vgg``, the ``cls`` ``scores``, any other ``metrics`` by key) as the evaluation's
     means; ``curve`` / ``fd_vgg_curve`` / ``gap`` logged every 100 iterations. ``row`` ``da``/``no-da``: no teacher."""
     from gan_kd import study
-    from gan_kd.train import TrainConfig
+    from gan_kd.config import TrainConfig
 
     regime = regime or study.Regime(**FAKE_REGIME)
     folder = results / study.run_name(row, regime, seed)

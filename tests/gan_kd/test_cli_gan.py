@@ -17,7 +17,7 @@ from classifier_kd.models import create_model
 from classifier_kd.models.checkpoint import save_classifier
 from gan_kd.cli import main
 from gan_kd.data import find_fashion_mnist
-from gan_kd.train import PRESETS
+from gan_kd.presets import PRESETS
 
 pytestmark = pytest.mark.slow
 TINY = ["--g-ch", "4", "--d-ch", "4", "--batch-size", "10", "--d-steps", "2", "--log-every", "1", "--threads", "1"]

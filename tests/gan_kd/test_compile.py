@@ -8,7 +8,8 @@ import torch
 from click.testing import CliRunner
 
 from gan_kd.cli import main
-from gan_kd.train import TrainConfig, build_models
+from gan_kd.config import TrainConfig
+from gan_kd.objectives import build_models
 from kd_core.runtime.compiling import missing_compiler
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread"),

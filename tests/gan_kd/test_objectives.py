@@ -5,7 +5,7 @@ import kd_core
 from gan_kd.models.biggan import Discriminator
 from gan_kd.objectives import (Critic, LeCamRegularizer, build_distill_loss, discriminator_hinge, discriminator_terms,
                                generator_hinge, generator_terms)
-from gan_kd.train import TrainConfig
+from gan_kd.config import TrainConfig
 
 
 def test_hinge_losses():

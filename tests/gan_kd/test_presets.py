@@ -7,8 +7,8 @@ from click.testing import CliRunner
 import kd_core
 from gan_kd import train as gan_train
 from gan_kd.cli import main
+from gan_kd.config import TrainConfig
 from gan_kd.presets import DISTILLATION_OPTIONS, PRESETS, expand_preset
-from gan_kd.train import TrainConfig
 
 TEACHER = {"teacher": "ckpt:teacher.pt"}
 # (preset, overrides): every preset alone and with an option that changes what the preset sets

@@ -12,7 +12,7 @@ import pytest
 from gan_kd import study
 from gan_kd.study import agreement, modes
 from gan_kd.cli import main as gan_cli
-from gan_kd.train import TrainConfig
+from gan_kd.config import TrainConfig
 from kd_core.stats import bootstrap_mean_ci, compare, mean_std, verdict_line
 
 REGIME = study.Regime(fraction=0.01, width=8, iterations=300, eval_every=100)

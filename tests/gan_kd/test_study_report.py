@@ -146,7 +146,7 @@ def test_family_tables_give_mean_std_intervals_seeds_and_delta_vs_da_from_compar
 def tiny_generator_file(path: Path, seed: int, **config) -> Path:
     from gan_kd.models.biggan import Generator
     from gan_kd.snapshot import save_generator_file
-    from gan_kd.train import TrainConfig
+    from gan_kd.config import TrainConfig
 
     torch.manual_seed(seed)
     generator = Generator(num_classes=10, g_ch=4)

@@ -3,8 +3,12 @@ import torch
 
 from gan_kd.models.biggan import Discriminator, Generator
 from gan_kd.objectives import discriminator_hinge, generator_hinge
-from gan_kd.train import (PRESETS, TrainConfig, build_models, ema_update, grid_labels, rename_legacy_window,
-                          validate_config)
+from gan_kd.config import TrainConfig, validate_config
+from gan_kd.grids import grid_labels
+from gan_kd.legacy import rename_legacy_window
+from gan_kd.objectives import build_models
+from gan_kd.presets import PRESETS
+from gan_kd.train import ema_update
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
@@ -199,7 +203,7 @@ def test_overfit_probe_reads_d_on_train_and_heldout_reals_without_changing_d(cif
     import numpy as np
 
     from gan_kd.data import load_dataset
-    from gan_kd.train import OverfitProbe
+    from gan_kd.probes import OverfitProbe
 
     indices = np.arange(100)[::-1].copy()
     probe = OverfitProbe("cifar10", str(cifar10_root), indices, 12)
