@@ -4,4 +4,4 @@ import sys
 from benchmarks.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m benchmarks"))  # not argparse's '__main__.py'

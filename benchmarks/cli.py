@@ -75,8 +75,9 @@ def header(sizes: Sizes, monitor: LoadMonitor, command: str, started: dt.datetim
     return lines
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=benchmarks.__doc__.split("\n\n")[0],
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    """The options; ``prog`` is the command's name in usage and errors (argparse's default: the script's file)."""
+    parser = argparse.ArgumentParser(prog=prog, description=benchmarks.__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="results/benchmarks.md", help="the markdown file to write")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 1-2 repetitions (a smoke test)")
@@ -102,8 +103,8 @@ def _generated_precision_section(out: Path) -> str:
     return PRECISION_BEGIN + text.split(PRECISION_BEGIN, 1)[1].split(PRECISION_END, 1)[0] + PRECISION_END + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = parse_args(argv, prog)
     from kd_core.runtime.io import check_writable_file, write_text
 
     out = Path(args.out)

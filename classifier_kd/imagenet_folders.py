@@ -17,15 +17,11 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 
 from classifier_kd.dataset_specs import NUM_CLASSES
-from kd_core.runtime.datasets import DatasetCorrupt, DatasetNotFound
+from kd_core.runtime.datasets import DatasetCorrupt, DatasetNotFound, single_line
 
 __all__ = ["load_imagenet"]
 
 _IMAGENET_LAYOUTS = (("train", "val"), ("imagenet/train", "imagenet/val"))
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 def _imagenet_folders(root: Path, download: bool) -> tuple[Path, Path]:
@@ -47,7 +43,7 @@ def _imagenet_classes(folder: Path) -> list[str]:
     try:
         classes, _ = datasets.folder.find_classes(folder)
     except FileNotFoundError as err:  # no class sub-folder at all
-        raise DatasetCorrupt(f"ImageNet folder {folder} holds no class sub-folders: {_one_line(err)}") from err
+        raise DatasetCorrupt(f"ImageNet folder {folder} holds no class sub-folders: {single_line(err)}") from err
     return classes
 
 
@@ -69,4 +65,4 @@ def load_imagenet(root: Path, train: bool, transform, download: bool) -> Dataset
     try:
         return datasets.ImageFolder(str(folder), transform=transform)
     except FileNotFoundError as err:  # a class folder without any image
-        raise DatasetCorrupt(f"ImageNet folder {folder}: {_one_line(err)}") from err
+        raise DatasetCorrupt(f"ImageNet folder {folder}: {single_line(err)}") from err

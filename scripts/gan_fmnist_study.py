@@ -231,7 +231,7 @@ def calibrate(fraction, rows, width, batch_size, iterations, eval_every, data_ro
         if calibration.selection_fd(copy) is None:
             study.call_logged(calibration.selection_command(copy, data_root, str(BIN / "gan-kd")),
                               study.run_name(name, chosen, seed), Path(runs))
-        write_calibration(rows)
+        write_calibration(list(calibration.DISTILLATION_ROWS))  # every row's record, not only --rows
 
     for row in rows:  # every probe first: the plan of each row needs its own
         run(row, 1.0, 0)

@@ -107,6 +107,18 @@ def test_sections_subset_and_bad_section(tmp_path: Path) -> None:
     assert not (tmp_path / "x.md").exists()
 
 
+def test_module_run_names_itself_in_usage_and_errors(tmp_path: Path) -> None:
+    # `python -m benchmarks` is the documented second spelling of scripts/bench.py: argparse would call it __main__.py
+    bad = subprocess.run([sys.executable, "-m", "benchmarks", "--sections", "nope", "--out", str(tmp_path / "x.md")],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("usage: python -m benchmarks ") and "__main__" not in bad.stderr
+    assert "python -m benchmarks: error: unknown section(s) nope" in bad.stderr
+    script = run_bench("--sections", "nope", "--out", str(tmp_path / "x.md"))
+    assert script.returncode == 2 and script.stderr.startswith("usage: bench.py ")
+    assert not (tmp_path / "x.md").exists()
+
+
 @pytest.fixture
 def benchmarks(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     """The ``benchmarks`` package, imported with the environment restored afterwards (it sets OPENBLAS_NUM_THREADS

@@ -35,6 +35,7 @@ __all__ = [
     "check_data_root",
     "error_text",
     "is_default_data_root",
+    "single_line",
 ]
 
 
@@ -49,13 +50,14 @@ class DatasetCorrupt(ValueError):
 DISPLAY_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "fashion_mnist": "Fashion-MNIST"}
 
 
-def _one_line(text: object) -> str:
+def single_line(text: object) -> str:
+    """``text`` (an exception or any object) with every run of whitespace, newlines included, made one space."""
     return " ".join(str(text).split())
 
 
 def error_text(err: BaseException) -> str:
     """``Type: message`` of an exception on one line, for the loaders' one-line errors."""
-    text = _one_line(err)
+    text = single_line(err)
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 

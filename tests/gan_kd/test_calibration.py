@@ -141,3 +141,19 @@ def test_the_calibrate_command_probes_sweeps_and_adds_second_seeds_in_order(tmp_
     record = json.loads((tmp_path / "results" / "gan_calibration.json").read_text())
     assert record["chosen"] == {"vkd": 1.0, "kd-dlgan": 0.003}
     assert "| **0.003** | 1 |" in (tmp_path / "results" / "gan_calibration.md").read_text()
+    # one row at a time (one process per core) still writes every row's record: kd-dlgan's choice stays
+    again = CliRunner().invoke(script.main, ["calibrate", "--fraction", "0.001", "--rows", "vkd",
+                                             "--iterations", "4000", "--eval-every", "200"], catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "results" / "gan_calibration.json").read_text())["chosen"] == record["chosen"]
+
+
+def test_study_rows_train_at_the_weights_the_committed_calibration_chose():
+    # the weights are frozen in gan_kd/presets.py (or the row's options) from results/gan_calibration.json; a row
+    # the calibration has not chosen yet (its sweep unfinished) is not in "chosen"
+    repo = Path(__file__).resolve().parents[2]
+    chosen = json.loads((repo / "results" / "gan_calibration.json").read_text())["chosen"]
+    assert chosen, "the committed calibration chose no weight"
+    assert set(chosen) <= set(cal.DISTILLATION_ROWS)
+    for row, weight in chosen.items():
+        assert cal.row_weight(row) == weight, row
