@@ -1,28 +1,28 @@
 #!/usr/bin/env python
 """The CPU-scale GAN study on Fashion-MNIST -> results/gan_fmnist.md (issue 11; VkD Table 4 rows).
 
-Three steps, each resumable and skipping what is finished (a run is finished when its copy under
-results/runs/ holds evaluation.json):
+Each step is resumable and skips what is finished (a run is finished when its copy under results/runs/ holds
+evaluation.json):
 
-    # the pilot as it was run (results/gan_fmnist.md, section 1)
-    python scripts/gan_fmnist_study.py pilot --fractions 0.01,0.02 --batch-size 50 --iterations 500 --eval-every 50
-    python scripts/gan_fmnist_study.py pilot --fractions 0.005,0.01 --batch-size 16 --iterations 1500
-    # the ablation at the chosen regime (the defaults: width 8, batch 16, 1000 iterations), 5 seeds
-    python scripts/gan_fmnist_study.py run --fraction 0.005 --seeds 0-4
+    # the regime search (results/gan_fmnist.md, section 1b): DA and BigGAN without DiffAugment, seed 0
+    python scripts/gan_fmnist_study.py pilot --fractions 0.001,0.0025 --iterations 4000 --eval-every 200
+    # each distillation row's --kd-weight at that regime -> results/gan_calibration.md (issue 25)
+    python scripts/gan_fmnist_study.py calibrate --fraction 0.001 --iterations 4000 --eval-every 200
+    # every row x 5 seeds at the chosen regime (study v2), then the tables, verdicts and figures
+    python scripts/gan_fmnist_study.py run --fraction 0.001 --iterations 4000 --eval-every 200 --seeds 0-4
     python scripts/gan_fmnist_study.py report
-    # class scores for runs evaluated before `--metrics cls` existed (needs their checkpoints; FD must reproduce)
-    python scripts/gan_fmnist_study.py rescore --fraction 0.005 --seeds 0-4
     # metrics added to the final evaluation since a copy was scored, from its committed generator file
     python scripts/gan_fmnist_study.py rescore-missing
     # bf16 vs fp32 (issue 10) -> a section of results/benchmarks.md
     python scripts/gan_fmnist_study.py precision --seeds 0-2 --iterations 300
 
-``pilot`` trains plain DA at several data fractions to find where D overfits; ``run`` trains every row of
-the ablation (``--rows``) for every seed at one regime; ``report`` regenerates the tables, verdicts and
-plots from the committed run copies. The teacher (ResNet-20, seed 0) and the FD network (ResNet-32, seed 1)
-are trained first if missing, into runs/teachers/. Long runs: pin to one core, e.g.
-``nohup taskset -c 1 python scripts/gan_fmnist_study.py run ... &``. Checkpoints stay in --runs (not
-committed); the small files go to results/runs/.
+``pilot`` trains DA and its no-DiffAugment control at several data fractions to find where D overfits;
+``calibrate`` sets each distillation row's weight by one rule; ``run`` trains every row of the ablation
+(``--rows``) for every seed at one regime; ``report`` regenerates the tables, verdicts and plots from the
+committed run copies. The teacher (ResNet-20) and the FD network (ResNet-32) are the committed, hash-checked files
+in results/teachers/; one that is missing or does not match is trained into runs/teachers/ first. Long runs:
+pin to one core, e.g. ``nohup taskset -c 1 python scripts/gan_fmnist_study.py run ... &``. Checkpoints stay in
+--runs (not committed); the small files go to results/runs/.
 """
 from __future__ import annotations
 
