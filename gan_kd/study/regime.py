@@ -19,6 +19,7 @@ from gan_kd.study.rows import ROWS
 SEARCH_ROWS = ("da", "no-da")
 SEARCH_CURVE = "eval/fd_vgg"       # what makes a pilot run a search run
 CONTROL_WORSE = 1.2                # the control's best label-free FD at least this many times DA's: "clearly worse"
+OVERFIT_RISE = 0.05                # a label-free FD curve ending > 5% above its best has turned: D overfits
 RULE = (f"**Choice rule** (applied by `gan_kd.study.regime.choose_regime`): among the regimes where the "
         f"no-DiffAugment control is clearly worse than DA (its best label-free FD ≥ {CONTROL_WORSE:g}× DA's: "
         f"DiffAugment's own claim, the sanity check), the one where DA's D overfits most: the largest gap between "
@@ -117,3 +118,30 @@ def search_figures(pilot: list[dict], figures: Path) -> list[str]:
         curve_plot(groups, figures / name, ylabel=ylabel, title=f"regime search: {ylabel}")
         names.append(name)
     return names
+
+
+def ablation_note(study: list[dict], searched: list[dict]) -> str | None:
+    """One generated sentence: does DA's D overfit at the ablation's regime? From the ablation's own DA runs (every
+    seed that logged the label-free FD), else from the regime search's DA run at the same regime; None when neither
+    exists (the report then falls back on the first pilot). A curve that ends more than :data:`OVERFIT_RISE` above
+    its best has turned upward; DA overfits when most of its seeds' curves have."""
+    regimes = {regime_key(run) for run in study}
+    da = sorted((run for run in study if run["row"] == "da" and run["curves"].get(SEARCH_CURVE)),
+                key=lambda run: run["config"]["seed"])
+    source = f"the ablation's DA runs ({len(da)} seed{'s' if len(da) > 1 else ''})"
+    if not da:
+        da = [run for run in search_runs(searched) if run["row"] == "da" and regime_key(run) in regimes]
+        source = "the regime search's DA run (seed 0) at this regime"
+    if not da:
+        return None
+    summaries = [overfitting_summary(run, SEARCH_CURVE) for run in da]
+    turned = sum(summary["rise"] > OVERFIT_RISE for summary in summaries)
+    rises = ", ".join(f"{summary['rise']:+.0%}" for summary in summaries)
+    gaps = ", ".join(_cell(summary["gap_last"], "+.2f") for summary in summaries)
+    evidence = (f"label-free FD at the end vs its best: {rises}; D's train − held-out logit gap at the end: {gaps}")
+    if 2 * turned > len(da):
+        return (f"DA's D overfits at this regime: in {source}, the label-free FD turns upward in {turned} of "
+                f"{len(da)} ({evidence}), the regime of VkD Table 4, where distillation is claimed to help.")
+    return (f"DA's D does not clearly overfit at this regime: in {source}, the label-free FD turns upward in "
+            f"{turned} of {len(da)} ({evidence}); the verdicts below are not about the regime of VkD Table 4, "
+            f"where D overfits.")

@@ -35,13 +35,16 @@ def readme_block(pilot: list[dict], study: list[dict], rows: list[str], min_seed
                  f"the label-free FD, checked against every other metric of the evaluation (not FID).")
     searched = search.search_runs(pilot)
     pilot = [run for run in pilot if run not in searched]  # the first pilot: DA only, classifier FD
+    note = search.ablation_note(study, searched)
     if pilot:
-        caveat = ("" if any(overfitting_summary(run).get("rise", 0) > 0.05 for run in pilot) else
+        caveat = ("" if note or any(overfitting_summary(run).get("rise", 0) > 0.05 for run in pilot) else
                   " So the verdicts below are about early training, not about the regime of VkD Table 4, where D "
                   "overfits.")
         lines.append(f"  * Pilot: {pilot_reading(pilot)}{caveat}")
     if searched:
         lines.append(f"  * Regime search (DA and the no-DiffAugment control): {search.choose_regime(searched)[1]}")
+    if note:
+        lines.append(f"  * {note}")
     for claim in CLAIMS:
         source = "" if claim.source == "VkD" else f" ({whose(claim)})"
         lines.append(f"  * {claim.claim}{source}: {describe(claim_verdict(study, claim), full=False)}.")
@@ -125,7 +128,10 @@ def write_report(pilot_results: Path, study_results: Path, out_md: Path, figures
         parts += ["", f"Hardware: {hardware(searched)}.", ""]
     if study:
         parts += ["## 2. The ablation at the chosen regime", ""]
-        if pilot and not any(overfitting_summary(run).get("rise", 0) > 0.05 for run in pilot):
+        note = search.ablation_note(study, searched)
+        if note:
+            parts += [f"**Does D overfit here?** {note}", ""]
+        elif pilot and not any(overfitting_summary(run).get("rise", 0) > 0.05 for run in pilot):
             parts += ["**Caveat, from the pilot:** DA did not overfit in any regime that fits the budget, so this "
                       "ablation compares the methods early in training, with DA's FD still falling, not in the "
                       "regime of VkD Table 4, where the discriminator's overfitting is what distillation is "

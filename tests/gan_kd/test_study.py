@@ -370,13 +370,14 @@ def test_rescore_adds_class_scores_only_when_the_fd_is_reproduced(fake_copy, tmp
 
 
 def search_copy(results: Path, row: str, fraction: float, width: int, fd_vgg: list[float], gap: list[float],
-                memorised: float = 0.05) -> Path:
+                memorised: float = 0.05, batch_size: int = 16) -> Path:
     """A regime-search run copy: label-free and classifier FD curves, the probe, and a final memorisation score."""
     regime = replace(REGIME, fraction=fraction, width=width)
     folder = results / study.run_name(row, regime, 0)
     folder.mkdir(parents=True)
     config = TrainConfig(dataset="fashion_mnist", data_fraction=fraction, g_ch=width, d_ch=width, iterations=300,
-                         eval_every=100, eval_samples=2000, ema_decay=0.99, ema_start=100, seed=0, preset="da", batch_size=16,
+                         eval_every=100, eval_samples=2000, ema_decay=0.99, ema_start=100, seed=0, preset="da",
+                         batch_size=batch_size,
                          distill=False, diffaug="" if row == "no-da" else "translation,cutout").to_dict()
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "result.json").write_text(json.dumps({"wall_time_s": 1800.0}))
@@ -428,6 +429,55 @@ def test_regime_search_table_and_the_choice_rule(fake_copy, tmp_path):
     assert text.count("| 0.001 |") == 0
     for name in ("search_fd_vgg.png", "search_gap.png"):
         assert (tmp_path / "figures" / name).stat().st_size > 1000 and f"figures/{name})" in text
+
+
+def test_the_ablation_says_whether_da_overfits_at_its_regime_from_its_own_da_seeds(fake_copy, tmp_path):
+    from gan_kd.study import regime as search
+
+    pilot, results = tmp_path / "pilot", tmp_path / "study"
+    fake_copy(pilot, "da", 0, 12.0, [30.0, 20.0, 12.0], [0.1, 0.2, 0.3])  # the first pilot: still falling
+    rising, falling = [4.0, 2.0, 3.0], [4.0, 3.0, 2.0]  # label-free FD: ends +50% above its best / at its best
+    for seed in range(5):
+        fake_copy(results, "da", seed, 20.0, [30.0, 20.0, 20.0], [0.1, 0.5, 1.0 + seed], fd_vgg=3.0,
+                  fd_vgg_curve=rising if seed < 3 else falling)
+        fake_copy(results, "vkd-whiten", seed, 15.0, [28.0, 15.0, 15.0], [0.1, 0.3, 0.5], fd_vgg=2.0,
+                  fd_vgg_curve=falling)
+    note = search.ablation_note(study.load_runs(results), [])
+    assert note == ("DA's D overfits at this regime: in the ablation's DA runs (5 seeds), the label-free FD turns upward "
+                    "in 3 of 5 (label-free FD at the end vs its best: +50%, +50%, +50%, +0%, +0%; D's train − held-out "
+                    "logit gap at the end: +1.00, +2.00, +3.00, +4.00, +5.00), the regime of VkD Table 4, where "
+                    "distillation is claimed to help.")
+    text = study.write_report(pilot, results, tmp_path / "report.md", tmp_path / "figures", rows=["da", "vkd-whiten"])
+    assert f"**Does D overfit here?** {note}" in text and "**Caveat, from the pilot:**" not in text
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{study.README_BEGIN}\n{study.README_END}\n")
+    block = study.update_readme(readme, pilot, results, rows=["da", "vkd-whiten"])
+    assert f"  * {note}" in block and "not about the regime of VkD Table 4" not in block  # the pilot's caveat is gone
+
+
+def test_the_ablation_note_says_so_when_da_does_not_overfit_and_falls_back_on_the_search(fake_copy, tmp_path):
+    from gan_kd.study import regime as search
+
+    results = tmp_path / "study"
+    for seed in range(3):
+        fake_copy(results, "da", seed, 20.0, [30.0, 20.0], [0.1, 0.5], fd_vgg=3.0, fd_vgg_curve=[4.0, 3.0, 3.1])
+    note = search.ablation_note(study.load_runs(results), [])
+    assert note.startswith("DA's D does not clearly overfit at this regime: in the ablation's DA runs (3 seeds), the "
+                           "label-free FD turns upward in 0 of 3 (label-free FD at the end vs its best: +0%, +0%, +0%")
+    assert note.endswith("the verdicts below are not about the regime of VkD Table 4, where D overfits.")
+
+    # no DA in the ablation with the label-free curve: the regime search's DA run at the same regime speaks for it
+    other = tmp_path / "other"
+    fake_copy(other, "vkd-whiten", 0, 15.0, [28.0, 15.0], [0.1, 0.3], fd_vgg=2.0)
+    pilot = tmp_path / "pilot"
+    search_copy(pilot, "da", 0.01, 8, [4.0, 2.0, 2.4], [0.2, 1.0, 1.5], batch_size=50)  # the fake copies' regime
+    search_copy(pilot, "da", 0.001, 8, [4.0, 2.0, 2.0], [0.2, 1.0, 9.0])  # another regime: not this one
+    searched = search.search_runs(study.load_runs(pilot))
+    assert search.ablation_note(study.load_runs(other), searched) == (
+        "DA's D overfits at this regime: in the regime search's DA run (seed 0) at this regime, the label-free FD "
+        "turns upward in 1 of 1 (label-free FD at the end vs its best: +20%; D's train − held-out logit gap at the "
+        "end: +1.50), the regime of VkD Table 4, where distillation is claimed to help.")
+    assert search.ablation_note(study.load_runs(other), []) is None  # neither: the report uses the first pilot
 
 
 def regime_key_is(run: dict, fraction: float, width: int) -> bool:
