@@ -26,6 +26,7 @@ pin to one core, e.g. ``nohup taskset -c 1 python scripts/gan_fmnist_study.py ru
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -157,22 +158,37 @@ def pilot(fractions, rows, seeds, width, batch_size, iterations, eval_every, dat
 @main.command()
 @with_selection
 def run(fraction, seeds, rows, width, batch_size, iterations, eval_every, data_root, runs, mode):
-    """Every row for every seed at one regime, seed by seed (so rows fill up evenly)."""
+    """Every row for every seed at one regime, seed by seed (so rows fill up evenly).
+
+    A distillation row trains only at the weight results/gan_calibration.json chose for it (frozen in
+    gan_kd/presets.py); a row without one is refused before any work.
+    """
     os.chdir(ROOT)
+    report = Path(CALIBRATION_REPORT + ".json")
+    calibrated = json.loads(report.read_text())["chosen"] if report.is_file() else {}
+    problems = calibration.weight_problems(rows, calibrated)
+    if problems:
+        raise click.UsageError(f"--rows: not at a calibrated weight ({report}): {'; '.join(problems)}; run "
+                               f"`calibrate` and freeze its choice in gan_kd/presets.py, or leave the row out")
     checked_data_root(data_root)  # only the default 'data' may be missing (Debian's copy is read then)
     assets = train_classifiers(data_root)
     chosen = regime(fraction, width, iterations, eval_every, batch_size, mode)
     for seed in seeds:
         for row in rows:
-            # a finished run of the same name in the pilot or the mode comparison is the same command, and so is the
-            # weight calibration's run of the row at its own weight: reuse them
-            calibrated = calibration.same_command(row)
-            renamed = ((ROOT / CALIBRATION_RESULTS, study.run_name(calibrated, chosen, seed)),) if calibrated else ()
-            if study.reuse(study.run_name(row, chosen, seed), [ROOT / PILOT_RESULTS, ROOT / MODE_RESULTS],
-                           ROOT / STUDY_RESULTS, log=click.echo, renamed=renamed):
+            sources, renamed = reuse_sources(row, chosen, seed)
+            if study.reuse(study.run_name(row, chosen, seed), sources, ROOT / STUDY_RESULTS, log=click.echo,
+                           renamed=renamed):
                 continue
             study.execute(row, chosen, seed, runs=Path(runs), results=Path(STUDY_RESULTS), assets=assets,
                           gan_kd=str(BIN / "gan-kd"), log=click.echo)
+
+
+def reuse_sources(row: str, chosen: study.Regime, seed: int) -> tuple[list[Path], tuple[tuple[Path, str], ...]]:
+    """``study.reuse``'s sources of one run: a finished run of the same name in the pilot or the mode comparison
+    is the same command, and so is the weight calibration's run of the row at its own weight."""
+    calibrated = calibration.same_command(row)
+    renamed = ((ROOT / CALIBRATION_RESULTS, study.run_name(calibrated, chosen, seed)),) if calibrated else ()
+    return [ROOT / PILOT_RESULTS, ROOT / MODE_RESULTS], renamed
 
 
 @main.command()
@@ -318,10 +334,16 @@ def mode_report():
 @main.command()
 @with_selection
 def status(fraction, seeds, rows, width, batch_size, iterations, eval_every, data_root, runs, mode):
-    """Which runs of one regime are done, partial (resumable from their checkpoint) or missing; trains nothing."""
+    """Which runs of one regime are done, reusable (a finished copy of the same command that `run` copies),
+    partial (resumable from their checkpoint) or missing; trains nothing."""
     os.chdir(ROOT)
     chosen = regime(fraction, width, iterations, eval_every, batch_size, mode)
-    click.echo(study.status_table(chosen, rows, seeds, runs=Path(runs), results=Path(STUDY_RESULTS)), nl=False)
+
+    def reusable(row: str, seed: int) -> Path | None:
+        return study.reusable_copy(study.run_name(row, chosen, seed), *reuse_sources(row, chosen, seed))
+
+    click.echo(study.status_table(chosen, rows, seeds, runs=Path(runs), results=Path(STUDY_RESULTS),
+                                  reusable=reusable), nl=False)
 
 
 @main.command()

@@ -57,6 +57,7 @@ from gan_kd.study.runner import (
     has_class_scores,
     is_finished,
     rescore,
+    reusable_copy,
     reuse,
     run_state,
     status_table,
@@ -79,7 +80,7 @@ __all__ = [
     "README_END", "ROWS", "Regime", "SMALL_FILES", "TEACHERLESS_ROWS", "TRAINING_METRICS", "WEIGHT_MARK",
     "asset_digests", "call_logged", "commands", "copy_small_files", "evaluate_command", "execute", "hardware",
     "has_class_scores", "is_finished", "kd_weight", "len_subset", "load_runs", "overfitting_summary", "pilot_reading",
-    "pilot_table", "precision_section", "readme_block", "regime_of", "rescore", "reuse", "row_label", "row_runs", "run_name",
+    "pilot_table", "precision_section", "readme_block", "regime_of", "rescore", "reusable_copy", "reuse", "row_label", "row_runs", "run_name",
     "run_state", "status_table", "train_command", "split_row", "weighted", "update_precision_section", "update_readme",
     "write_report",
 ]

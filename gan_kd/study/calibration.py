@@ -166,6 +166,21 @@ def chosen_weights(records: list[dict]) -> dict[str, float]:
     return {record["row"]: record["chosen"] for record in records if "chosen" in record}
 
 
+def weight_problems(rows: list[str], chosen: dict[str, float]) -> list[str]:
+    """Why the study may not train each of ``rows`` yet (issue 25: the study uses the calibrated weight): a
+    distillation row the calibration has not chosen a weight for, or one that trains at another weight than the
+    chosen one (it is frozen in gan_kd/presets.py). ``chosen``: ``results/gan_calibration.json``'s."""
+    problems = []
+    for row in rows:
+        if row not in DISTILLATION_ROWS:
+            continue
+        if row not in chosen:
+            problems.append(f"{row} (no calibrated weight yet)")
+        elif row_weight(row) != chosen[row]:
+            problems.append(f"{row} (trains at --kd-weight {row_weight(row):g}, the calibration chose {chosen[row]:g})")
+    return problems
+
+
 def load_records(results: Path, rows: list[str]) -> list[dict]:
     """:func:`row_record` of every row from the finished copies under ``results`` (only ``<row>@kd<w>`` runs)."""
     from gan_kd.study.reading import load_runs
@@ -183,4 +198,5 @@ def load_records(results: Path, rows: list[str]) -> list[dict]:
 
 __all__ = ["DISTILLATION_ROWS", "KEEP", "PUBLISHED", "SELECTION_FILE", "SELECTION_SEED", "TARGET", "best_two",
            "calibration_table", "choose", "chosen_weights", "plan", "probe_ratio", "row_record", "row_weight",
-           "same_command", "selection_command", "selection_fd", "snap", "load_records", "sweep_weights", "weighted"]
+           "same_command", "selection_command", "selection_fd", "snap", "load_records", "sweep_weights", "weight_problems",
+           "weighted"]

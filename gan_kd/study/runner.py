@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from gan_kd.report import EVALUATION_FILE
@@ -47,15 +48,22 @@ def reuse(name: str, sources: list[Path], results: Path, log=print, renamed: tup
     calibration's ``<row>@kd<w>`` run at the row's own weight, :func:`gan_kd.study.calibration.same_command`)."""
     if is_finished(results, name):
         return True
+    found = reusable_copy(name, sources, renamed)
+    if found is None:
+        return False
+    files = sorted((path for path in found.iterdir() if path.is_file()), key=lambda path: path.name == EVALUATION_FILE)
+    for path in files:
+        write_bytes(results / name / path.name, path.read_bytes())
+    log(f"{name}: the finished copy {found} reused")
+    return True
+
+
+def reusable_copy(name: str, sources: list[Path], renamed: tuple[tuple[Path, str], ...] = ()) -> Path | None:
+    """The finished copy :func:`reuse` would take for run ``name`` (the same arguments), or None."""
     for source, source_name in [*((source, name) for source in sources), *renamed]:
         if is_finished(source, source_name):
-            files = sorted((path for path in (source / source_name).iterdir() if path.is_file()),
-                           key=lambda path: path.name == EVALUATION_FILE)
-            for path in files:
-                write_bytes(results / name / path.name, path.read_bytes())
-            log(f"{name}: the finished copy {source / source_name} reused")
-            return True
-    return False
+            return Path(source) / source_name
+    return None
 
 
 def call_logged(command: list[str], name: str, runs: Path) -> None:
@@ -123,14 +131,24 @@ def run_state(name: str, *, runs: Path, results: Path) -> str:
     return "started" if (Path(runs) / name).is_dir() else "missing"
 
 
-def status_table(regime: Regime, rows: list[str], seeds: list[int], *, runs: Path, results: Path) -> str:
-    """A markdown grid of :func:`run_state` (row × seed) and how many runs are not done."""
-    states = {(row, seed): run_state(run_name(row, regime, seed), runs=runs, results=results)
-              for row in rows for seed in seeds}
+def status_table(regime: Regime, rows: list[str], seeds: list[int], *, runs: Path, results: Path,
+                 reusable: Callable[[str, int], Path | None] | None = None) -> str:
+    """A markdown grid of :func:`run_state` (row × seed) and how many runs are not done. ``reusable(row, seed)``:
+    the finished copy of the same command in another study that ``run`` copies instead of training (shown as
+    ``reusable (<its folder>)`` where the run is not done), or None."""
+    states = {}
+    for row in rows:
+        for seed in seeds:
+            state = run_state(run_name(row, regime, seed), runs=runs, results=results)
+            found = reusable(row, seed) if reusable is not None and state != "done" else None
+            states[row, seed] = f"reusable ({found.parent.name})" if found is not None else state
     lines = ["| row | " + " | ".join(f"seed {seed}" for seed in seeds) + " |", "|---|" + "---|" * len(seeds)]
     lines += [f"| {row} | " + " | ".join(states[row, seed] for seed in seeds) + " |" for row in rows]
-    left = sum(state != "done" for state in states.values())
-    lines += ["", f"{len(states) - left} of {len(states)} runs done; {left} to go ({regime.tag()})."]
+    done = sum(state == "done" for state in states.values())
+    copies = sum(state.startswith("reusable") for state in states.values())
+    train = len(states) - done - copies
+    lines += ["", f"{done} of {len(states)} runs done; {copies} reusable (copied by `run`, not trained); "
+                  f"{train} to train ({regime.tag()})."]
     return "\n".join(lines) + "\n"
 
 

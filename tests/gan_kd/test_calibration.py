@@ -157,3 +157,45 @@ def test_study_rows_train_at_the_weights_the_committed_calibration_chose():
     assert set(chosen) <= set(cal.DISTILLATION_ROWS)
     for row, weight in chosen.items():
         assert cal.row_weight(row) == weight, row
+
+
+def test_the_study_trains_a_distillation_row_only_at_its_calibrated_weight(tmp_path, monkeypatch, fake_copy):
+    """`run` refuses, in one line and before any work, a row the calibration has not chosen a weight for or one
+    whose preset trains at another weight; teacher-less rows and calibrated rows pass."""
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    from gan_kd import study
+
+    assert cal.weight_problems(["da", "no-da", "vkd"], {"vkd": 1.0}) == []
+    assert cal.weight_problems(["vkd", "spkd"], {"vkd": 30.0}) == [
+        "vkd (trains at --kd-weight 1, the calibration chose 30)", "spkd (no calibrated weight yet)"]
+
+    spec = importlib.util.spec_from_file_location("gan_fmnist_study", Path(__file__).parents[2] / "scripts" / "gan_fmnist_study.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(script, "ROOT", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "gan_calibration.json").write_text(json.dumps({"records": [], "chosen": {"vkd": 1.0}}))
+    monkeypatch.setattr(script, "train_classifiers", lambda data_root: Assets(data_root, "t.pt", "f.pt"))
+    started = []
+    monkeypatch.setattr(study, "execute", lambda name, regime, seed, **kwargs: started.append((name, seed)))
+    base = ["run", "--fraction", "0.001", "--iterations", "4000", "--eval-every", "200", "--seeds", "0",
+            "--runs", str(tmp_path / "runs")]
+    refused = CliRunner().invoke(script.main, [*base, "--rows", "da,vkd,pkd"])
+    assert refused.exit_code == 2 and started == []
+    assert "pkd (no calibrated weight yet)" in refused.output and "vkd" not in refused.output.split("json): ")[1]
+    done = CliRunner().invoke(script.main, [*base, "--rows", "da,vkd"], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    assert started == [("da", 0), ("vkd", 0)]
+    # the calibration's run of vkd at its own weight is the study's run: copied under the study's name, not trained
+    regime = script.regime(0.001, 8, 4000, 200, 16, script.modes.STUDY_MODE)
+    fake_copy(tmp_path / script.CALIBRATION_RESULTS, "vkd@kd1", 1, 2.0, [3.0], [0.1], regime=regime)
+    started.clear()
+    again = CliRunner().invoke(script.main, [*base[:-3], "0-1", "--runs", str(tmp_path / "runs"), "--rows", "vkd"],
+                               catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert started == [("vkd", 0)] and "reused" in again.output
+    assert study.is_finished(tmp_path / script.STUDY_RESULTS, study.run_name("vkd", regime, 1))

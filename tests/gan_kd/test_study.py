@@ -305,7 +305,16 @@ def test_status_says_done_partial_started_or_missing(fake_copy, tmp_path):
     assert study.run_state(study.run_name("da", REGIME, 1), runs=runs, results=results) == "missing"
     table = study.status_table(REGIME, ["da", "vkd"], [0, 1], runs=runs, results=results)
     assert "| da | done | missing |" in table and "| vkd | partial (iteration 100) | started |" in table
-    assert "1 of 4 runs done; 3 to go (f0.01_w8_b16_i300)." in table
+    assert "1 of 4 runs done; 0 reusable (copied by `run`, not trained); 3 to train (f0.01_w8_b16_i300)." in table
+    # a finished copy of the same command in another study is shown as what `run` will copy, even over a partial run
+    other = tmp_path / "gan_fmnist_mode"
+    fake_copy(other, "vkd", 0, 18.0, [30.0], [0.1])
+    found = study.reusable_copy(partial.name, [tmp_path / "none", other])
+    assert found == other / partial.name and study.reusable_copy(partial.name, [tmp_path / "none"]) is None
+    table = study.status_table(REGIME, ["da", "vkd"], [0, 1], runs=runs, results=results,
+                               reusable=lambda row, seed: study.reusable_copy(study.run_name(row, REGIME, seed), [other]))
+    assert "| vkd | reusable (gan_fmnist_mode) | started |" in table and "| da | done | missing |" in table
+    assert "1 of 4 runs done; 1 reusable (copied by `run`, not trained); 2 to train" in table
 
 
 def test_rescore_adds_class_scores_only_when_the_fd_is_reproduced(fake_copy, tmp_path, monkeypatch):
