@@ -164,13 +164,13 @@ def run(fraction, seeds, rows, width, batch_size, iterations, eval_every, data_r
     gan_kd/presets.py); a row without one is refused before any work.
     """
     os.chdir(ROOT)
+    checked_data_root(data_root)  # only the default 'data' may be missing (Debian's copy is read then)
     report = Path(CALIBRATION_REPORT + ".json")
     calibrated = json.loads(report.read_text())["chosen"] if report.is_file() else {}
     problems = calibration.weight_problems(rows, calibrated)
     if problems:
         raise click.UsageError(f"--rows: not at a calibrated weight ({report}): {'; '.join(problems)}; run "
                                f"`calibrate` and freeze its choice in gan_kd/presets.py, or leave the row out")
-    checked_data_root(data_root)  # only the default 'data' may be missing (Debian's copy is read then)
     assets = train_classifiers(data_root)
     chosen = regime(fraction, width, iterations, eval_every, batch_size, mode)
     for seed in seeds:
