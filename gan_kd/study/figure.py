@@ -88,9 +88,10 @@ def first_figure(runs: list[dict], rows: list[str], path: Path, seed: int = FIGU
               "curves": list(curves)}
     plt = pyplot()
     count = len(samples["rows"])
-    height = 0.8 * count + 4.6
+    height = 0.8 * count + 5.1
     figure = plt.figure(figsize=(10, height), dpi=110)
-    grid = figure.add_gridspec(count + 1, 1, height_ratios=[0.8] * count + [3.8], hspace=0.15)
+    # an empty row between the samples and the curves keeps the curves' title off the last sample row
+    grid = figure.add_gridspec(count + 2, 1, height_ratios=[0.8] * count + [0.5, 3.8], hspace=0.15)
     for i, ((row, run), images) in enumerate(zip(samples["rows"], samples["images"])):
         axes = figure.add_subplot(grid[i])
         strip, options = _strip(images)
@@ -102,7 +103,7 @@ def first_figure(runs: list[dict], rows: list[str], path: Path, seed: int = FIGU
         if i == 0:
             axes.set_title(f"best EMA generator, lowest seed; latent seed {seed}, classes "
                            f"{', '.join(map(str, record['labels']))} (one per column, the same in every row)", fontsize=9)
-    axes = figure.add_subplot(grid[count])
+    axes = figure.add_subplot(grid[count + 1])
     if curves:
         draw_curves(axes, curves, ylabel=CURVE_LABEL, title=f"{CURVE_LABEL}: mean over seeds, min–max band")
     else:
