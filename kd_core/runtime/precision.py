@@ -44,13 +44,21 @@ class Precision:
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX-512-BF16 or AMX-BF16), from /proc/cpuinfo."""
+    """Whether this CPU computes bf16 natively (AVX-512-BF16 or AMX-BF16 in /proc/cpuinfo) and oneDNN may use it.
+
+    oneDNN's own answer (``torch.ops.mkldnn._is_mkldnn_bf16_supported``, what PyTorch asks before sending a bf16
+    convolution to oneDNN) is required too: it honours ``ONEDNN_MAX_CPU_ISA``, so with ``ONEDNN_MAX_CPU_ISA=AVX2``
+    this machine behaves as a CPU without native bf16 would (bf16 convolutions on fallback kernels; fp32 chosen).
+    """
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             flags = next((line for line in f if line.startswith("flags")), "")
     except OSError:
         return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+    if not any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16")):
+        return False
+    onednn = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+    return bool(onednn()) if onednn is not None else True
 
 
 def resolve_precision(name: str, device: torch.device | str) -> Precision:

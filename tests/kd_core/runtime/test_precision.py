@@ -38,3 +38,25 @@ def test_autocast_contexts():
             assert (a @ b).dtype == torch.float32
     with resolve_precision("fp32", "cpu").autocast():
         assert torch.equal(a @ b, a @ b) and (a @ b).dtype == torch.float32
+
+
+def _native_bf16_in_subprocess(env: dict) -> str:
+    import os
+    import subprocess
+    import sys
+
+    code = "from kd_core.runtime.precision import cpu_has_native_bf16; print(cpu_has_native_bf16())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env})
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_native_bf16_follows_the_cpu_flags_and_honours_onednns_isa_cap():
+    # ONEDNN_MAX_CPU_ISA=AVX2 makes PyTorch send bf16 convolutions to fallback kernels: no native bf16 then,
+    # whatever the flags say (how an AVX2-only CPU is emulated on an AVX-512-BF16 one)
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        flags = next((line for line in f if line.startswith("flags")), "").split()
+    has_flag = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert _native_bf16_in_subprocess({"ONEDNN_MAX_CPU_ISA": "ALL"}) == str(has_flag)
+    assert _native_bf16_in_subprocess({"ONEDNN_MAX_CPU_ISA": "AVX2"}) == "False"
