@@ -37,7 +37,7 @@ def readme_block(pilot: list[dict], study: list[dict], rows: list[str], min_seed
     pilot = [run for run in pilot if run not in searched]  # the first pilot: DA only, classifier FD
     note = search.ablation_note(study, searched)
     if pilot:
-        caveat = ("" if note or any(overfitting_summary(run).get("rise", 0) > 0.05 for run in pilot) else
+        caveat = ("" if note or any(overfitting_summary(run).get("rise", 0) > search.OVERFIT_RISE for run in pilot) else
                   " So the verdicts below are about early training, not about the regime of VkD Table 4, where D "
                   "overfits.")
         lines.append(f"  * Pilot: {pilot_reading(pilot)}{caveat}")
@@ -131,7 +131,7 @@ def write_report(pilot_results: Path, study_results: Path, out_md: Path, figures
         note = search.ablation_note(study, searched)
         if note:
             parts += [f"**Does D overfit here?** {note}", ""]
-        elif pilot and not any(overfitting_summary(run).get("rise", 0) > 0.05 for run in pilot):
+        elif pilot and not any(overfitting_summary(run).get("rise", 0) > search.OVERFIT_RISE for run in pilot):
             parts += ["**Caveat, from the pilot:** DA did not overfit in any regime that fits the budget, so this "
                       "ablation compares the methods early in training, with DA's FD still falling, not in the "
                       "regime of VkD Table 4, where the discriminator's overfitting is what distillation is "
