@@ -21,7 +21,8 @@ evaluation.json):
 (``--rows``) for every seed at one regime; ``report`` regenerates the tables, verdicts and plots from the
 committed run copies. The teacher (ResNet-20) and the FD network (ResNet-32) are the committed, hash-checked files
 in results/teachers/; one that is missing or does not match is trained into runs/teachers/ first. Long runs:
-pin to one core, e.g. ``nohup taskset -c 1 python scripts/gan_fmnist_study.py run ... &``. Checkpoints stay in
+pin to one core, e.g. ``nohup taskset -c 1 python scripts/gan_fmnist_study.py run ... &``; the same command
+started on the other core shares the queue (each run is claimed by a lock file in --runs). Checkpoints stay in
 --runs (not committed); the small files go to results/runs/.
 """
 from __future__ import annotations
@@ -158,7 +159,8 @@ def pilot(fractions, rows, seeds, width, batch_size, iterations, eval_every, dat
 @main.command()
 @with_selection
 def run(fraction, seeds, rows, width, batch_size, iterations, eval_every, data_root, runs, mode):
-    """Every row for every seed at one regime, seed by seed (so rows fill up evenly).
+    """Every row for every seed at one regime, seed by seed (so rows fill up evenly). Start it once per core with
+    the same options: each process skips the run another one is training and takes the next.
 
     A distillation row trains only at the weight results/gan_calibration.json chose for it (frozen in
     gan_kd/presets.py); a row without one is refused before any work.
@@ -232,7 +234,8 @@ def calibrate(fraction, rows, width, batch_size, iterations, eval_every, data_ro
     Probes every row at weight 1 (seed 0), sweeps three weights around the one bringing its term to ~0.3x D's
     hinge loss where the probe is outside 0.05-5x, adds a second seed for the best two, and scores every run by
     the label-free FD at a sample seed the tables do not use. Resumable; rerun it to continue. Writes
-    results/gan_calibration.md/.json after every run.
+    results/gan_calibration.md/.json after every run. Two processes (one per core) may share the work: each
+    skips the run the other is training.
     """
     os.chdir(ROOT)
     checked_data_root(data_root)  # only the default 'data' may be missing (Debian's copy is read then)
@@ -244,6 +247,8 @@ def calibrate(fraction, rows, width, batch_size, iterations, eval_every, data_ro
         name = calibration.weighted(row, weight)
         copy = study.execute(name, chosen, seed, runs=Path(runs), results=results, assets=assets,
                              gan_kd=str(BIN / "gan-kd"), log=click.echo)
+        if copy is None:  # another process is training it
+            return
         if calibration.selection_fd(copy) is None:
             study.call_logged(calibration.selection_command(copy, data_root, str(BIN / "gan-kd")),
                               study.run_name(name, chosen, seed), Path(runs))
@@ -257,7 +262,11 @@ def calibrate(fraction, rows, width, batch_size, iterations, eval_every, data_ro
             continue
         for weight in calibration.sweep_weights(row, record["plan"]):
             run(row, weight, 0)
-        for weight in calibration.load_records(results, [row])[0]["finalists"]:
+        finalists = calibration.load_records(results, [row])[0].get("finalists")
+        if finalists is None:  # a sweep run is still going in another process: its second seeds wait for it
+            click.echo(f"{row}: the second seeds wait for the sweep runs in progress elsewhere; rerun calibrate then")
+            continue
+        for weight in finalists:
             run(row, weight, 1)
     click.echo(calibration.calibration_table(calibration.load_records(results, rows)), nl=False)
 

@@ -52,6 +52,7 @@ from gan_kd.study.runner import (
     SMALL_FILES,
     asset_digests,
     call_logged,
+    claimed,
     copy_small_files,
     execute,
     has_class_scores,
@@ -78,7 +79,7 @@ from gan_kd.study.precision import PRECISION_BEGIN, PRECISION_END, precision_sec
 __all__ = [
     "ASSETS_FILE", "Assets", "CLAIMS", "Claim", "FINAL_METRICS", "PRECISION_BEGIN", "PRECISION_END", "README_BEGIN",
     "README_END", "ROWS", "Regime", "SMALL_FILES", "TEACHERLESS_ROWS", "TRAINING_METRICS", "WEIGHT_MARK",
-    "asset_digests", "call_logged", "commands", "copy_small_files", "evaluate_command", "execute", "hardware",
+    "asset_digests", "call_logged", "claimed", "commands", "copy_small_files", "evaluate_command", "execute", "hardware",
     "has_class_scores", "is_finished", "kd_weight", "len_subset", "load_runs", "overfitting_summary", "pilot_reading",
     "pilot_table", "precision_section", "readme_block", "regime_of", "rescore", "reusable_copy", "reuse", "row_label", "row_runs", "run_name",
     "run_state", "status_table", "train_command", "split_row", "weighted", "update_precision_section", "update_readme",

@@ -1,11 +1,13 @@
 """Running and resuming the study's runs: train, evaluate, re-score and copy their small files; their state."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from gan_kd.report import EVALUATION_FILE
@@ -21,15 +23,44 @@ def is_finished(results: Path, name: str) -> bool:
     return (results / name / EVALUATION_FILE).is_file()
 
 
+@contextlib.contextmanager
+def claimed(runs: Path, name: str) -> Iterator[bool]:
+    """Whether this process holds run ``name``: an exclusive, non-blocking ``flock`` on ``<runs>/<name>.lock``,
+    held until the block ends (the kernel drops it when a process dies, so a killed run leaves no stale claim).
+    Two processes given the same queue (``run`` started once per core) thus never train one run twice: the
+    second one skips the run the first holds and takes the next."""
+    Path(runs).mkdir(parents=True, exist_ok=True)
+    with open(Path(runs) / f"{name}.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
 def execute(row: str, regime: Regime, seed: int, *, runs: Path, results: Path, assets: Assets,
-            gan_kd: str = "gan-kd", log=print) -> Path:
-    """Train (or resume), evaluate and copy the small files of one run; skip it if its copy is complete."""
+            gan_kd: str = "gan-kd", log=print) -> Path | None:
+    """Train (or resume), evaluate and copy the small files of one run; skip it if its copy is complete. None
+    (and nothing done) when another process holds the run (:func:`claimed`)."""
     name = run_name(row, regime, seed)
     if is_finished(results, name):
         log(f"{name}: finished (skipped)")
         return results / name
+    with claimed(runs, name) as mine:
+        if not mine:
+            log(f"{name}: in progress in another process (skipped)")
+            return None
+        if is_finished(results, name):  # finished by another process since the check above
+            log(f"{name}: finished (skipped)")
+            return results / name
+        return _train_and_copy(name, row, regime, seed, runs=runs, results=results, assets=assets, gan_kd=gan_kd,
+                               log=log)
+
+
+def _train_and_copy(name: str, row: str, regime: Regime, seed: int, *, runs: Path, results: Path, assets: Assets,
+                    gan_kd: str, log) -> Path:
     out = runs / name
-    out.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     for command in (train_command(row, regime, seed, out, assets, gan_kd), evaluate_command(out, regime, assets, gan_kd)):
         call_logged(command, name, runs)

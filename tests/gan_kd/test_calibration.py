@@ -114,12 +114,16 @@ def test_the_calibrate_command_probes_sweeps_and_adds_second_seeds_in_order(tmp_
     selection = {1.0: 6.0, 0.0003: 4.0, 0.003: 2.5, 0.03: 3.0}
     started = []
 
+    busy = {("kd-dlgan", 0.03, 0)}  # first pass: another process is training this sweep run
+
     def fake_execute(name, regime, seed, *, runs, results, assets, gan_kd, log):
         row, weight = study.split_row(name)
         started.append((row, weight, seed))
         folder = Path(results) / study.run_name(name, regime, seed)
         if folder.is_dir():  # finished: skipped, as study.execute does
             return folder
+        if (row, weight, seed) in busy:  # held by another process: skipped, as study.execute does
+            return None
         made = copy(tmp_path / "scratch", row, weight, seed, ratios[row], None)
         folder.parent.mkdir(parents=True, exist_ok=True)
         return made.rename(folder)
@@ -131,8 +135,14 @@ def test_the_calibrate_command_probes_sweeps_and_adds_second_seeds_in_order(tmp_
 
     monkeypatch.setattr(study, "execute", fake_execute)
     monkeypatch.setattr(study, "call_logged", fake_call)
-    result = CliRunner().invoke(script.main, ["calibrate", "--fraction", "0.001", "--rows", "vkd,kd-dlgan",
-                                              "--iterations", "4000", "--eval-every", "200"], catch_exceptions=False)
+    arguments = ["calibrate", "--fraction", "0.001", "--rows", "vkd,kd-dlgan", "--iterations", "4000", "--eval-every", "200"]
+    waiting = CliRunner().invoke(script.main, arguments, catch_exceptions=False)
+    assert waiting.exit_code == 0, waiting.output
+    assert "kd-dlgan: the second seeds wait for the sweep runs in progress elsewhere" in waiting.output
+    assert all(seed == 0 for _, _, seed in started)  # no second seed chosen from an unfinished sweep
+    busy.clear()
+    started.clear()
+    result = CliRunner().invoke(script.main, arguments, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "data").exists()  # the default root may be missing: Debian's copy is read (issue 28)
     assert started == [("vkd", 1.0, 0), ("kd-dlgan", 1.0, 0),  # the probes first

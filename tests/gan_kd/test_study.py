@@ -205,6 +205,34 @@ def test_execute_skips_a_finished_copy_and_copies_a_fresh_run(fake_copy, tmp_pat
     assert not (results / study.run_name("da-kd", REGIME, 0)).exists()
 
 
+def test_execute_skips_a_run_another_process_holds_and_takes_it_once_released(fake_copy, tmp_path, monkeypatch):
+    """Two `run` processes on one queue: the run one of them holds is skipped by the other, not trained twice."""
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    name = study.run_name("vkd", REGIME, 0)
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail("a run held elsewhere was started"))
+    said = []
+    with study.claimed(runs, name) as mine:  # another open file description: flock conflicts as across processes
+        assert mine
+        assert study.execute("vkd", REGIME, 0, runs=runs, results=results, assets=ASSETS, log=said.append) is None
+        with study.claimed(runs, name) as again:
+            assert not again
+    assert said == [f"{name}: in progress in another process (skipped)"]
+
+    fake_copy(runs, "vkd", 0, 18.0, [25.0], [0.2])  # released: the next process trains (here: fakes) it
+
+    def fake_call(command, **kwargs):
+        if command[1] == "export":
+            Path(command[command.index("--out") + 1]).write_bytes(b"safetensors")
+        return 0
+
+    monkeypatch.setattr(subprocess, "call", fake_call)
+    (tmp_path / "t.pt").write_bytes(b"teacher")
+    (tmp_path / "f.pt").write_bytes(b"fd network")
+    assets = study.Assets(data_root="data", teacher=str(tmp_path / "t.pt"), fd_net=str(tmp_path / "f.pt"))
+    copy = study.execute("vkd", REGIME, 0, runs=runs, results=results, assets=assets, log=said.append)
+    assert (copy / "evaluation.json").is_file() and said[-1].startswith(f"{name}: done in ")
+
+
 def test_pilot_reading_says_when_no_run_turned_upward(fake_copy, tmp_path):
     fake_copy(tmp_path, "da", 0, 12.0, [30.0, 20.0, 15.0, 12.0], [0.1, 0.2, 0.3, 0.4])
     runs = study.load_runs(tmp_path)
