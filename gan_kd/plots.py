@@ -35,14 +35,15 @@ def mean_band(curves: Sequence[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def draw_curves(axes, groups: Mapping[str, Sequence[Curve]], *, ylabel: str, title: str = "",
-                xlabel: str = "iteration") -> None:
-    """On ``axes``: one line per group (the mean of its curves at their common steps) with a min–max band when n > 1."""
+                xlabel: str = "iteration", colours: Mapping[str, str] | None = None) -> None:
+    """On ``axes``: one line per group (the mean of its curves at their common steps) with a min–max band when
+    n > 1; ``colours``: group -> colour (default: matplotlib's cycle)."""
     for label, curves in groups.items():
         curves = [curve for curve in curves if curve]
         if not curves:
             continue
         steps, mean, low, high = mean_band(curves)
-        line, = axes.plot(steps, mean, marker="o", markersize=2.5, linewidth=1.4,
+        line, = axes.plot(steps, mean, marker="o", markersize=2.5, linewidth=1.4, color=(colours or {}).get(label),
                           label=f"{label} (n={len(curves)})" if len(curves) > 1 else label)
         if len(curves) > 1:
             axes.fill_between(steps, low, high, color=line.get_color(), alpha=0.18, linewidth=0)
@@ -61,6 +62,35 @@ def save_figure(figure, path: str | Path, **metadata: str) -> Path:
     figure.savefig(buffer, format="png", metadata=metadata or None)
     plt.close(figure)
     return write_bytes(path, buffer.getvalue())
+
+
+def colour_map(labels: Sequence[str]) -> dict[str, str]:
+    """One fixed colour per label (tab10, then tab20's light shades), so a label keeps its colour across panels."""
+    from matplotlib import colormaps
+
+    palette = [colormaps["tab10"](i) for i in range(10)] + [colormaps["tab20"](2 * i + 1) for i in range(10)]
+    return {label: palette[i % len(palette)] for i, label in enumerate(labels)}
+
+
+def draw_panels(axes_row: Sequence, panels: Mapping[str, Mapping[str, Sequence[Curve]]], *, ylabel: str,
+                xlabel: str = "iteration") -> None:
+    """:func:`draw_curves` of each panel (title -> groups) on one axes of ``axes_row``, one colour per group
+    throughout; the y label on the first only."""
+    colours = colour_map(list(dict.fromkeys(label for groups in panels.values() for label in groups)))
+    for i, (axes, (name, groups)) in enumerate(zip(axes_row, panels.items())):
+        draw_curves(axes, groups, ylabel=ylabel if i == 0 else "", title=name, xlabel=xlabel, colours=colours)
+
+
+def panels_plot(panels: Mapping[str, Mapping[str, Sequence[Curve]]], path: str | Path, *, ylabel: str, title: str = "",
+                xlabel: str = "iteration") -> Path:
+    """:func:`draw_panels` side by side on one shared y axis, in a figure of its own written to ``path``."""
+    plt = pyplot()
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), dpi=110, sharey=True, squeeze=False)
+    draw_panels(axes[0], panels, ylabel=ylabel, xlabel=xlabel)
+    if title:
+        figure.suptitle(title, fontsize=10.5)
+    figure.tight_layout()
+    return save_figure(figure, path)
 
 
 def curve_plot(groups: Mapping[str, Sequence[Curve]], path: str | Path, *, ylabel: str, title: str = "",

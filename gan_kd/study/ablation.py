@@ -8,9 +8,9 @@ from pathlib import Path
 
 from gan_kd.study.agreement import RULE, verdict_lines
 from gan_kd.study.families import family_sections
-from gan_kd.study.figure import CURVE_LABEL, FIGURE_SEED, first_figure, run_has_figure
+from gan_kd.study.figure import CURVE_LABEL, FIGURE_SEED, first_figure, row_name, run_has_figure
 from gan_kd.study.reading import kd_weight, len_subset, row_label, row_runs
-from gan_kd.study.rows import Regime, regime_of
+from gan_kd.study.rows import Regime, curve_panels, regime_of
 
 
 def by_regime(runs: list[dict]) -> list[tuple[Regime, list[dict], str]]:
@@ -36,7 +36,7 @@ def overview(study: list[dict], rows: list[str], figures: Path, rel: str) -> lis
                   f"committed best EMA generator (`generator_ema.safetensors`), latent seed {FIGURE_SEED}, classes "
                   f"{labels[0] if labels else '–'}–{labels[-1] if labels else '–'} in the columns, the same latents "
                   f"and labels in every row. Bottom: each row's {CURVE_LABEL} against the iteration, mean over seeds "
-                  f"with a min–max band."]
+                  f"with a min–max band, one panel per family of rows (DA in each), one colour per row."]
         if record["missing"]:
             parts[-1] += f" Rows without a committed generator (not shown): {', '.join(record['missing'])}."
         parts.append("")
@@ -65,11 +65,15 @@ def rows_table(members: list[dict], rows: list[str], min_seeds: int) -> str:
 
 
 def plot_rows(runs: list[dict], rows: list[str], column: str, path: Path, ylabel: str, title: str) -> Path:
-    """One line per row: the mean over seeds of ``column`` against the iteration, with a min–max band."""
-    from gan_kd.plots import curve_plot
+    """One line per row: the mean over seeds of ``column`` against the iteration, with a min–max band; one panel
+    per family of rows (:func:`gan_kd.study.rows.curve_panels`), one colour per row throughout."""
+    from gan_kd.plots import panels_plot
 
-    groups = {row_label(row): [r["curves"].get(column, []) for r in row_runs(runs, row)] for row in rows}
-    return curve_plot({k: [c for c in v if c] for k, v in groups.items() if any(v)}, path, ylabel=ylabel, title=title)
+    curves = {row: [c for c in (r["curves"].get(column, []) for r in row_runs(runs, row)) if c] for row in rows}
+    shown = [row for row in rows if curves[row]]
+    names = {row: row_name(row, row_runs(runs, row)[0]) for row in shown}  # short: the legends sit in the panels
+    panels = {title: {names[row]: curves[row] for row in members} for title, members in curve_panels(shown).items()}
+    return panels_plot(panels, path, ylabel=ylabel, title=title)
 
 
 def ablation_section(study: list[dict], rows: list[str], min_seeds: int, figures: Path, rel: str,

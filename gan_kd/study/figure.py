@@ -16,6 +16,7 @@ import torch
 
 from gan_kd.snapshot import GENERATOR_FILE
 from gan_kd.study.reading import kd_weight, row_runs
+from gan_kd.study.rows import curve_panels
 
 FIGURE_SEED = 0            # the latent seed of every sample row
 CURVE = "eval/fd_vgg"      # the label-free FD logged during training
@@ -77,19 +78,24 @@ def _strip(images: torch.Tensor) -> tuple[np.ndarray, dict]:
 def first_figure(runs: list[dict], rows: list[str], path: Path, seed: int = FIGURE_SEED) -> dict:
     """Write the PNG and return what it shows: ``rows`` [(row, seed)], ``labels``, ``missing`` (rows with runs
     but no committed generator), ``curves`` (rows with a label-free FD curve)."""
-    from gan_kd.plots import pyplot, draw_curves, save_figure
+    from gan_kd.plots import pyplot, draw_panels, save_figure
 
     samples = sample_rows(runs, rows, seed)
-    curves = {row_name(row, members[0]): [r["curves"].get(CURVE, []) for r in members]
-              for row in rows for members in [row_runs(runs, row)] if members}
-    curves = {name: group for name, group in curves.items() if any(group)}
+    names, curves = {}, {}
+    for row in rows:
+        members = row_runs(runs, row)
+        group = [c for c in (r["curves"].get(CURVE, []) for r in members) if c]
+        if group:
+            names[row], curves[row] = row_name(row, members[0]), group
+    panels = {title: {names[row]: curves[row] for row in members} for title, members in curve_panels(list(curves)).items()}
     record = {"rows": [[row, run["config"]["seed"]] for row, run in samples["rows"]],
               "labels": samples["labels"].tolist(), "latent_seed": seed, "missing": samples["missing"],
-              "curves": list(curves)}
+              "curves": [names[row] for row in curves], "panels": {title: list(groups) for title, groups in panels.items()}}
     plt = pyplot()
     count = len(samples["rows"])
     height = 0.8 * count + 5.1
-    figure = plt.figure(figsize=(10, height), dpi=110)
+    width = max(10.0, 5.0 * len(panels))  # room for each panel's legend
+    figure = plt.figure(figsize=(width, height), dpi=110)
     # an empty row between the samples and the curves keeps the curves' title off the last sample row
     grid = figure.add_gridspec(count + 2, 1, height_ratios=[0.8] * count + [0.5, 3.8], hspace=0.15)
     for i, ((row, run), images) in enumerate(zip(samples["rows"], samples["images"])):
@@ -103,12 +109,15 @@ def first_figure(runs: list[dict], rows: list[str], path: Path, seed: int = FIGU
         if i == 0:
             axes.set_title(f"best EMA generator, lowest seed; latent seed {seed}, classes "
                            f"{', '.join(map(str, record['labels']))} (one per column, the same in every row)", fontsize=9)
-    axes = figure.add_subplot(grid[count + 1])
     if curves:
-        draw_curves(axes, curves, ylabel=CURVE_LABEL, title=f"{CURVE_LABEL}: mean over seeds, min–max band")
+        below = grid[count + 1].subgridspec(1, len(panels), wspace=0.08)
+        first = figure.add_subplot(below[0])
+        axes_row = [first] + [figure.add_subplot(below[i], sharey=first) for i in range(1, len(panels))]
+        draw_panels(axes_row, panels, ylabel=f"{CURVE_LABEL}\nmean over seeds, min–max band")
     else:
+        axes = figure.add_subplot(grid[count + 1])
         axes.text(0.5, 0.5, f"no run logged {CURVE}", ha="center", va="center", transform=axes.transAxes)
         axes.set_axis_off()
-    figure.subplots_adjust(left=0.2, right=0.98, top=1 - 0.4 / height, bottom=0.6 / height)
+    figure.subplots_adjust(left=2.0 / width, right=1 - 0.2 / width, top=1 - 0.4 / height, bottom=0.6 / height)
     save_figure(figure, path, Description=json.dumps(record))
     return record

@@ -26,6 +26,31 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "label-distillation": ("DA + label distillation", ["--preset", "label-distillation"]),
 }
 TEACHERLESS_ROWS = ("da", "no-da")
+# The panels of the report's curve figures: ten rows' seed bands in one axes hide each other, so each family of
+# rows gets a panel, with DA in every panel as the common reference (:func:`curve_panels`).
+CURVE_PANELS: dict[str, tuple[str, ...]] = {
+    "DiffAugment and its control": ("da", "no-da"),
+    "VkD's ablation (Table 4)": ("da", "da-kd", "linear-whiten", "vkd", "vkd-whiten"),
+    "the other distillation baselines": ("da", "vkd-whiten", "spkd", "pkd", "kd-dlgan", "label-distillation"),
+}
+
+
+def curve_panels(rows: list[str], panels: dict[str, tuple[str, ...]] = CURVE_PANELS) -> dict[str, list[str]]:
+    """The panels (title -> rows, in ``rows``' order) for the rows a figure shows: each of ``panels`` that holds a
+    row of ``rows`` no earlier panel shows, other than the reference (its first), and "other rows" for rows in no
+    panel; one panel "every row" when none applies."""
+    chosen: dict[str, list[str]] = {}
+    for title, members in panels.items():
+        shown = [row for row in rows if row in members]
+        earlier = {row for rows_shown in chosen.values() for row in rows_shown}
+        if any(row != members[0] and row not in earlier for row in shown):
+            chosen[title] = shown
+    placed = {row for members in chosen.values() for row in members}
+    others = [row for row in rows if row not in placed and not any(row in members for members in panels.values())]
+    if others:  # with the panels' reference beside them
+        references = {members[0] for members in panels.values()}
+        chosen["other rows"] = [row for row in rows if row in references or row in others]
+    return chosen or {"every row": list(rows)}
 
 
 class Claim(NamedTuple):

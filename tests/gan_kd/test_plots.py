@@ -23,6 +23,32 @@ def test_samples_and_curves_puts_the_grids_above_one_panel_per_curve_family(tmp_
     assert path == tmp_path / "demo.png" and image.format == "PNG" and image.size == (1056, 1034)
 
 
+def test_panels_plot_keeps_one_colour_per_curve_across_panels(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from matplotlib import pyplot
+
+    drawn = []
+    real = pyplot.Axes.plot
+
+    def spy(self, *args, **kwargs):
+        drawn.append((self.get_title(), kwargs.get("label"), kwargs.get("color")))
+        return real(self, *args, **kwargs)
+
+    panels = {"left": {"da": [[(1, 3.0), (2, 2.0)], [(1, 4.0), (2, 2.5)]], "vkd": [[(1, 2.0), (2, 1.0)]]},
+              "right": {"da": [[(1, 3.0), (2, 2.0)]], "pkd": [[(1, 5.0), (2, 4.0)]]}}
+    pyplot.Axes.plot = spy
+    try:
+        path = plots.panels_plot(panels, tmp_path / "p.png", ylabel="FD", title="t")
+    finally:
+        pyplot.Axes.plot = real
+    assert Image.open(path).format == "PNG"
+    colours = {}
+    for _, label, colour in drawn:
+        colours.setdefault(label.split(" (n=")[0], set()).add(tuple(colour))
+    assert set(colours) == {"da", "vkd", "pkd"} and all(len(c) == 1 for c in colours.values())  # da: one colour
+    assert len({next(iter(c)) for c in colours.values()}) == 3  # three curves, three colours
+
+
 def test_plots_without_matplotlib_raise_plots_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_import = builtins.__import__
 

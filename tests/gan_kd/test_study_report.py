@@ -153,6 +153,21 @@ def tiny_generator_file(path: Path, seed: int, **config) -> Path:
     return save_generator_file(generator, TrainConfig(g_ch=4, d_ch=4, **config).to_dict(), 10, path)
 
 
+def test_curve_panels_group_the_rows_by_family_with_da_in_each():
+    from gan_kd.study.rows import CURVE_PANELS, curve_panels
+
+    assert curve_panels(["da", "no-da", "vkd", "spkd", "custom"]) == {
+        "DiffAugment and its control": ["da", "no-da"], "VkD's ablation (Table 4)": ["da", "vkd"],
+        "the other distillation baselines": ["da", "spkd"], "other rows": ["da", "custom"]}
+    # a panel holding only rows an earlier panel shows is left out
+    assert curve_panels(["vkd-whiten", "da"]) == {"VkD's ablation (Table 4)": ["vkd-whiten", "da"]}
+    assert curve_panels(["da", "vkd-whiten", "pkd"]) == {"VkD's ablation (Table 4)": ["da", "vkd-whiten"],
+                                                         "the other distillation baselines": ["da", "vkd-whiten", "pkd"]}
+    assert curve_panels(["da"]) == {"every row": ["da"]}
+    placed = {row for members in CURVE_PANELS.values() for row in members}
+    assert placed == set(study.ROWS)  # every study row has a panel
+
+
 def test_first_figure_has_a_sample_row_per_method_with_the_same_latents_and_labels(fake_copy, tmp_path):
     from PIL import Image
 
@@ -174,6 +189,7 @@ def test_first_figure_has_a_sample_row_per_method_with_the_same_latents_and_labe
     assert json.loads(image.text["Description"]) == record
     assert record["rows"] == [["da", 0], ["vkd-whiten", 1]] and record["labels"] == list(range(10))
     assert record["curves"] == ["da", "vkd-whiten (kd 1)", "vkd (kd 1)"]
+    assert record["panels"] == {"VkD's ablation (Table 4)": ["da", "vkd-whiten (kd 1)", "vkd (kd 1)"]}
     one = figure.first_figure(runs, ["da"], tmp_path / "one.png")
     assert one["rows"] == [["da", 0]] and Image.open(tmp_path / "one.png").height < image.height  # a row per method
 
