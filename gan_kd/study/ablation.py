@@ -44,12 +44,15 @@ def overview(study: list[dict], rows: list[str], figures: Path, rel: str) -> lis
 
 
 def rows_table(members: list[dict], rows: list[str], min_seeds: int) -> str:
-    """One line per row: the kd weight its runs' config.json records, its seeds and training wall time."""
-    lines = ["| row | kd weight (config.json) | seeds | train wall time per run |", "|---|---|---|---|"]
+    """One line per row: the kd weight its runs' config.json records, its seeds, the iteration of each seed's
+    evaluated checkpoint (the best by the training-time selection metric, result.json's ``best``; an early one
+    means the selection preferred it over every later evaluation) and training wall time."""
+    lines = ["| row | kd weight (config.json) | seeds | evaluated checkpoint: iteration per seed (selected by) "
+             "| train wall time per run |", "|---|---|---|---|---|"]
     for row in rows:
         runs = row_runs(members, row)
         if not runs:
-            lines.append(f"| {row_label(row)} | | (missing) 0 of {min_seeds} | |")
+            lines.append(f"| {row_label(row)} | | (missing) 0 of {min_seeds} | | |")
             continue
         weights: dict[str, list[int]] = {}
         for run in runs:
@@ -59,7 +62,11 @@ def rows_table(members: list[dict], rows: list[str], min_seeds: int) -> str:
             f"{w} (seeds {', '.join(map(str, seeds))})" for w, seeds in weights.items()) + " — **differs within the row**"
         missing = f" ({min_seeds - len(runs)} missing)" if len(runs) < min_seeds else ""
         walls = [r["training"]["wall_time_s"] for r in runs if r["training"].get("wall_time_s")]
+        best = [r["training"].get("best") or {} for r in runs]
+        selected = ", ".join(str(b.get("iteration", "?")) for b in best)
+        metrics = ", ".join(sorted({b["metric"] for b in best if b.get("metric")}))
         lines.append(f"| {row_label(row)} | {weight} | {', '.join(str(r['config']['seed']) for r in runs)}{missing} "
+                     f"| {selected}{f' ({metrics})' if metrics else ''} "
                      f"| {f'{min(walls):.0f}–{max(walls):.0f} s' if walls else '?'} |")
     return "\n".join(lines) + "\n"
 
