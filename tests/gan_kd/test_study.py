@@ -168,6 +168,28 @@ def test_report_tables_verdicts_and_plots_come_from_the_copies(fake_copy, tmp_pa
     assert text.count("gan-kd train --out runs/gan_fmnist/") == 12
 
 
+def fake_gan_kd(monkeypatch) -> list[list[str]]:
+    """``subprocess.call`` of gan-kd faked: every command succeeds, ``export`` writes the generator file; the
+    ``[program, subcommand]`` of each call is appended to the returned list."""
+    calls = []
+
+    def fake_call(command, **kwargs):
+        calls.append(command[:2])
+        if command[1] == "export":
+            Path(command[command.index("--out") + 1]).write_bytes(b"safetensors")
+        return 0
+
+    monkeypatch.setattr(subprocess, "call", fake_call)
+    return calls
+
+
+def asset_files(folder: Path) -> study.Assets:
+    """A teacher and an FD-network file (their bytes only matter for the SHA-256 in assets.json)."""
+    (folder / "t.pt").write_bytes(b"teacher")
+    (folder / "f.pt").write_bytes(b"fd network")
+    return study.Assets(data_root="data", teacher=str(folder / "t.pt"), fd_net=str(folder / "f.pt"))
+
+
 def test_execute_skips_a_finished_copy_and_copies_a_fresh_run(fake_copy, tmp_path, monkeypatch):
     results, runs = tmp_path / "results", tmp_path / "runs"
     fake_copy(results, "da", 0, 20.0, [30.0], [0.1])
@@ -179,18 +201,8 @@ def test_execute_skips_a_finished_copy_and_copies_a_fresh_run(fake_copy, tmp_pat
     (run_dir / "samples" / "final.png").write_bytes(b"png")
     (run_dir / "checkpoints").mkdir()
     (run_dir / "checkpoints" / "last.pt").write_bytes(b"not copied")
-    calls = []
-
-    def fake_call(command, **kwargs):  # gan-kd export writes the generator file
-        calls.append(command[:2])
-        if command[1] == "export":
-            Path(command[command.index("--out") + 1]).write_bytes(b"safetensors")
-        return 0
-
-    monkeypatch.setattr(subprocess, "call", fake_call)
-    (tmp_path / "t.pt").write_bytes(b"teacher")
-    (tmp_path / "f.pt").write_bytes(b"fd network")
-    assets = study.Assets(data_root="data", teacher=str(tmp_path / "t.pt"), fd_net=str(tmp_path / "f.pt"))
+    calls = fake_gan_kd(monkeypatch)
+    assets = asset_files(tmp_path)
     copy = study.execute("vkd", REGIME, 1, runs=runs, results=results, assets=assets, log=lambda _: None)
     assert calls == [["gan-kd", "train"], ["gan-kd", "evaluate"], ["gan-kd", "export"]]
     assert sorted(p.name for p in copy.iterdir()) == ["assets.json", "config.json", "evaluation.json", "final.png",
@@ -219,17 +231,8 @@ def test_execute_skips_a_run_another_process_holds_and_takes_it_once_released(fa
     assert said == [f"{name}: in progress in another process (skipped)"]
 
     fake_copy(runs, "vkd", 0, 18.0, [25.0], [0.2])  # released: the next process trains (here: fakes) it
-
-    def fake_call(command, **kwargs):
-        if command[1] == "export":
-            Path(command[command.index("--out") + 1]).write_bytes(b"safetensors")
-        return 0
-
-    monkeypatch.setattr(subprocess, "call", fake_call)
-    (tmp_path / "t.pt").write_bytes(b"teacher")
-    (tmp_path / "f.pt").write_bytes(b"fd network")
-    assets = study.Assets(data_root="data", teacher=str(tmp_path / "t.pt"), fd_net=str(tmp_path / "f.pt"))
-    copy = study.execute("vkd", REGIME, 0, runs=runs, results=results, assets=assets, log=said.append)
+    fake_gan_kd(monkeypatch)
+    copy = study.execute("vkd", REGIME, 0, runs=runs, results=results, assets=asset_files(tmp_path), log=said.append)
     assert (copy / "evaluation.json").is_file() and said[-1].startswith(f"{name}: done in ")
 
 
