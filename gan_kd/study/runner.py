@@ -148,17 +148,30 @@ def rescore(row: str, regime: Regime, seed: int, *, runs: Path, results: Path, a
     return True
 
 
+def is_claimed(runs: Path, name: str) -> bool:
+    """Whether a process holds run ``name`` now (:func:`claimed`), without taking it."""
+    path = Path(runs) / f"{name}.lock"
+    if not path.is_file():
+        return False
+    with claimed(runs, name) as mine:
+        return not mine
+
+
 def run_state(name: str, *, runs: Path, results: Path) -> str:
     """``done`` (its copy is complete), ``partial (iteration N)`` (a run directory whose log reached N),
-    ``started`` (a directory without logged iterations) or ``missing``."""
+    ``started`` (a directory without logged iterations) or ``missing``; ``running (...)`` instead of ``partial`` or
+    ``started`` while a process holds the run."""
     if is_finished(results, name):
         return "done"
+    last = None
     metrics = Path(runs) / name / "metrics.jsonl"
     if metrics.is_file():
         steps = [json.loads(line).get("step") for line in metrics.read_text().splitlines() if line.strip()]
-        steps = [step for step in steps if isinstance(step, int)]
-        if steps:
-            return f"partial (iteration {max(steps)})"
+        last = max((step for step in steps if isinstance(step, int)), default=None)
+    if is_claimed(runs, name):
+        return "running (starting)" if last is None else f"running (iteration {last})"
+    if last is not None:
+        return f"partial (iteration {last})"
     return "started" if (Path(runs) / name).is_dir() else "missing"
 
 

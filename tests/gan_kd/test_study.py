@@ -323,7 +323,7 @@ def test_the_readme_has_the_generated_block():
     assert readme.count(study.README_BEGIN) == 1 and readme.count(study.README_END) == 1
 
 
-def test_status_says_done_partial_started_or_missing(fake_copy, tmp_path):
+def test_status_says_done_running_partial_started_or_missing(fake_copy, tmp_path):
     results, runs = tmp_path / "results", tmp_path / "runs"
     fake_copy(results, "da", 0, 20.0, [30.0], [0.1])
     partial = runs / study.run_name("vkd", REGIME, 0)
@@ -334,6 +334,9 @@ def test_status_says_done_partial_started_or_missing(fake_copy, tmp_path):
     assert study.run_state(partial.name, runs=runs, results=results) == "partial (iteration 100)"
     assert study.run_state(study.run_name("vkd", REGIME, 1), runs=runs, results=results) == "started"
     assert study.run_state(study.run_name("da", REGIME, 1), runs=runs, results=results) == "missing"
+    with study.claimed(runs, partial.name):  # held by a process (another `run`): running
+        assert study.run_state(partial.name, runs=runs, results=results) == "running (iteration 100)"
+    assert study.run_state(partial.name, runs=runs, results=results) == "partial (iteration 100)"  # released
     table = study.status_table(REGIME, ["da", "vkd"], [0, 1], runs=runs, results=results)
     assert "| da | done | missing |" in table and "| vkd | partial (iteration 100) | started |" in table
     assert "1 of 4 runs done; 0 reusable (copied by `run`, not trained); 3 to train (f0.01_w8_b16_i300)." in table
