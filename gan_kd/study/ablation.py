@@ -71,6 +71,17 @@ def rows_table(members: list[dict], rows: list[str], min_seeds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compute_line(members: list[dict]) -> str:
+    """How much compute the regime's runs took: the sums of their training and evaluation wall times (each run
+    on one core; ``result.json`` and ``evaluation.json``'s ``wall_time_s``), and on what hardware."""
+    train = sum(r["training"].get("wall_time_s") or 0.0 for r in members)
+    evaluate = sum(r["result"].get("wall_time_s") or 0.0 for r in members)
+    machines = "; ".join(sorted({r["training"].get("hardware") or r["result"].get("hardware") or "?" for r in members}))
+    return (f"Compute: {len(members)} runs took {train / 3600:.1f} h of training and {evaluate / 3600:.1f} h of final "
+            f"evaluation, each run on one core ({machines}); two runs at a time on a 2-core machine halve the wall "
+            f"time.")
+
+
 def plot_rows(runs: list[dict], rows: list[str], column: str, path: Path, ylabel: str, title: str) -> Path:
     """One line per row: the mean over seeds of ``column`` against the iteration, with a min–max band; one panel
     per family of rows (:func:`gan_kd.study.rows.curve_panels`), one colour per row throughout."""
@@ -94,6 +105,7 @@ def ablation_section(study: list[dict], rows: list[str], min_seeds: int, figures
                   f"iteration {regime.ema_start}, evaluation every {regime.eval_every} iterations. Everything "
                   f"but the seed is equal within a row; teacher = ResNet-20 classifier checkpoint; each row's kd "
                   f"weight is the one its runs' config.json records:", "", rows_table(members, rows, min_seeds), "",
+                  compute_line(members), "",
                   "### The whole evaluation, one table per family of metrics", "",
                   "Each metric of the final evaluation (10,000 samples of the best EMA generator, mean over its "
                   "sample sets) per row: mean ± sample std over seeds, the 95% percentile-bootstrap interval of the "

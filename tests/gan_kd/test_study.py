@@ -156,6 +156,9 @@ def test_report_tables_verdicts_and_plots_come_from_the_copies(fake_copy, tmp_pa
     assert "| DA + linear + whitening | | (missing) 0 of 5 | | |" in text  # the rows table: kd weight, seeds
     assert "| DA + VkD (orthogonal, no normaliser) | 1 | 0 (4 missing) | 200 (fd) | 600–600 s |" in text
     assert "| DA (baseline) | — (no teacher) | 0, 1, 2, 3, 4 | 200, 200, 200, 200, 200 (fd) | 600–604 s |" in text
+    study_runs = study.load_runs(results)
+    hours = sum(600 + r["config"]["seed"] for r in study_runs) / 3600
+    assert f"Compute: {len(study_runs)} runs took {hours:.1f} h of training and 0.0 h of final evaluation" in text
     assert "kd weight 1." not in text and "| fd_vgg ↓ | every row | — | — | 0 of 11 runs | — |" in text
     assert "| FD (resnet32) ↓ | DA (baseline) | 20.2 ± 0.16 |" in classifier
     assert text.index(agreement.RULE) < text.index("- **(c) distillation (VkD w/ whitening) improves on DA** (VkD's claim): "
