@@ -20,8 +20,9 @@ from collections.abc import Mapping
 # VkD Table 4 rows: the options each preset sets. Explicit options given with a preset win over its values.
 # --kd-weight (default 1) was calibrated at the CPU study's regime by issue 25's rule (results/gan_calibration.json):
 # da-kd, vkd, vkd-whiten and label-distillation (and the study's linear + whitening row) keep 1, their terms at 1
-# lying within 0.05-5x D's hinge loss. spkd (~0.01x), pkd (~3e-4x: switched off at 1) and kd-dlgan (64-134x) are
-# outside it; their sweeps are not finished, so they still default to 1 until the chosen weight is frozen here.
+# lying within 0.05-5x D's hinge loss. spkd (~0.01x at 1) and pkd (~3e-4x: switched off at 1) were swept and
+# train at the chosen weight below (spkd 30, pkd 3000); kd-dlgan (64-134x) is outside it too, its sweep is not
+# finished, so it still defaults to 1 until the chosen weight is frozen here.
 PRESETS: dict[str, dict] = {
     "da": {"distill": False},                                                   # DA (baseline)
     "da-kd": {"distill": True, "distill_loss": "vkd", "projector": "linear", "normalizer": "none"},  # DA + KD (CLIP)
@@ -30,8 +31,10 @@ PRESETS: dict[str, dict] = {
     # FitNets on D's feature: a linear projector and an L2 loss to the raw teacher feature -- exactly da-kd's
     # options (kd_core's vkd loss with projector linear, normaliser none, distance mse = kd_core's fitnet loss).
     "fitnets": {"distill": True, "distill_loss": "vkd", "projector": "linear", "normalizer": "none"},
-    "spkd": {"distill": True, "distill_loss": "spkd"},  # similarity-preserving KD (Tung & Mori 2019)
-    "pkd": {"distill": True, "distill_loss": "pkd"},    # probabilistic KD (Passalis & Tefas 2018)
+    # similarity-preserving KD (Tung & Mori 2019); kd_weight: results/gan_calibration.json (sweep 3/30/300, 2 seeds)
+    "spkd": {"distill": True, "distill_loss": "spkd", "kd_weight": 30.0},
+    # probabilistic KD (Passalis & Tefas 2018); kd_weight: results/gan_calibration.json (sweep 300/3000/30000)
+    "pkd": {"distill": True, "distill_loss": "pkd", "kd_weight": 3000.0},
     # KD-DLGAN (Cui et al. 2023) as its official code: D's 2-layer SN head, reverse-triplet + image-text
     # correlation terms (weight 10 each, inside the loss), LeCam 0.3 (shared/reference/gan.md §6)
     "kd-dlgan": {"distill": True, "distill_loss": "kd-dlgan", "lecam": 0.3},

@@ -12,7 +12,9 @@
 #   env: DATA_ROOT (data), RUNS (runs/gan_cifar), SEEDS ("0 1 2"), PRESETS ("da da-kd vkd vkd-whiten spkd pkd
 #        kd-dlgan label-distillation"),
 #        LECAM (0.3: KD-DLGAN's scripts, which VkD started from, add LeCam 0.3; 0 = the plain DiffAugment protocol),
-#        KD_WEIGHT (1.0; VkD does not publish it), NPROC (GPUs for torchrun, 1),
+#        KD_WEIGHT (unset: each preset's own --kd-weight, 1 except SPKD 30 and PKD 3000, calibrated at the CPU
+#        study's regime (results/gan_calibration.md); VkD does not publish its weights; set: that weight for every
+#        distillation row), NPROC (GPUs for torchrun, 1),
 #        DRY_RUN (1: print every command, one per line, and run nothing; no GPU or data needed).
 set -euo pipefail
 
@@ -20,7 +22,7 @@ DATASETS=${1:-all}; FRACTIONS=${2:-all}
 [ "$DATASETS" = all ] && DATASETS="cifar10 cifar100"
 [ "$FRACTIONS" = all ] && FRACTIONS="0.1 0.2 1.0"
 DATA_ROOT=${DATA_ROOT:-data}; RUNS=${RUNS:-runs/gan_cifar}; SEEDS=${SEEDS:-"0 1 2"}
-PRESETS=${PRESETS:-"da da-kd vkd vkd-whiten spkd pkd kd-dlgan label-distillation"}; LECAM=${LECAM:-0.3}; KD_WEIGHT=${KD_WEIGHT:-1.0}; NPROC=${NPROC:-1}
+PRESETS=${PRESETS:-"da da-kd vkd vkd-whiten spkd pkd kd-dlgan label-distillation"}; LECAM=${LECAM:-0.3}; KD_WEIGHT=${KD_WEIGHT:-}; NPROC=${NPROC:-1}
 DRY_RUN=${DRY_RUN:-}
 
 die() { echo "gan_cifar.sh: $*" >&2; exit 2; }
@@ -70,7 +72,8 @@ for dataset in $DATASETS; do
     for preset in $PRESETS; do
       for seed in $SEEDS; do
         out=$RUNS/${dataset}_${fraction}_${preset}_seed${seed}
-        extra=(); [ "$preset" != da ] && extra=("${teacher[@]}" --kd-weight "$KD_WEIGHT")
+        extra=(); [ "$preset" != da ] && extra=("${teacher[@]}")
+        [ "$preset" != da ] && [ -n "$KD_WEIGHT" ] && extra+=(--kd-weight "$KD_WEIGHT")
         run "${launch[@]}" train --out "$out" --preset "$preset" --dataset "$dataset" --data-root "$DATA_ROOT" \
           --data-fraction "$fraction" --iterations "$(iterations "$dataset" "$fraction")" --lecam "$LECAM" \
           --eval-every 4000 --eval-samples 10000 --metrics fid --checkpoint-every 2000 --sample-every 4000 \

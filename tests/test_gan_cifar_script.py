@@ -47,6 +47,26 @@ def test_dry_run_lists_every_row_at_every_fraction_and_each_command_parses():
         "results/gan_cifar10_table4.md", "results/gan_cifar100_table4.md"]
 
 
+@pytest.mark.parametrize("knob, expected", [
+    (None, {"da-kd": 1.0, "vkd-whiten": 1.0, "spkd": 30.0, "pkd": 3000.0, "kd-dlgan": 1.0}),  # each preset's own
+    ("2.5", {"da-kd": 2.5, "vkd-whiten": 2.5, "spkd": 2.5, "pkd": 2.5, "kd-dlgan": 2.5}),     # one weight for all
+])
+def test_each_distillation_row_trains_at_its_presets_weight_unless_kd_weight_is_set(knob, expected):
+    from gan_kd.config import TrainConfig
+    from gan_kd.presets import expand_preset
+
+    done = run_script("cifar10", "0.1", DRY_RUN="1", SEEDS="0", PRESETS=" ".join(expected),
+                      **({"KD_WEIGHT": knob} if knob else {}))
+    assert done.returncode == 0, done.stderr
+    for words in (shlex.split(line) for line in done.stdout.splitlines()):
+        if words[:2] != ["gan-kd", "train"]:
+            continue
+        params = gan_cli.commands["train"].make_context("train", words[2:]).params
+        assert ("--kd-weight" in words) == (knob is not None)
+        options = expand_preset(params["preset"], {} if knob is None else {"kd_weight": float(knob)})
+        assert options.get("kd_weight", TrainConfig.kd_weight) == expected[params["preset"]], params["preset"]
+
+
 @pytest.mark.parametrize("args, knobs, message", [
     (["cifar10", "0.5"], {}, "unknown fraction 0.5"),
     (["mnist"], {}, "unknown dataset mnist"),

@@ -60,22 +60,23 @@ def test_train_each_preset_then_evaluate_fd_and_sample(preset, cifar10_root, tea
     assert [int(r["step"]) for r in losses] == [1, 2, 3, 4]
     terms = {"d/loss_hinge", "d/total", "d/logit_real", "d/logit_fake", "g/loss_hinge", "g/total"}
     lecam = PRESETS[preset].get("lecam", 0.0)  # kd-dlgan's 0.3: logged, but zero before iteration 1000
+    weight = PRESETS[preset].get("kd_weight", 1.0)  # the calibrated weight (spkd 30, pkd 3000), else 1
     for r in losses:
         assert set(r) - {"step"} == (terms | ({"d/loss_kd", "d/kd_ratio"} if preset != "da" else set())
                                      | ({"d/loss_lecam"} if lecam else set()))
-        # kd_weight 1, no LeCam yet: D's total is the hinge plus the distillation term, averaged over the D steps
+        # no LeCam yet: D's total is the hinge plus the weighted distillation term, averaged over the D steps
         kd = float(r.get("d/loss_kd", 0.0))
         assert float(r.get("d/loss_lecam", 0.0)) == 0.0
-        assert float(r["d/total"]) == pytest.approx(float(r["d/loss_hinge"]) + kd, rel=1e-5, abs=1e-6)
+        assert float(r["d/total"]) == pytest.approx(float(r["d/loss_hinge"]) + weight * kd, rel=1e-5, abs=1e-6)
         assert float(r["g/total"]) == float(r["g/loss_hinge"])
-        if preset != "da":  # the distillation term next to D's adversarial loss, at weight 1
-            assert float(r["d/kd_ratio"]) == pytest.approx(abs(kd) / float(r["d/loss_hinge"]), rel=1e-6)
+        if preset != "da":  # the weighted distillation term next to D's adversarial loss
+            assert float(r["d/kd_ratio"]) == pytest.approx(weight * abs(kd) / float(r["d/loss_hinge"]), rel=1e-6)
     summary = json.loads((out / "result.json").read_text())
     if preset == "da":
         assert "distillation_ratio" not in summary
     else:  # at the first evaluation (iteration 2) and at the end, with the weight
         ratio = summary["distillation_ratio"]
-        assert ratio["kd_weight"] == 1.0
+        assert ratio["kd_weight"] == weight and config["kd_weight"] == weight
         assert ratio["first_eval"] == {"iteration": 2, "ratio": float(losses[1]["d/kd_ratio"])}
         assert ratio["end"] == {"iteration": 4, "ratio": float(losses[3]["d/kd_ratio"])}
     # the progress line: D's total, the distillation term, G's total

@@ -554,8 +554,12 @@ def test_reuse_takes_the_calibration_run_of_a_row_at_its_own_weight_under_the_st
 
     assert calibration.row_weight("vkd") == 1.0 and calibration.same_command("vkd") == "vkd@kd1"
     assert calibration.same_command("da") is None and calibration.same_command("no-da") is None
-    assert all(calibration.same_command(row) == f"{row}@kd1" for row in calibration.DISTILLATION_ROWS
-               if "--kd-weight" not in ROWS[row][1])
+    from gan_kd.presets import PRESETS
+
+    for row in calibration.DISTILLATION_ROWS:  # the preset's frozen weight (1 unless the calibration chose another)
+        preset = ROWS[row][1][ROWS[row][1].index("--preset") + 1]
+        assert calibration.same_command(row) == f"{row}@kd{PRESETS[preset].get('kd_weight', 1.0):g}", row
+    assert calibration.same_command("pkd") == "pkd@kd3000"
     calibrated, results = tmp_path / "calibration", tmp_path / "study"
     source = fake_copy(calibrated, "vkd@kd1", 0, 5.0, [5.0], [0.1])
     other = fake_copy(calibrated, "vkd@kd0.1", 1, 5.0, [5.0], [0.1])
