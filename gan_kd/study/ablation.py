@@ -78,8 +78,7 @@ def compute_line(members: list[dict]) -> str:
     evaluate = sum(r["result"].get("wall_time_s") or 0.0 for r in members)
     machines = "; ".join(sorted({r["training"].get("hardware") or r["result"].get("hardware") or "?" for r in members}))
     return (f"Compute: {len(members)} runs took {train / 3600:.1f} h of training and {evaluate / 3600:.1f} h of final "
-            f"evaluation, each run on one core ({machines}); two runs at a time on a 2-core machine halve the wall "
-            f"time.")
+            f"evaluation, each run on one core ({machines}; the study ran two at a time, one per core).")
 
 
 def plot_rows(runs: list[dict], rows: list[str], column: str, path: Path, ylabel: str, title: str) -> Path:
