@@ -8,9 +8,9 @@ from pathlib import Path
 
 from gan_kd.study.agreement import RULE, verdict_lines
 from gan_kd.study.families import family_sections
-from gan_kd.study.figure import CURVE_LABEL, FIGURE_SEED, first_figure, row_name, run_has_figure
+from gan_kd.study.figure import CURVE_LABEL, FIGURE_SEED, curve_panel_groups, first_figure, run_has_figure
 from gan_kd.study.reading import kd_weight, len_subset, row_label, row_runs
-from gan_kd.study.rows import Regime, curve_panels, regime_of
+from gan_kd.study.rows import Regime, regime_of
 
 
 def by_regime(runs: list[dict]) -> list[tuple[Regime, list[dict], str]]:
@@ -86,10 +86,7 @@ def plot_rows(runs: list[dict], rows: list[str], column: str, path: Path, ylabel
     per family of rows (:func:`gan_kd.study.rows.curve_panels`), one colour per row throughout."""
     from gan_kd.plots import panels_plot
 
-    curves = {row: [c for c in (r["curves"].get(column, []) for r in row_runs(runs, row)) if c] for row in rows}
-    shown = [row for row in rows if curves[row]]
-    names = {row: row_name(row, row_runs(runs, row)[0]) for row in shown}  # short: the legends sit in the panels
-    panels = {title: {names[row]: curves[row] for row in members} for title, members in curve_panels(shown).items()}
+    panels, _ = curve_panel_groups(runs, rows, column)  # short row names: the legends sit in the panels
     return panels_plot(panels, path, ylabel=ylabel, title=title)
 
 

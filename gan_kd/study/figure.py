@@ -75,22 +75,29 @@ def _strip(images: torch.Tensor) -> tuple[np.ndarray, dict]:
     return strip, {}
 
 
+def curve_panel_groups(runs: list[dict], rows: list[str], column: str) -> tuple[dict[str, dict], list[str]]:
+    """``column``'s curves of each row that logged it, grouped into :func:`gan_kd.study.rows.curve_panels`
+    (title -> {row name: its seeds' curves}), and the row names (:func:`row_name`) in ``rows``' order."""
+    names, curves = {}, {}
+    for row in rows:
+        members = row_runs(runs, row)
+        group = [c for c in (r["curves"].get(column, []) for r in members) if c]
+        if group:
+            names[row], curves[row] = row_name(row, members[0]), group
+    panels = {title: {names[row]: curves[row] for row in members} for title, members in curve_panels(list(curves)).items()}
+    return panels, list(names.values())
+
+
 def first_figure(runs: list[dict], rows: list[str], path: Path, seed: int = FIGURE_SEED) -> dict:
     """Write the PNG and return what it shows: ``rows`` [(row, seed)], ``labels``, ``missing`` (rows with runs
     but no committed generator), ``curves`` (rows with a label-free FD curve)."""
     from gan_kd.plots import pyplot, draw_panels, save_figure
 
     samples = sample_rows(runs, rows, seed)
-    names, curves = {}, {}
-    for row in rows:
-        members = row_runs(runs, row)
-        group = [c for c in (r["curves"].get(CURVE, []) for r in members) if c]
-        if group:
-            names[row], curves[row] = row_name(row, members[0]), group
-    panels = {title: {names[row]: curves[row] for row in members} for title, members in curve_panels(list(curves)).items()}
+    panels, names = curve_panel_groups(runs, rows, CURVE)
     record = {"rows": [[row, run["config"]["seed"]] for row, run in samples["rows"]],
               "labels": samples["labels"].tolist(), "latent_seed": seed, "missing": samples["missing"],
-              "curves": [names[row] for row in curves], "panels": {title: list(groups) for title, groups in panels.items()}}
+              "curves": names, "panels": {title: list(groups) for title, groups in panels.items()}}
     plt = pyplot()
     count = len(samples["rows"])
     height = 0.8 * count + 5.1
@@ -109,7 +116,7 @@ def first_figure(runs: list[dict], rows: list[str], path: Path, seed: int = FIGU
         if i == 0:
             axes.set_title(f"best EMA generator, lowest seed; latent seed {seed}, classes "
                            f"{', '.join(map(str, record['labels']))} (one per column, the same in every row)", fontsize=9)
-    if curves:
+    if names:
         below = grid[count + 1].subgridspec(1, len(panels), wspace=0.08)
         first = figure.add_subplot(below[0])
         axes_row = [first] + [figure.add_subplot(below[i], sharey=first) for i in range(1, len(panels))]

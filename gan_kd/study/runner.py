@@ -23,6 +23,10 @@ def is_finished(results: Path, name: str) -> bool:
     return (results / name / EVALUATION_FILE).is_file()
 
 
+def lock_file(runs: Path, name: str) -> Path:
+    return Path(runs) / f"{name}.lock"
+
+
 @contextlib.contextmanager
 def claimed(runs: Path, name: str) -> Iterator[bool]:
     """Whether this process holds run ``name``: an exclusive, non-blocking ``flock`` on ``<runs>/<name>.lock``,
@@ -30,7 +34,7 @@ def claimed(runs: Path, name: str) -> Iterator[bool]:
     Two processes given the same queue (``run`` started once per core) thus never train one run twice: the
     second one skips the run the first holds and takes the next."""
     Path(runs).mkdir(parents=True, exist_ok=True)
-    with open(Path(runs) / f"{name}.lock", "a") as handle:
+    with open(lock_file(runs, name), "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -150,8 +154,7 @@ def rescore(row: str, regime: Regime, seed: int, *, runs: Path, results: Path, a
 
 def is_claimed(runs: Path, name: str) -> bool:
     """Whether a process holds run ``name`` now (:func:`claimed`), without taking it."""
-    path = Path(runs) / f"{name}.lock"
-    if not path.is_file():
+    if not lock_file(runs, name).is_file():
         return False
     with claimed(runs, name) as mine:
         return not mine
