@@ -117,18 +117,19 @@ def row_record(row: str, copies: dict[tuple[float, int], Path], training: dict[t
     planned = plan(first, end)
     record.update({"ratio_at_1": {"first_eval": first, "end": end}, "plan": planned,
                    "kept": planned == [1.0], "runs": {}})
-    for (weight, seed), copy in sorted(copies.items()):
+    fds = {key: selection_fd(copy) for key, copy in copies.items()}  # each selection.json read once
+    for weight, seed in sorted(copies):
         ratio = training[weight, seed].get("distillation_ratio", {})
         record["runs"][f"{weight:g}/s{seed}"] = {
-            "weight": weight, "seed": seed, "selection_fd": selection_fd(copy),
+            "weight": weight, "seed": seed, "selection_fd": fds[weight, seed],
             "ratio_first_eval": ratio.get("first_eval", {}).get("ratio"), "ratio_end": ratio.get("end", {}).get("ratio")}
     if record["kept"]:
         return {**record, "state": "done", "chosen": 1.0}
-    seed0 = {weight: selection_fd(copies[weight, 0]) for weight in planned if (weight, 0) in copies}
+    seed0 = {weight: fds[weight, 0] for weight in planned if (weight, 0) in fds}
     if len(seed0) < len(planned) or None in seed0.values():
         return {**record, "state": "sweep running"}
     record["finalists"] = best_two(seed0)
-    both = {weight: [selection_fd(copies[weight, seed]) for seed in (0, 1) if (weight, seed) in copies]
+    both = {weight: [fds[weight, seed] for seed in (0, 1) if (weight, seed) in fds]
             for weight in record["finalists"]}
     if any(len(values) < 2 or None in values for values in both.values()):
         return {**record, "state": "second seeds running"}
