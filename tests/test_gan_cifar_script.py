@@ -48,7 +48,7 @@ def test_dry_run_lists_every_row_at_every_fraction_and_each_command_parses():
 
 
 @pytest.mark.parametrize("knob, expected", [
-    (None, {"da-kd": 1.0, "vkd-whiten": 1.0, "spkd": 30.0, "pkd": 3000.0, "kd-dlgan": 1.0}),  # each preset's own
+    (None, {"da-kd": 1.0, "vkd-whiten": 1.0, "spkd": 30.0, "pkd": 3000.0, "kd-dlgan": 0.0003}),  # each preset's own
     ("2.5", {"da-kd": 2.5, "vkd-whiten": 2.5, "spkd": 2.5, "pkd": 2.5, "kd-dlgan": 2.5}),     # one weight for all
 ])
 def test_each_distillation_row_trains_at_its_presets_weight_unless_kd_weight_is_set(knob, expected):
