@@ -17,6 +17,7 @@ The modules, each importing only those above it:
 * :mod:`~gan_kd.study.reading`: the committed run copies read into numbers, grouped by row;
 * :mod:`~gan_kd.study.families`: the metrics in families with their better direction, one table per family;
 * :mod:`~gan_kd.study.agreement`: the verdicts that need agreement between the families, and their rule;
+* :mod:`~gan_kd.study.published`: the rows beside VkD's published CIFAR-10 FIDs, by direction;
 * :mod:`~gan_kd.study.figure`: the figure a reader looks at first (samples per row, label-free FD curves);
 * :mod:`~gan_kd.study.tables`: the pilot's table and generated sentence;
 * :mod:`~gan_kd.study.ablation`: the report's ablation section (rows, family tables, verdicts, curves, grids);

@@ -1,6 +1,6 @@
 """The report's ablation section (issue 27), per regime: the rows with the kd weight each ran at, one table per
-metric family, the verdicts under the agreement rule, the curves and the final sample grids; and the first
-figure's place and caption."""
+metric family, the verdicts under the agreement rule, the rows beside VkD's published numbers, the curves and the
+final sample grids; and the first figure's place and caption."""
 from __future__ import annotations
 
 import os
@@ -9,6 +9,7 @@ from pathlib import Path
 from gan_kd.study.agreement import RULE, verdict_lines
 from gan_kd.study.families import family_sections
 from gan_kd.study.figure import CURVE_LABEL, FIGURE_SEED, curve_panel_groups, first_figure, run_has_figure
+from gan_kd.study.published import published_section
 from gan_kd.study.reading import kd_weight, len_subset, row_label, row_runs
 from gan_kd.study.rows import Regime, regime_of
 
@@ -111,7 +112,7 @@ def ablation_section(study: list[dict], rows: list[str], min_seeds: int, figures
                   *family_sections(members, rows),
                   "### Verdicts", "", RULE, "", *verdict_lines(members), "",
                   "With 5 seeds a percentile bootstrap is narrower than a t interval; read borderline cases with "
-                  "that in mind.", ""]
+                  "that in mind.", "", *published_section(members, rows)]
         for name, column, ylabel in ((f"study_fd{suffix}.png", "eval/fd", "classifier FD (2,000 samples)"),
                                      (f"study_gap{suffix}.png", "probe/d_gap", "D(train reals) − D(held-out reals)")):
             plot_rows(members, rows, column, figures / name, ylabel, f"{ylabel}: mean over seeds, min–max band")

@@ -51,11 +51,11 @@ def compared(values: list[float], key: str) -> list[float]:
     return [abs(v - 1) for v in values] if DIRECTIONS[key] == CLOSEST_TO_ONE else list(values)
 
 
-def compare_metric(candidate: list[dict], baseline: list[dict], key: str) -> dict | None:
+def compare_metric(candidate: list[dict], baseline: list[dict], key: str, min_seeds: int = MIN_SEEDS) -> dict | None:
     """:func:`kd_core.stats.compare` of two rows' runs on ``key`` in its better direction (``None`` when a row
-    has fewer than :data:`MIN_SEEDS` runs with it)."""
+    has fewer than ``min_seeds`` runs with it)."""
     a, b = metric_values(candidate, key), metric_values(baseline, key)
-    if len(a) < MIN_SEEDS or len(b) < MIN_SEEDS:
+    if len(a) < min_seeds or len(b) < min_seeds:
         return None
     return compare(compared(a, key), compared(b, key), lower_is_better=DIRECTIONS[key] != HIGHER)
 

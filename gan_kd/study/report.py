@@ -8,6 +8,7 @@ from pathlib import Path
 from gan_kd.study import regime as search
 from gan_kd.study.ablation import ablation_section, overview
 from gan_kd.study.agreement import claim_verdict, describe, whose
+from gan_kd.study.published import chain_sentence, comparisons, summary
 from gan_kd.study.reading import len_subset, load_runs, overfitting_summary, row_runs
 from gan_kd.study.rows import CLAIMS, FINAL_METRICS, Regime, regime_of
 from gan_kd.study.runner import ASSETS_FILE
@@ -48,6 +49,10 @@ def readme_block(pilot: list[dict], study: list[dict], rows: list[str], min_seed
     for claim in CLAIMS:
         source = "" if claim.source == "VkD" else f" ({whose(claim)})"
         lines.append(f"  * {claim.claim}{source}: {describe(claim_verdict(study, claim), full=False)}.")
+    published = comparisons(study, rows)
+    if published:
+        lines.append(f"  * Beside VkD's CIFAR-10 numbers (direction only, label-free FD): {chain_sentence(study)} "
+                     f"{summary(published)}")
     lines.append(README_END)
     return "\n".join(lines)
 

@@ -11,7 +11,7 @@ import torch
 
 from gan_kd import study
 from gan_kd.metrics.evaluator import RESULT_KEYS, parse_metrics
-from gan_kd.study import agreement, families, figure, rescoring
+from gan_kd.study import agreement, families, figure, published, rescoring
 from kd_core.stats import bootstrap_mean_ci, compare, mean_std
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
@@ -94,7 +94,7 @@ def test_overlapping_label_free_fd_is_not_resolved_whatever_the_others_say(fake_
     lines = agreement.verdict_lines(runs)
     assert len(lines) == len(study.CLAIMS)
     assert "**(0) DA improves on the no-DiffAugment control** (DiffAugment's claim: the sanity check, not VkD's): " \
-           "**not resolved** — too few seeds with the label-free FD (5 da, 0 no-da; at least 2 each)" in lines[0]
+           "**not resolved** — too few seeds with the label-free FD (5 da, 0 no-da; at least 5 each)" in lines[0]
 
 
 def test_one_seed_is_too_few_and_a_metric_no_copy_holds_counts_neither_way(fake_copy, tmp_path):
@@ -102,8 +102,52 @@ def test_one_seed_is_too_few_and_a_metric_no_copy_holds_counts_neither_way(fake_
     fake_copy(tmp_path, "vkd-whiten", 0, 5.0, [5.0], [0.1], fd_vgg=1.0)
     item = verdict(study.load_runs(tmp_path))
     assert item["verdict"] == "not resolved" and item["n"] == (1, 5) and item["primary"] is None
-    assert "too few seeds with the label-free FD (1 vkd-whiten, 5 da; at least 2 each)" in agreement.describe(item)
+    assert "too few seeds with the label-free FD (1 vkd-whiten, 5 da; at least 5 each)" in agreement.describe(item)
     assert "recall" in item["unscored"] and item["better"] == item["worse"] == []
+
+
+def test_a_verdict_waits_for_five_seeds_per_row_though_the_family_tables_show_four(fake_copy, tmp_path):
+    """Four seeds a row, FD 25% apart: the table's interval resolves it, the verdict waits for the fifth seed."""
+    scored_row(fake_copy, tmp_path, "da", fd=seeded(10.0)[:4])
+    scored_row(fake_copy, tmp_path, "vkd-whiten", fd=seeded(10.0)[:4], fd_vgg=30.0)
+    runs = study.load_runs(tmp_path)
+    assert families.compare_metric(study.row_runs(runs, "vkd-whiten"), study.row_runs(runs, "da"), "fd_vgg")["verdict"] == "yes"
+    item = verdict(runs)
+    assert item["verdict"] == "not resolved" and item["primary"] is None and item["n"] == (4, 4)
+    assert "too few seeds with the label-free FD (4 vkd-whiten, 4 da; at least 5 each)" in agreement.describe(item)
+    assert agreement.VERDICT_SEEDS == 5 and "with at least 5 seeds per row" in agreement.RULE
+    scored_row(fake_copy, tmp_path / "five", "da")
+    scored_row(fake_copy, tmp_path / "five", "vkd-whiten", fd_vgg=30.0)
+    assert verdict(study.load_runs(tmp_path / "five"))["verdict"] == "yes"
+
+
+def test_rows_beside_the_published_numbers_agree_disagree_or_are_not_resolved(fake_copy, tmp_path):
+    scored_row(fake_copy, tmp_path, "da")  # label-free FD 40
+    scored_row(fake_copy, tmp_path, "vkd", fd_vgg=30.0, fd=8.0)  # better than DA, as VkD's Table 4
+    scored_row(fake_copy, tmp_path, "vkd-whiten", fd_vgg=50.0)  # worse, against Table 4
+    scored_row(fake_copy, tmp_path, "spkd", fd=seeded(10.0)[:4], fd_vgg=20.0)  # better, but 4 seeds
+    scored_row(fake_copy, tmp_path, "no-da", fd_vgg=60.0)  # not in VkD's tables
+    runs = study.load_runs(tmp_path)
+    rows = ["da", "no-da", "vkd", "vkd-whiten", "spkd", "pkd"]
+    items = {item["row"]: item for item in published.comparisons(runs, rows)}
+    assert list(items) == ["vkd", "vkd-whiten", "spkd", "pkd"]  # DA is the reference; no-DA was never published
+    assert {row: item["reading"] for row, item in items.items()} == {
+        "vkd": "agrees", "vkd-whiten": "disagrees", "spkd": "not resolved", "pkd": "not resolved"}
+    assert items["vkd"]["fid_change"] == pytest.approx(16.42 / 23.34 - 1) and items["pkd"]["seeds"] == 0
+    sentence = published.chain_sentence(runs)
+    assert sentence.startswith("VkD's CIFAR-10 FIDs (Table 4): DA 23.34 → VkD 16.42 → VkD w/ whitening 13.16, each "
+                               "step better. Here, label-free FD: DA 40.00 → VkD 30.00 (-25%, better, resolved) → VkD "
+                               "w/ whitening 50.00 (+67%, worse, resolved);")
+    assert published.summary(list(items.values())) == (
+        "Of the 4 distillation rows VkD's tables place ahead of DA on CIFAR-10, the label-free FD here gives: 1 agrees "
+        "(vkd); 1 disagrees (vkd-whiten); 2 not resolved (spkd, pkd).")
+    section = "\n".join(published.published_section(runs, rows))
+    vkd = next(line for line in section.splitlines() if line.startswith("| DA + VkD (orthogonal"))
+    assert vkd.startswith("| DA + VkD (orthogonal, no normaliser) | 16.42 (Table 4) | -30% | 30.00 (-25%) | 8.00 (-20%) | 5 | -10 [")
+    assert vkd.endswith("| **agrees** |") and "| DA (baseline) | 23.34 (Table 4) | | 40.00 | 10.00 | 5 | | |" in section
+    assert "| DA + PKD (Passalis & Tefas 2018) | 21.34 (Table 5) | -9% | — (—) | — (—) | 0 | — | **not resolved** |" in section
+    text = study.write_report(tmp_path / "none", tmp_path, tmp_path / "report.md", tmp_path / "figures", rows=rows)
+    assert section in text and text.index("### Verdicts") < text.index("### Beside VkD's published numbers")
 
 
 def test_closest_to_one_metrics_compare_the_distance_to_one(fake_copy, tmp_path):
