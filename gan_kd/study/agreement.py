@@ -2,7 +2,8 @@
 other metric of the final evaluation, by :data:`RULE`, applied by :func:`claim_verdict`, never by hand."""
 from __future__ import annotations
 
-from gan_kd.study.families import CLOSEST_TO_ONE, DIRECTIONS, FAMILIES, FAMILY_OF, compare_metric, metric_values
+from gan_kd.study.families import (CLOSEST_TO_ONE, DIRECTIONS, FAMILIES, FAMILY_OF, compare_metric,
+                                   difference_interval, metric_values)
 from gan_kd.study.reading import row_runs
 from gan_kd.study.rows import CLAIMS, Claim
 
@@ -68,9 +69,8 @@ def describe(item: dict, full: bool = True) -> str:
         fd = (f"too few seeds with the label-free FD ({item['n'][0]} {claim.candidate}, {item['n'][1]} "
               f"{claim.baseline}; at least {VERDICT_SEEDS} each)")
     else:
-        low, high = primary["ci"]
-        fd = (f"label-free FD {claim.candidate} − {claim.baseline} = {primary['difference']:+.3g} "
-              f"[{low:+.3g}, {high:+.3g}] (n = {primary['n'][0]} vs {primary['n'][1]})")
+        fd = (f"label-free FD {claim.candidate} − {claim.baseline} = {difference_interval(primary)} "
+              f"(n = {primary['n'][0]} vs {primary['n'][1]})")
     said = primary["verdict"] if primary else "not resolved"
     agree, against = {"yes": ("better", "worse"), "no": ("worse", "better")}.get(said, (None, None))
     parts = [fd]

@@ -65,12 +65,17 @@ def label(runs: list[dict], key: str) -> str:
     return next((r["result"]["labels"][key] for r in runs if key in r["result"].get("labels", {})), key)
 
 
-def _delta(comparison: dict | None) -> str:
+def difference_interval(comparison: dict | None) -> str:
+    """``difference [low, high]`` of a :func:`compare_metric` result; "—" for None."""
     if comparison is None:
         return "—"
-    side = {"yes": " better", "no": " worse"}.get(comparison["verdict"], "")
     low, high = comparison["ci"]
-    return f"{comparison['difference']:+.3g} [{low:+.3g}, {high:+.3g}]{side}"
+    return f"{comparison['difference']:+.3g} [{low:+.3g}, {high:+.3g}]"
+
+
+def _delta(comparison: dict | None) -> str:
+    side = {"yes": " better", "no": " worse"}.get(comparison["verdict"], "") if comparison else ""
+    return difference_interval(comparison) + side
 
 
 def _reference(runs: list[dict], key: str) -> float | None:

@@ -9,7 +9,7 @@ quantities, so their magnitudes are shown side by side but not compared.
 from __future__ import annotations
 
 from gan_kd.study.agreement import PRIMARY, VERDICT_SEEDS
-from gan_kd.study.families import BASELINE, compare_metric, metric_values
+from gan_kd.study.families import BASELINE, compare_metric, difference_interval, metric_values
 from gan_kd.study.reading import row_label, row_runs
 from kd_core.stats import mean_std
 
@@ -50,8 +50,8 @@ def reading(comparison: dict | None, published_better: bool) -> str:
 
 def comparisons(runs: list[dict], rows: list[str]) -> list[dict]:
     """Per published row of ``rows`` (DA excepted): the published FID and its change from DA, our label-free
-    and classifier FD means and their changes from DA, and :func:`reading` of the label-free FD's comparison."""
-    base = row_runs(runs, BASELINE)
+    and classifier FD means, and :func:`reading` of the label-free FD's comparison with DA."""
+    base, published_da = row_runs(runs, BASELINE), PUBLISHED[BASELINE][0]
     out = []
     for row in rows:
         if row == BASELINE or row not in PUBLISHED:
@@ -59,11 +59,9 @@ def comparisons(runs: list[dict], rows: list[str]) -> list[dict]:
         fid, table = PUBLISHED[row]
         members = row_runs(runs, row)
         comparison = compare_metric(members, base, PRIMARY, VERDICT_SEEDS)
-        out.append({"row": row, "fid": fid, "table": table, "fid_change": fid / PUBLISHED[BASELINE][0] - 1,
-                    "fd_vgg": _mean(members, PRIMARY), "fd_vgg_da": _mean(base, PRIMARY),
-                    "fd": _mean(members, "fd"), "fd_da": _mean(base, "fd"), "comparison": comparison,
-                    "seeds": len(metric_values(members, PRIMARY)),
-                    "reading": reading(comparison, fid < PUBLISHED[BASELINE][0])})
+        out.append({"row": row, "fid": fid, "table": table, "fid_change": fid / published_da - 1,
+                    "fd_vgg": _mean(members, PRIMARY), "fd": _mean(members, "fd"), "comparison": comparison,
+                    "seeds": len(metric_values(members, PRIMARY)), "reading": reading(comparison, fid < published_da)})
     return out
 
 
@@ -101,6 +99,8 @@ def published_section(runs: list[dict], rows: list[str]) -> list[str]:
     items = comparisons(runs, rows)
     if not items:
         return []
+    base = row_runs(runs, BASELINE)
+    fd_vgg_da, fd_da = _mean(base, PRIMARY), _mean(base, "fd")
     lines = [f"### Beside VkD's published numbers ({SOURCE})", "",
              "The only numbers typed into this report are VkD's published FIDs, quoted from its tables. A row "
              "*agrees* when the label-free FD's 95% bootstrap interval of the difference from DA resolves the same "
@@ -110,16 +110,13 @@ def published_section(runs: list[dict], rows: list[str]) -> list[str]:
              "| row | published FID (table) | published vs DA | here: label-free FD (vs DA) | here: classifier FD "
              "(vs DA) | seeds | label-free FD − DA (95% CI) | here vs the paper |",
              "|---|---|---|---|---|---|---|---|",
-             f"| {row_label(BASELINE)} | {PUBLISHED[BASELINE][0]:.2f} ({PUBLISHED[BASELINE][1]}) | | "
-             f"{_fmt(_mean(row_runs(runs, BASELINE), PRIMARY))} | {_fmt(_mean(row_runs(runs, BASELINE), 'fd'))} | "
-             f"{len(metric_values(row_runs(runs, BASELINE), PRIMARY))} | | |"]
+             f"| {row_label(BASELINE)} | {PUBLISHED[BASELINE][0]:.2f} ({PUBLISHED[BASELINE][1]}) | | {_fmt(fd_vgg_da)} "
+             f"| {_fmt(fd_da)} | {len(metric_values(base, PRIMARY))} | | |"]
     for item in items:
-        c = item["comparison"]
-        interval = "—" if c is None else f"{c['difference']:+.3g} [{c['ci'][0]:+.3g}, {c['ci'][1]:+.3g}]"
         lines.append(f"| {row_label(item['row'])} | {item['fid']:.2f} ({item['table']}) | {100 * item['fid_change']:+.0f}% "
-                     f"| {_fmt(item['fd_vgg'])} ({_change(item['fd_vgg'], item['fd_vgg_da'])}) "
-                     f"| {_fmt(item['fd'])} ({_change(item['fd'], item['fd_da'])}) | {item['seeds']} | {interval} "
-                     f"| **{item['reading']}** |")
+                     f"| {_fmt(item['fd_vgg'])} ({_change(item['fd_vgg'], fd_vgg_da)}) "
+                     f"| {_fmt(item['fd'])} ({_change(item['fd'], fd_da)}) | {item['seeds']} "
+                     f"| {difference_interval(item['comparison'])} | **{item['reading']}** |")
     return lines + ["", chain_sentence(runs), "", summary(items), ""]
 
 
